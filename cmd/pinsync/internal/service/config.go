@@ -1,0 +1,408 @@
+// Package service assembles a running pinsync from its configuration file:
+// the Kafka client options, the Pinterest client, the sync engine and the
+// HTTP server for metrics, health and status. cmd/pinsync calls Run; tests
+// and the demo call it in-process.
+package service
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/pinsync/pinsync/consumer"
+	"github.com/pinsync/pinsync/schemas"
+)
+
+// Duration is a time.Duration written as "10s" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration like 10s or 5m", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Config is pinsync's configuration file. Every key is documented in the
+// README with its default.
+type Config struct {
+	Kafka     KafkaConfig     `yaml:"kafka"`
+	Pinterest PinterestConfig `yaml:"pinterest"`
+	Sync      SyncConfig      `yaml:"sync"`
+	HTTP      HTTPConfig      `yaml:"http"`
+	Log       LogConfig       `yaml:"log"`
+}
+
+// KafkaConfig is the kafka section.
+type KafkaConfig struct {
+	Brokers          []string   `yaml:"brokers"`
+	Topics           []string   `yaml:"topics"`
+	Group            string     `yaml:"group"`
+	ClientID         string     `yaml:"client_id"`
+	InstanceID       string     `yaml:"instance_id"`
+	SessionTimeout   Duration   `yaml:"session_timeout"`
+	RebalanceTimeout Duration   `yaml:"rebalance_timeout"`
+	DLQTopic         string     `yaml:"dlq_topic"`
+	ChangelogTopic   string     `yaml:"changelog_topic"`
+	ControlTopic     string     `yaml:"control_topic"`
+	TLS              TLSConfig  `yaml:"tls"`
+	SASL             SASLConfig `yaml:"sasl"`
+}
+
+// TLSConfig is kafka.tls.
+type TLSConfig struct {
+	Enabled            bool   `yaml:"enabled"`
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// SASLConfig is kafka.sasl.
+type SASLConfig struct {
+	Mechanism    string `yaml:"mechanism"`
+	Username     string `yaml:"username"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+}
+
+// TokenStoreConfig is pinterest.token_store.
+type TokenStoreConfig struct {
+	Kind   string `yaml:"kind"`
+	Path   string `yaml:"path"`
+	KeyEnv string `yaml:"key_env"`
+}
+
+// PinterestConfig is the pinterest section.
+type PinterestConfig struct {
+	BaseURL               string            `yaml:"base_url"`
+	AuthURL               string            `yaml:"auth_url"`
+	AdAccountID           string            `yaml:"ad_account_id"`
+	AppID                 string            `yaml:"app_id"`
+	AppSecret             string            `yaml:"app_secret"`
+	AppSecretFile         string            `yaml:"app_secret_file"`
+	TokenStore            TokenStoreConfig  `yaml:"token_store"`
+	WritesPerMinute       float64           `yaml:"writes_per_minute"`
+	MaxRecords            int               `yaml:"max_records"`
+	MaxBytes              int               `yaml:"max_bytes"`
+	BreakerFailures       uint32            `yaml:"breaker_failures"`
+	BreakerOpenTimeout    Duration          `yaml:"breaker_open_timeout"`
+	AudienceAdAccounts    map[string]string `yaml:"audience_ad_accounts"`
+	AllowAudienceSettings bool              `yaml:"allow_audience_settings"`
+}
+
+// AudienceFilter is sync.audiences.
+type AudienceFilter struct {
+	Allow []string `yaml:"allow"`
+	Deny  []string `yaml:"deny"`
+}
+
+// SyncConfig is the sync section.
+type SyncConfig struct {
+	FlushInterval         Duration       `yaml:"flush_interval"`
+	MaxBufferedRecords    int            `yaml:"max_buffered_records"`
+	MaxIdentifiersPerType int            `yaml:"max_identifiers_per_type"`
+	ListNameTemplate      string         `yaml:"list_name_template"`
+	Audiences             AudienceFilter `yaml:"audiences"`
+	EnteredEvent          string         `yaml:"entered_event"`
+	ExitedEvent           string         `yaml:"exited_event"`
+	ConsentCategory       string         `yaml:"consent_category"`
+	ShutdownGrace         Duration       `yaml:"shutdown_grace"`
+	RevokeTimeout         Duration       `yaml:"revoke_timeout"`
+	AudiencePollInterval  Duration       `yaml:"audience_poll_interval"`
+	MaxFlights            int            `yaml:"max_flights"`
+}
+
+// HTTPConfig is the http section.
+type HTTPConfig struct {
+	Listen string `yaml:"listen"`
+}
+
+// LogConfig is the log section.
+type LogConfig struct {
+	Level string `yaml:"level"`
+}
+
+// Default returns the configuration with every default filled in.
+func Default() Config {
+	return Config{
+		Kafka: KafkaConfig{
+			Brokers: []string{"localhost:9092"}, Topics: []string{"pinsync.events"}, Group: "pinsync",
+			ClientID: "pinsync", SessionTimeout: Duration(45 * time.Second), RebalanceTimeout: Duration(60 * time.Second),
+		},
+		Pinterest: PinterestConfig{
+			BaseURL: "https://api.pinterest.com", AuthURL: "https://www.pinterest.com/oauth/",
+			TokenStore:      TokenStoreConfig{Kind: "file", Path: "pinsync-token.json", KeyEnv: "PINSYNC_PINTEREST_TOKEN_KEY"},
+			WritesPerMinute: 400, MaxRecords: 5000, MaxBytes: 512 << 10,
+			BreakerFailures: 5, BreakerOpenTimeout: Duration(30 * time.Second),
+		},
+		Sync: SyncConfig{
+			FlushInterval: Duration(10 * time.Second), MaxBufferedRecords: 1_000_000, MaxIdentifiersPerType: 5,
+			ListNameTemplate: consumer.DefaultListNameTemplate, Audiences: AudienceFilter{Allow: []string{"*"}},
+			EnteredEvent: "Audience Entered", ExitedEvent: "Audience Exited",
+			ShutdownGrace: Duration(30 * time.Second), RevokeTimeout: Duration(10 * time.Second),
+			AudiencePollInterval: Duration(15 * time.Minute), MaxFlights: 8,
+		},
+		HTTP: HTTPConfig{Listen: ":8080"},
+		Log:  LogConfig{Level: "info"},
+	}
+}
+
+// Load reads the YAML file at path (strictly: unknown keys are errors) over
+// the defaults, applies PINSYNC_* environment overrides from getenv, reads
+// secret files, and validates the result. path may be empty.
+func Load(path string, getenv func(string) string) (Config, error) {
+	cfg := Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		if err := Parse(b, &cfg); err != nil {
+			return cfg, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(&cfg, getenv); err != nil {
+		return cfg, err
+	}
+	if cfg.Pinterest.AppSecret == "" && cfg.Pinterest.AppSecretFile != "" {
+		b, err := os.ReadFile(cfg.Pinterest.AppSecretFile)
+		if err != nil {
+			return cfg, fmt.Errorf("pinterest.app_secret_file: %w", err)
+		}
+		cfg.Pinterest.AppSecret = strings.TrimSpace(string(b))
+	}
+	if cfg.Kafka.SASL.Password == "" && cfg.Kafka.SASL.PasswordFile != "" {
+		b, err := os.ReadFile(cfg.Kafka.SASL.PasswordFile)
+		if err != nil {
+			return cfg, fmt.Errorf("kafka.sasl.password_file: %w", err)
+		}
+		cfg.Kafka.SASL.Password = strings.TrimSpace(string(b))
+	}
+	return cfg, cfg.Validate()
+}
+
+// Parse decodes YAML over cfg, rejecting unknown keys.
+func Parse(b []byte, cfg *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// applyEnv sets every field whose PINSYNC_<SECTION>_<KEY> variable is set,
+// e.g. PINSYNC_KAFKA_BROKERS=a:9092,b:9092 or PINSYNC_KAFKA_TLS_ENABLED=true.
+func applyEnv(cfg *Config, getenv func(string) string) error {
+	if getenv == nil {
+		return nil
+	}
+	var errs []error
+	walkFields(reflect.ValueOf(cfg).Elem(), "PINSYNC", func(name string, v reflect.Value) {
+		s := getenv(name)
+		if s == "" {
+			return
+		}
+		if err := setFromString(v, s); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Keys returns every configuration key in dotted form (kafka.brokers, ...),
+// the set pinsync accepts in its file; and EnvNames the matching variables.
+func Keys() []string {
+	var keys []string
+	var cfg Config
+	walkFields(reflect.ValueOf(&cfg).Elem(), "", func(name string, _ reflect.Value) {
+		keys = append(keys, name)
+	})
+	return keys
+}
+
+func walkFields(v reflect.Value, prefix string, fn func(name string, v reflect.Value)) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		var name string
+		if prefix == "PINSYNC" || strings.HasPrefix(prefix, "PINSYNC_") {
+			name = prefix + "_" + strings.ToUpper(tag)
+		} else if prefix == "" {
+			name = tag
+		} else {
+			name = prefix + "." + tag
+		}
+		fv := v.Field(i)
+		if fv.Kind() == reflect.Struct {
+			walkFields(fv, name, fn)
+			continue
+		}
+		fn(name, fv)
+	}
+}
+
+func setFromString(v reflect.Value, s string) error {
+	switch v.Interface().(type) {
+	case Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration", s)
+		}
+		v.Set(reflect.ValueOf(Duration(d)))
+		return nil
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%q is not a boolean", s)
+		}
+		v.SetBool(b)
+	case reflect.Int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", s)
+		}
+		v.SetInt(int64(n))
+	case reflect.Uint32:
+		n, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return fmt.Errorf("%q is not a non-negative integer", s)
+		}
+		v.SetUint(n)
+	case reflect.Float64:
+		n, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", s)
+		}
+		v.SetFloat(n)
+	case reflect.Slice:
+		var out []string
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+		v.Set(reflect.ValueOf(out))
+	case reflect.Map:
+		m := map[string]string{}
+		for _, p := range strings.Split(s, ",") {
+			k, val, ok := strings.Cut(p, "=")
+			if !ok {
+				return fmt.Errorf("%q: want key=value pairs separated by commas", s)
+			}
+			m[strings.TrimSpace(k)] = strings.TrimSpace(val)
+		}
+		v.Set(reflect.ValueOf(m))
+	default:
+		return fmt.Errorf("cannot set %s from the environment", v.Kind())
+	}
+	return nil
+}
+
+// Validate checks the whole configuration before any connection; each
+// error names its key.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
+	}
+	if len(c.Kafka.Brokers) == 0 {
+		bad("kafka.brokers", "at least one broker is required")
+	}
+	for _, b := range c.Kafka.Brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			bad("kafka.brokers", "%q is not host:port", b)
+		}
+	}
+	if c.Kafka.SessionTimeout < Duration(6*time.Second) || c.Kafka.SessionTimeout > Duration(30*time.Minute) {
+		bad("kafka.session_timeout", "must be between 6s and 30m, got %s", time.Duration(c.Kafka.SessionTimeout))
+	}
+	if c.Kafka.RebalanceTimeout < Duration(time.Second) {
+		bad("kafka.rebalance_timeout", "must be at least 1s")
+	}
+	if c.Kafka.TLS.CertFile != "" && c.Kafka.TLS.KeyFile == "" || c.Kafka.TLS.CertFile == "" && c.Kafka.TLS.KeyFile != "" {
+		bad("kafka.tls", "cert_file and key_file go together")
+	}
+	switch strings.ToUpper(c.Kafka.SASL.Mechanism) {
+	case "":
+	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		if c.Kafka.SASL.Username == "" || c.Kafka.SASL.Password == "" {
+			bad("kafka.sasl", "mechanism %s needs username and password (or password_file)", c.Kafka.SASL.Mechanism)
+		}
+	default:
+		bad("kafka.sasl.mechanism", "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got %q", c.Kafka.SASL.Mechanism)
+	}
+	if c.Pinterest.AppID == "" {
+		bad("pinterest.app_id", "required (PINSYNC_PINTEREST_APP_ID)")
+	}
+	if c.Pinterest.AppSecret == "" {
+		bad("pinterest.app_secret", "required: set PINSYNC_PINTEREST_APP_SECRET or pinterest.app_secret_file")
+	}
+	switch c.Pinterest.TokenStore.Kind {
+	case "file":
+		if c.Pinterest.TokenStore.Path == "" {
+			bad("pinterest.token_store.path", "required for kind file")
+		}
+	case "kafka":
+		if c.Pinterest.TokenStore.KeyEnv == "" {
+			bad("pinterest.token_store.key_env", "required for kind kafka")
+		}
+	default:
+		bad("pinterest.token_store.kind", "must be file or kafka, got %q", c.Pinterest.TokenStore.Kind)
+	}
+	if c.Pinterest.MaxBytes < 1024 {
+		bad("pinterest.max_bytes", "must be at least 1024, got %d", c.Pinterest.MaxBytes)
+	}
+	if c.HTTP.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+			bad("http.listen", "%q is not host:port (e.g. :8080)", c.HTTP.Listen)
+		}
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if err := c.Engine().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Engine returns the sync engine's part of the configuration.
+func (c Config) Engine() consumer.Config {
+	return consumer.Config{
+		Topics: c.Kafka.Topics, Group: c.Kafka.Group, DLQTopic: c.Kafka.DLQTopic, ChangelogTopic: c.Kafka.ChangelogTopic,
+		FlushInterval: time.Duration(c.Sync.FlushInterval), MaxRecords: c.Pinterest.MaxRecords,
+		MaxBuffered: c.Sync.MaxBufferedRecords, MaxIdentifiersPerType: c.Sync.MaxIdentifiersPerType,
+		ListNameTemplate: c.Sync.ListNameTemplate, Allow: c.Sync.Audiences.Allow, Deny: c.Sync.Audiences.Deny,
+		AdAccount: c.Pinterest.AdAccountID, AudienceAdAccounts: c.Pinterest.AudienceAdAccounts,
+		AllowAudienceSettings: c.Pinterest.AllowAudienceSettings,
+		RevokeTimeout:         time.Duration(c.Sync.RevokeTimeout), ShutdownGrace: time.Duration(c.Sync.ShutdownGrace),
+		MaxFlights: c.Sync.MaxFlights, AudiencePollInterval: time.Duration(c.Sync.AudiencePollInterval),
+		Decoder: schemas.DecoderConfig{
+			EnteredEvent: c.Sync.EnteredEvent, ExitedEvent: c.Sync.ExitedEvent, ConsentCategory: c.Sync.ConsentCategory,
+		},
+	}
+}

@@ -1,0 +1,120 @@
+package service
+
+import (
+	"encoding/json"
+	"html/template"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pinsync/pinsync/consumer"
+)
+
+// engineView is what the HTTP handler reads from the engine.
+type engineView interface {
+	Status() consumer.Status
+	Ready() error
+}
+
+// credentials is what the handler reads from the Pinterest client.
+type credentials interface {
+	CredentialsError() error
+	TokenExpiry() time.Time
+}
+
+// StatusDoc is the JSON served at /status.
+type StatusDoc struct {
+	consumer.Status
+	Ready           bool      `json:"ready"`
+	NotReadyReason  string    `json:"not_ready_reason,omitempty"`
+	CredentialError string    `json:"credentials_error,omitempty"`
+	TokenExpiry     time.Time `json:"token_expiry,omitzero"`
+}
+
+// Handler serves /metrics, /healthz, /readyz, /status and the status page.
+func Handler(eng engineView, cred credentials, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := readiness(eng, cred); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(statusDoc(eng, cred))
+	})
+	page := template.Must(template.New("page").Funcs(template.FuncMap{
+		"since": func(t time.Time) string {
+			if t.IsZero() {
+				return "never"
+			}
+			return time.Since(t).Round(time.Second).String() + " ago"
+		},
+	}).Parse(statusPage))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_ = page.Execute(w, statusDoc(eng, cred))
+	})
+	return mux
+}
+
+func readiness(eng engineView, cred credentials) error {
+	if err := cred.CredentialsError(); err != nil {
+		return err
+	}
+	return eng.Ready()
+}
+
+func statusDoc(eng engineView, cred credentials) StatusDoc {
+	d := StatusDoc{Status: eng.Status(), TokenExpiry: cred.TokenExpiry()}
+	if err := cred.CredentialsError(); err != nil {
+		d.CredentialError = err.Error()
+	}
+	if err := readiness(eng, cred); err != nil {
+		d.NotReadyReason = err.Error()
+	} else {
+		d.Ready = true
+	}
+	return d
+}
+
+const statusPage = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>pinsync status</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
+table{border-collapse:collapse;margin:1rem 0}
+th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
+th{background:#f4f4f4}
+.bad{color:#b00020}.ok{color:#0a7a2f}
+</style></head><body>
+<h1>pinsync</h1>
+<p id="ready">{{if .Ready}}<span class="ok">ready</span>{{else}}<span class="bad">not ready: {{.NotReadyReason}}</span>{{end}}</p>
+<p>Buffered records: {{.Buffered}}{{if .FetchPaused}} (fetching paused){{end}} · uploads in flight: {{.Flights}}
+{{if not .TokenExpiry.IsZero}} · access token expires {{.TokenExpiry.Format "2006-01-02 15:04:05 MST"}}{{end}}</p>
+{{if .CredentialError}}<p class="bad" id="credentials">{{.CredentialError}}</p>{{end}}
+{{if .LastError}}<p class="bad">last upload error: {{.LastError}}</p>{{end}}
+<h2>Partitions</h2>
+<table id="partitions"><thead><tr><th>topic</th><th>partition</th><th>committed</th><th>high watermark</th><th>lag</th></tr></thead><tbody>
+{{range .Partitions}}<tr><td>{{.Topic}}</td><td>{{.Partition}}</td><td>{{.Committed}}</td><td>{{.HighWatermark}}</td><td>{{.Lag}}</td></tr>
+{{end}}</tbody></table>
+<h2>Audiences</h2>
+<table id="audiences"><thead><tr><th>audience</th><th>list type</th><th>local members</th><th>customer list</th><th>pending</th><th>last flush</th><th>Pinterest size</th><th>Pinterest status</th></tr></thead><tbody>
+{{range $a := .Audiences}}{{range .Lists}}<tr><td>{{$a.Key}}</td><td>{{.ListType}}</td><td>{{$a.LocalMembers}}</td><td>{{.CustomerListID}}</td><td>{{.Pending}}</td><td>{{since .LastFlush}}</td><td>{{.PinterestSize}}</td><td>{{.PinterestState}}</td></tr>
+{{else}}<tr><td>{{$a.Key}}</td><td>-</td><td>{{$a.LocalMembers}}</td><td></td><td>0</td><td>never</td><td></td><td></td></tr>
+{{end}}{{end}}</tbody></table>
+<p>Pinterest size counts matched Pinterest users, not uploaded records; matching takes up to 48 hours.</p>
+</body></html>
+`

@@ -1,0 +1,176 @@
+package service
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"github.com/twmb/franz-go/plugin/kslog"
+
+	"github.com/pinsync/pinsync/consumer"
+	"github.com/pinsync/pinsync/pinterest"
+)
+
+// Options are what Run takes besides the configuration; all optional.
+type Options struct {
+	// Logger receives logs; nil means JSON on stderr at the configured level.
+	Logger *slog.Logger
+	// Registry receives metrics; nil means a new registry with the Go and
+	// process collectors.
+	Registry *prometheus.Registry
+	// Listener serves HTTP instead of listening on http.listen.
+	Listener net.Listener
+	// HTTPClient talks to Pinterest (tests route it through a validator).
+	HTTPClient *http.Client
+	// TokenStore overrides the configured token store.
+	TokenStore pinterest.TokenStore
+	// Started is called once the HTTP server listens, with its address.
+	Started func(addr string)
+}
+
+// NewLogger returns the JSON logger for a level name.
+func NewLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// Run runs pinsync until ctx ends, then shuts down in order: the engine
+// stops fetching, flushes within the grace period, commits and leaves the
+// group; then the HTTP server stops.
+func Run(ctx context.Context, cfg Config, o Options) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := o.Logger
+	if log == nil {
+		log = NewLogger(os.Stderr, cfg.Log.Level)
+	}
+	reg := o.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	kopts, err := KafkaOptions(cfg.Kafka, log)
+	if err != nil {
+		return err
+	}
+	store := o.TokenStore
+	if store == nil {
+		if store, err = TokenStore(cfg.Pinterest.TokenStore); err != nil {
+			return err
+		}
+	}
+	limiter := pinterest.NewLimiter(cfg.Pinterest.WritesPerMinute)
+	pin, err := pinterest.New(pinterest.Config{
+		BaseURL: cfg.Pinterest.BaseURL, AuthURL: cfg.Pinterest.AuthURL,
+		AppID: cfg.Pinterest.AppID, AppSecret: pinterest.Secret(cfg.Pinterest.AppSecret),
+		TokenStore: store, HTTPClient: o.HTTPClient, WriteLimiter: limiter,
+		MaxRecords: cfg.Pinterest.MaxRecords, MaxBytes: cfg.Pinterest.MaxBytes,
+		BreakerFailures: cfg.Pinterest.BreakerFailures, BreakerOpenTimeout: time.Duration(cfg.Pinterest.BreakerOpenTimeout),
+		Logger: log.With("component", "pinterest"), Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	eng, err := consumer.New(cfg.Engine(), consumer.Deps{
+		Kafka: kopts, Pinterest: pin, WriteLimiter: limiter, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	ln := o.Listener
+	if ln == nil && cfg.HTTP.Listen != "" {
+		if ln, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			return fmt.Errorf("http.listen: %w", err)
+		}
+	}
+	var srv *http.Server
+	srvDone := make(chan error, 1)
+	if ln != nil {
+		srv = &http.Server{Handler: Handler(eng, pin, reg), ReadHeaderTimeout: 10 * time.Second}
+		go func() { srvDone <- srv.Serve(ln) }()
+		log.Info("http server listening", "addr", ln.Addr().String())
+		if o.Started != nil {
+			o.Started(ln.Addr().String())
+		}
+	}
+	runErr := eng.Run(ctx)
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+		if err := <-srvDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			runErr = errors.Join(runErr, err)
+		}
+	}
+	return runErr
+}
+
+// TokenStore builds the configured token store.
+func TokenStore(c TokenStoreConfig) (pinterest.TokenStore, error) {
+	switch c.Kind {
+	case "file", "":
+		return pinterest.NewFileTokenStore(c.Path), nil
+	}
+	return nil, fmt.Errorf("pinterest.token_store.kind %q is not supported", c.Kind)
+}
+
+// KafkaOptions turns the kafka section into franz-go connection options.
+func KafkaOptions(c KafkaConfig, log *slog.Logger) ([]kgo.Opt, error) {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.ClientID(c.ClientID),
+		kgo.SessionTimeout(time.Duration(c.SessionTimeout)),
+		kgo.RebalanceTimeout(time.Duration(c.RebalanceTimeout)),
+		kgo.WithLogger(kslog.New(log.With("component", "kafka"))),
+	}
+	if c.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(c.InstanceID))
+	}
+	if c.TLS.Enabled {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.TLS.InsecureSkipVerify} //nolint:gosec // operator's explicit choice
+		if c.TLS.CAFile != "" {
+			pem, err := os.ReadFile(c.TLS.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("kafka.tls.ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("kafka.tls.ca_file: no certificate found in %s", c.TLS.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		if c.TLS.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("kafka.tls.cert_file: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	switch strings.ToUpper(c.SASL.Mechanism) {
+	case "PLAIN":
+		opts = append(opts, kgo.SASL(plain.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsMechanism()))
+	case "SCRAM-SHA-256":
+		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha256Mechanism()))
+	case "SCRAM-SHA-512":
+		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha512Mechanism()))
+	}
+	return opts, nil
+}

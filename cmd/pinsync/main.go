@@ -1,0 +1,83 @@
+// Command pinsync keeps Pinterest Ads customer lists in step with the
+// audiences a customer-data platform publishes to Kafka.
+//
+// main only wires signals into a context and dispatches to a subcommand;
+// each subcommand lives in its own file and can be called from tests.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return dispatch(ctx, &stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Getenv: os.Getenv}, os.Args[1:])
+}
+
+// stdio is what a subcommand may touch of the process: its streams and its
+// environment. Tests pass buffers and a map.
+type stdio struct {
+	In     io.Reader
+	Out    io.Writer
+	Err    io.Writer
+	Getenv func(string) string
+}
+
+// command is one subcommand. It returns the process exit status.
+type command struct {
+	summary string
+	run     func(ctx context.Context, io *stdio, args []string) int
+}
+
+// commands returns the subcommands by name. It is a function, not a
+// package-level map, so that there is no package state.
+func commands() map[string]command {
+	return map[string]command{
+		"hash":         {"print the hash pinsync would send for an identifier", runHash},
+		"validate":     {"decode records (JSON lines or key<TAB>json) and say what each means", runValidate},
+		"run":          {"run the sync service (--config FILE)", runRun},
+		"produce":      {"write a generated Segment Engage audience stream to Kafka", runProduce},
+		"sandbox":      {"run the local Pinterest API sandbox", runSandbox},
+		"check-config": {"validate a configuration file without connecting", runCheckConfig},
+	}
+}
+
+func dispatch(ctx context.Context, io *stdio, args []string) int {
+	cmds := commands()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(io.Err, cmds)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	c, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(io.Err, "pinsync: unknown command %q\n\n", args[0])
+		usage(io.Err, cmds)
+		return 2
+	}
+	return c.run(ctx, io, args[1:])
+}
+
+func usage(w io.Writer, cmds map[string]command) {
+	fmt.Fprintln(w, "usage: pinsync COMMAND [flags]\n\ncommands:")
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-13s %s\n", n, cmds[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun 'pinsync COMMAND -h' for the flags of a command.")
+}

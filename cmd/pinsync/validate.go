@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/pinsync/pinsync/schemas"
+)
+
+// maxRecordLine bounds one input line of pinsync validate.
+const maxRecordLine = 1 << 20
+
+// runValidate decodes records and says what each means to pinsync:
+//
+//	pinsync validate [flags] [FILE|-]
+//
+// Each line is one record: a JSON value, or KEY<TAB>JSON to give the Kafka
+// record key. For every line it prints the decoded event (kind, profile,
+// audience, membership, identifier types with their hashes) or the reason
+// it is rejected. Exit status: 0 all accepted, 1 some rejected, 2 the input
+// could not be read (including a line longer than 1 MiB).
+func runValidate(ctx context.Context, stdio *stdio, args []string) int {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stdio.Err)
+	var cfg schemas.DecoderConfig
+	fs.StringVar(&cfg.EnteredEvent, "entered-event", schemas.DefaultEnteredEvent, "Segment track event name of audience entries")
+	fs.StringVar(&cfg.ExitedEvent, "exited-event", schemas.DefaultExitedEvent, "Segment track event name of audience exits")
+	fs.StringVar(&cfg.ConsentCategory, "consent-category", "", "consent category to check in context.consent.categoryPreferences")
+	fs.Usage = func() {
+		fmt.Fprintln(stdio.Err, "usage: pinsync validate [flags] [FILE|-]")
+		fmt.Fprintln(stdio.Err, "\nDecodes records, one a line (JSON, or KEY<TAB>JSON), and prints what each means.\nExit status 1 when any record is rejected, 2 when the input cannot be read.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 1 {
+		fs.Usage()
+		return 2
+	}
+	dec, err := schemas.NewDecoder(cfg)
+	if err != nil {
+		fmt.Fprintf(stdio.Err, "pinsync validate: %v\n", err)
+		return 2
+	}
+	in := stdio.In
+	if name := fs.Arg(0); name != "" && name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			fmt.Fprintf(stdio.Err, "pinsync validate: %v\n", err)
+			return 2
+		}
+		defer f.Close()
+		in = f
+	}
+	return validateRecords(ctx, dec, in, stdio.Out, stdio.Err)
+}
+
+func validateRecords(ctx context.Context, dec *schemas.Decoder, in io.Reader, out, errOut io.Writer) int {
+	w := bufio.NewWriter(out)
+	defer w.Flush()
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 0, 64<<10), maxRecordLine)
+	var (
+		ev                   schemas.Event
+		line, total, invalid int
+	)
+	for sc.Scan() {
+		line++
+		if err := ctx.Err(); err != nil {
+			w.Flush()
+			fmt.Fprintf(errOut, "pinsync validate: stopped at line %d: %v\n", line, err)
+			return 2
+		}
+		text := sc.Bytes()
+		if len(bytes.TrimSpace(text)) == 0 {
+			continue
+		}
+		key, value := splitRecord(text)
+		total++
+		if err := dec.Decode(key, value, &ev); err != nil {
+			invalid++
+			fmt.Fprintf(w, "line %d: rejected: %v\n", line, err)
+			continue
+		}
+		fmt.Fprintf(w, "line %d: %s\n", line, describe(&ev))
+	}
+	if err := sc.Err(); err != nil {
+		w.Flush()
+		if errors.Is(err, bufio.ErrTooLong) {
+			fmt.Fprintf(errOut, "pinsync validate: line %d is longer than %d bytes; stopped\n", line+1, maxRecordLine)
+		} else {
+			fmt.Fprintf(errOut, "pinsync validate: %v\n", err)
+		}
+		return 2
+	}
+	fmt.Fprintf(w, "%d records: %d accepted, %d rejected\n", total, total-invalid, invalid)
+	if invalid > 0 {
+		return 1
+	}
+	return 0
+}
+
+// splitRecord splits KEY<TAB>JSON. A line that starts with a JSON object
+// (or has no tab) is a value without key.
+func splitRecord(line []byte) (key, value []byte) {
+	trimmed := bytes.TrimLeft(line, " \t\r")
+	if len(trimmed) > 0 && trimmed[0] == '{' {
+		return nil, line
+	}
+	if i := bytes.IndexByte(line, '\t'); i >= 0 {
+		return line[:i], line[i+1:]
+	}
+	return nil, line
+}
+
+// describe renders an event on one line. Identifiers appear only hashed.
+func describe(ev *schemas.Event) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s profile=%q", ev.Kind, ev.Profile)
+	if ev.Kind == schemas.KindMembership {
+		fmt.Fprintf(&b, " audience=%q member=%t", ev.Audience, ev.Member)
+		if ev.AudienceName != "" {
+			fmt.Fprintf(&b, " audience_name=%q", ev.AudienceName)
+		}
+		if ev.AdAccount != "" {
+			fmt.Fprintf(&b, " ad_account=%q", ev.AdAccount)
+		}
+	}
+	if ev.Replace {
+		b.WriteString(" replace=true")
+	}
+	if ev.NoConsent {
+		b.WriteString(" no_consent=true")
+	}
+	for _, id := range ev.Identifiers {
+		fmt.Fprintf(&b, " %s=%s", id.Type, id.Hash)
+	}
+	for _, id := range ev.Drop {
+		fmt.Fprintf(&b, " drop:%s=%s", id.Type, id.Hash)
+	}
+	if ev.Rejected > 0 {
+		reasons := make([]string, len(ev.RejectReasons))
+		for i, r := range ev.RejectReasons {
+			reasons[i] = string(r)
+		}
+		fmt.Fprintf(&b, " skipped=%d(%s)", ev.Rejected, strings.Join(reasons, ","))
+	}
+	return b.String()
+}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const (
+	trackExit = `{"type":"track","event":"Audience Exited","userId":"u456","properties":{"audience_key":"first_time_shopper","first_time_shopper":false},"context":{"traits":{"email":"sam@example.com"}}}`
+	samHash   = "cd25a6171969f2a3c6e35c7667e3908ef1bd2424241db04411a0eec454ca6c16"
+)
+
+func TestValidateDescribesEveryRecord(t *testing.T) {
+	input := strings.Join([]string{
+		trackExit,
+		"",
+		"key-1\t" + `{"type":"identify","userId":"u1","traits":{"email":"not-an-email"}}`,
+		`{"type":"track","event":"Order Completed","userId":"u1"}`,
+		`{"type":"membership","profile":"p1","audience":"vip","member":true,"identifiers":{"idfa":["6D92078A-8246-4BA4-AE5B-76104861E7DC"]}}`,
+		`not json`,
+	}, "\n")
+	code, out, errOut := runWith(t, runValidate, input)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1 (records rejected); stderr %q", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	want := []string{
+		`line 1: membership profile="u456" audience="first_time_shopper" member=false EMAIL=` + samHash,
+		`line 3: identify profile="key-1" skipped=1(not_an_email)`,
+		`line 4: rejected: record rejected: unsupported_event (event)`,
+		`line 5: membership profile="p1" audience="vip" member=true IDFA=31b806b4deec8c4cb1ffb18b9ab4ee1fa82a2b30e1f47902f04d03f5db023376`,
+		`line 6: rejected: record rejected: invalid_json`,
+		`5 records: 3 accepted, 2 rejected`,
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("output:\n%s\nwant:\n%s", out, strings.Join(want, "\n"))
+	}
+	if strings.Contains(out, "sam@example.com") || strings.Contains(out, "not-an-email") {
+		t.Fatal("output holds a plaintext identifier")
+	}
+}
+
+func TestValidateAllAcceptedFromFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "records.jsonl")
+	if err := os.WriteFile(path, []byte(trackExit+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runWith(t, runValidate, "", path)
+	if code != 0 || !strings.Contains(out, "1 records: 1 accepted, 0 rejected") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if code, _, _ := runWith(t, runValidate, "", filepath.Join(t.TempDir(), "missing")); code != 2 {
+		t.Fatalf("missing file: exit %d, want 2", code)
+	}
+}
+
+func TestValidateHonoursRenamedEvents(t *testing.T) {
+	rec := `{"type":"track","event":"Joined","userId":"u","properties":{"audience_key":"vip"}}`
+	if code, out, _ := runWith(t, runValidate, rec, "--entered-event", "Joined", "-"); code != 0 || !strings.Contains(out, "member=true") {
+		t.Fatalf("exit %d, %q", code, out)
+	}
+	if code, _, _ := runWith(t, runValidate, rec); code != 1 {
+		t.Fatalf("default names: exit %d, want 1", code)
+	}
+	if code, _, _ := runWith(t, runValidate, "", "--entered-event", "X", "--exited-event", "X"); code != 2 {
+		t.Fatalf("equal names: exit %d, want 2", code)
+	}
+}
+
+func TestValidateStopsOnAnOverlongLine(t *testing.T) {
+	input := trackExit + "\n" + `{"type":"identify","userId":"` + strings.Repeat("x", maxRecordLine) + `"}` + "\n"
+	code, out, errOut := runWith(t, runValidate, input)
+	if code != 2 || !strings.Contains(errOut, "line 2 is longer than") || !strings.Contains(out, "line 1: membership") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}

@@ -1,0 +1,170 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"text/template"
+
+	"github.com/pinsync/pinsync/pinterest"
+	"github.com/pinsync/pinsync/schemas/ident"
+)
+
+// Pinterest is what the engine needs from the Pinterest API client.
+// *pinterest.Client implements it.
+type Pinterest interface {
+	CheckWriteAccess(ctx context.Context, adAccountID string) error
+	FindCustomerList(ctx context.Context, adAccountID, name string) (pinterest.CustomerList, bool, error)
+	CreateCustomerList(ctx context.Context, adAccountID, name string, t ident.Type, records []ident.Hash) (pinterest.CustomerList, error)
+	UpdateCustomerList(ctx context.Context, adAccountID, listID string, op pinterest.Operation, records []ident.Hash) error
+	Audiences(ctx context.Context, adAccountID string) ([]pinterest.Audience, error)
+	CreateAudience(ctx context.Context, adAccountID, name, customerListID string) (pinterest.Audience, error)
+	Audience(ctx context.Context, adAccountID, audienceID string) (pinterest.Audience, error)
+}
+
+// listInfo is what pinsync knows of the Pinterest list behind one window.
+type listInfo struct {
+	name       string
+	listID     string
+	audienceID string
+	// Pinterest's view, refreshed by the audience poll.
+	size   int64
+	status string
+}
+
+// lists finds or creates the Pinterest list and CUSTOMER_LIST audience of
+// each window, once. Flushes of one window never run concurrently, so one
+// window's list is never resolved twice at once.
+type lists struct {
+	pin  Pinterest
+	tmpl *template.Template
+
+	mu      sync.Mutex
+	m       map[windowKey]*listInfo
+	checked map[string]bool // ad accounts whose write access was checked
+}
+
+func newLists(pin Pinterest, tmpl string) (*lists, error) {
+	t, err := template.New("list").Option("missingkey=error").Parse(tmpl)
+	if err != nil {
+		return nil, err
+	}
+	return &lists{pin: pin, tmpl: t, m: make(map[windowKey]*listInfo), checked: make(map[string]bool)}, nil
+}
+
+// name renders the list name of an audience and type.
+func (l *lists) name(a *audience, t ident.Type) (string, error) {
+	var b strings.Builder
+	display := a.name
+	if display == "" {
+		display = a.key
+	}
+	err := l.tmpl.Execute(&b, struct{ Audience, Name, ListType string }{a.key, display, t.String()})
+	return b.String(), err
+}
+
+func (l *lists) info(k windowKey) *listInfo {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	li := l.m[k]
+	if li == nil {
+		li = &listInfo{}
+		l.m[k] = li
+	}
+	return li
+}
+
+// snapshot returns a copy of every list known.
+func (l *lists) snapshot() map[windowKey]listInfo {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[windowKey]listInfo, len(l.m))
+	for k, v := range l.m {
+		out[k] = *v
+	}
+	return out
+}
+
+// ensure returns the list id for window k, finding the list by name or
+// creating it with adds. created reports that adds went into the new list.
+// An empty id with no error means there is no list and nothing to add: a
+// removal from a list that does not exist has nothing to do.
+func (l *lists) ensure(ctx context.Context, a *audience, k windowKey, adds []ident.Hash) (id string, created bool, err error) {
+	li := l.info(k)
+	l.mu.Lock()
+	id, aud := li.listID, li.audienceID
+	checked := l.checked[a.adAccount]
+	l.mu.Unlock()
+	if id != "" && aud != "" {
+		return id, false, nil
+	}
+	if !checked {
+		if err := l.pin.CheckWriteAccess(ctx, a.adAccount); err != nil {
+			return "", false, err
+		}
+		l.mu.Lock()
+		l.checked[a.adAccount] = true
+		l.mu.Unlock()
+	}
+	name, err := l.name(a, k.typ)
+	if err != nil {
+		return "", false, fmt.Errorf("list name for audience %q: %w", a.key, err)
+	}
+	if id == "" {
+		cl, found, err := l.pin.FindCustomerList(ctx, a.adAccount, name)
+		if err != nil {
+			return "", false, err
+		}
+		switch {
+		case found:
+			id = cl.ID
+		case len(adds) == 0:
+			return "", false, nil
+		default:
+			cl, err := l.pin.CreateCustomerList(ctx, a.adAccount, name, k.typ, adds)
+			if err != nil {
+				return "", false, err
+			}
+			id, created = cl.ID, true
+		}
+		l.mu.Lock()
+		li.name, li.listID = name, id
+		l.mu.Unlock()
+	}
+	if err := l.ensureAudience(ctx, a, li, name, id); err != nil {
+		// The list exists (and holds adds when created): a retry finds it
+		// in the cache and only completes the audience.
+		return id, created, err
+	}
+	return id, created, nil
+}
+
+func (l *lists) ensureAudience(ctx context.Context, a *audience, li *listInfo, name, listID string) error {
+	auds, err := l.pin.Audiences(ctx, a.adAccount)
+	if err != nil {
+		return err
+	}
+	for _, au := range auds {
+		if au.Rule.CustomerListID == listID {
+			l.setAudience(li, au)
+			return nil
+		}
+	}
+	au, err := l.pin.CreateAudience(ctx, a.adAccount, name, listID)
+	if err != nil {
+		return err
+	}
+	l.setAudience(li, au)
+	return nil
+}
+
+func (l *lists) setAudience(li *listInfo, au pinterest.Audience) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	li.audienceID = au.ID
+	if au.Size != nil {
+		li.size = *au.Size
+	}
+	li.status = au.Status
+}

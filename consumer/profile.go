@@ -1,0 +1,284 @@
+package consumer
+
+import (
+	"github.com/pinsync/pinsync/schemas"
+	"github.com/pinsync/pinsync/schemas/ident"
+)
+
+// op is what a change does to a list.
+type op uint8
+
+const (
+	opAdd op = iota + 1
+	opRemove
+)
+
+func (o op) String() string {
+	if o == opAdd {
+		return "add"
+	}
+	return "remove"
+}
+
+// change is one record to add to or remove from one audience's list of one
+// identifier type.
+type change struct {
+	aud  uint32
+	typ  ident.Type
+	hash ident.Hash
+	op   op
+	ts   int64 // event time, Unix milliseconds
+}
+
+// outBit marks an audience a profile has been seen leaving; a repeated exit
+// of such an audience uploads nothing.
+const outBit = 1 << 31
+
+// profile is the state pinsync keeps for one profile: its identifiers in
+// arrival order (oldest first) and the audiences it has been seen in or
+// leaving. Audiences are interned ids; the member flag is the absence of
+// outBit.
+type profile struct {
+	ids  []schemas.Identifier
+	auds []uint32
+}
+
+func (p *profile) member(aud uint32) (known, in bool) {
+	for _, a := range p.auds {
+		if a&^outBit == aud {
+			return true, a&outBit == 0
+		}
+	}
+	return false, false
+}
+
+func (p *profile) setMember(aud uint32, in bool) {
+	v := aud
+	if !in {
+		v |= outBit
+	}
+	for i, a := range p.auds {
+		if a&^outBit == aud {
+			p.auds[i] = v
+			return
+		}
+	}
+	p.auds = append(p.auds, v)
+}
+
+func (p *profile) has(id schemas.Identifier) bool {
+	for _, x := range p.ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *profile) remove(id schemas.Identifier) bool {
+	for i, x := range p.ids {
+		if x == id {
+			p.ids = append(p.ids[:i], p.ids[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// profiles is the state of the profiles of one partition. It is owned by the
+// partition's worker goroutine; it is not safe for concurrent use.
+type profiles struct {
+	m          map[string]*profile
+	maxPerType int
+	// members is told when a profile enters (+1) or leaves (-1) an audience.
+	members func(aud uint32, delta int)
+}
+
+func newProfiles(maxPerType int, members func(aud uint32, delta int)) *profiles {
+	if members == nil {
+		members = func(uint32, int) {}
+	}
+	return &profiles{m: make(map[string]*profile), maxPerType: maxPerType, members: members}
+}
+
+// leaveAll counts p out of every audience it is a member of.
+func (s *profiles) leaveAll(p *profile) {
+	for i, a := range p.auds {
+		if a&outBit == 0 {
+			s.members(a, -1)
+			p.auds[i] |= outBit
+		}
+	}
+}
+
+// clear drops every profile, counting them out of their audiences.
+func (s *profiles) clear() {
+	for _, p := range s.m {
+		s.leaveAll(p)
+	}
+	clear(s.m)
+}
+
+// apply folds ev into the profile's state and calls emit for every list
+// change it implies. It reports whether the state changed.
+func (s *profiles) apply(ev *schemas.Event, aud uint32, emit func(change)) bool {
+	p := s.m[ev.Profile]
+	switch ev.Kind {
+	case schemas.KindForget:
+		if p == nil {
+			return false
+		}
+		p.each(opRemove, emit)
+		s.leaveAll(p)
+		delete(s.m, ev.Profile)
+		return true
+	}
+	changed := false
+	if p == nil {
+		p = &profile{}
+		s.m[ev.Profile] = p
+		changed = true
+	}
+	if ev.NoConsent {
+		p.each(opRemove, emit)
+		s.leaveAll(p)
+		changed = true
+	}
+	if ev.Kind == schemas.KindIdentify && ev.Replace {
+		changed = s.replace(p, ev.Identifiers, emit) || changed
+	} else {
+		for _, id := range ev.Identifiers {
+			changed = s.add(p, id, emit) || changed
+		}
+	}
+	for _, id := range ev.Drop {
+		if p.remove(id) {
+			p.eachAudience(id, opRemove, emit)
+			changed = true
+		}
+	}
+	if ev.Kind != schemas.KindMembership || ev.NoConsent && ev.Member {
+		return changed
+	}
+	known, in := p.member(aud)
+	switch {
+	case ev.Member && !in:
+		p.setMember(aud, true)
+		s.members(aud, 1)
+		for _, id := range p.ids {
+			emit(change{aud: aud, typ: id.Type, hash: id.Hash, op: opAdd})
+		}
+		return true
+	case !ev.Member && in:
+		p.setMember(aud, false)
+		s.members(aud, -1)
+		for _, id := range p.ids {
+			emit(change{aud: aud, typ: id.Type, hash: id.Hash, op: opRemove})
+		}
+		return true
+	case !ev.Member && !known:
+		// An exit pinsync never saw enter: the list may be older than the
+		// state, so the identifiers the event carries are removed.
+		p.setMember(aud, false)
+		for _, id := range ev.Identifiers {
+			emit(change{aud: aud, typ: id.Type, hash: id.Hash, op: opRemove})
+		}
+		for _, id := range ev.Drop {
+			emit(change{aud: aud, typ: id.Type, hash: id.Hash, op: opRemove})
+		}
+		return true
+	}
+	return changed
+}
+
+// add gives p the identifier id (if new), adds it to p's audiences, and
+// drops the least recently seen identifier of its type beyond the bound.
+func (s *profiles) add(p *profile, id schemas.Identifier, emit func(change)) bool {
+	for i, x := range p.ids {
+		if x == id {
+			// Seen again: it becomes the newest of its type.
+			if i == len(p.ids)-1 {
+				return false
+			}
+			copy(p.ids[i:], p.ids[i+1:])
+			p.ids[len(p.ids)-1] = id
+			return true
+		}
+	}
+	p.ids = append(p.ids, id)
+	p.eachAudience(id, opAdd, emit)
+	n := 0
+	for _, x := range p.ids {
+		if x.Type == id.Type {
+			n++
+		}
+	}
+	if n > s.maxPerType {
+		for i, x := range p.ids {
+			if x.Type == id.Type {
+				p.ids = append(p.ids[:i], p.ids[i+1:]...)
+				p.eachAudience(x, opRemove, emit)
+				break
+			}
+		}
+	}
+	return true
+}
+
+// replace makes set the whole identifier set of p (bounded per type,
+// keeping the last values of each type).
+func (s *profiles) replace(p *profile, set []schemas.Identifier, emit func(change)) bool {
+	var count [ident.NumTypes + 1]int
+	keep := make([]schemas.Identifier, 0, len(set))
+	for i := len(set) - 1; i >= 0; i-- {
+		id := set[i]
+		if !id.Type.Valid() || count[id.Type] >= s.maxPerType || contains(keep, id) {
+			continue
+		}
+		count[id.Type]++
+		keep = append(keep, id)
+	}
+	for i, j := 0, len(keep)-1; i < j; i, j = i+1, j-1 {
+		keep[i], keep[j] = keep[j], keep[i]
+	}
+	changed := false
+	for _, old := range p.ids {
+		if !contains(keep, old) {
+			p.eachAudience(old, opRemove, emit)
+			changed = true
+		}
+	}
+	for _, id := range keep {
+		if !p.has(id) {
+			p.eachAudience(id, opAdd, emit)
+			changed = true
+		}
+	}
+	p.ids = keep
+	return changed
+}
+
+func contains(ids []schemas.Identifier, id schemas.Identifier) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// eachAudience emits o for id in every audience p is a member of.
+func (p *profile) eachAudience(id schemas.Identifier, o op, emit func(change)) {
+	for _, a := range p.auds {
+		if a&outBit == 0 {
+			emit(change{aud: a, typ: id.Type, hash: id.Hash, op: o})
+		}
+	}
+}
+
+// each emits o for every identifier in every audience p is a member of.
+func (p *profile) each(o op, emit func(change)) {
+	for _, id := range p.ids {
+		p.eachAudience(id, o, emit)
+	}
+}

@@ -1,0 +1,396 @@
+package consumer
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/pinsync/pinsync/schemas/ident"
+)
+
+// windowKey names one Pinterest list: an audience and an identifier type.
+// The ad account is a property of the audience.
+type windowKey struct {
+	aud uint32
+	typ ident.Type
+}
+
+// entry is the last change to one record in a window.
+type entry struct {
+	op op
+	pk pendKey
+	ts int64 // event time, Unix milliseconds (0 when unknown)
+}
+
+// flight is one flush of a window in progress: the records it took out of
+// the window and the bookkeeping needed to finish or undo it.
+type flight struct {
+	w       *window
+	reason  string
+	adds    []ident.Hash
+	removes []ident.Hash
+	meta    []entry // meta[i] belongs to adds[i] for i < len(adds), then to removes
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+func (f *flight) records() int { return len(f.adds) + len(f.removes) }
+
+// hash returns the record that meta[i] belongs to.
+func (f *flight) hash(i int) ident.Hash {
+	if i < len(f.adds) {
+		return f.adds[i]
+	}
+	return f.removes[i-len(f.adds)]
+}
+
+// window holds the changes waiting for one list, the last change to each
+// record winning (add then remove = remove).
+type window struct {
+	key     windowKey
+	entries map[ident.Hash]entry
+	adds    int
+	removes int
+	// oldest is when the oldest change now in the window arrived.
+	oldest  time.Time
+	flight  *flight
+	retryAt time.Time
+	fails   int
+	urgent  bool
+	// flushed is when a flight of this window last succeeded.
+	flushed time.Time
+}
+
+// windows is the set of windows shared by every partition of the process,
+// with the count of buffered records. All methods are safe for concurrent
+// use; changes are made under one mutex, taken once per batch.
+type windows struct {
+	mu       sync.Mutex
+	m        map[windowKey]*window
+	tr       *tracker
+	max      int // per-request maximum records
+	buffered int
+	// wake is signalled (non-blocking) when a window becomes full or urgent,
+	// or a flight ends.
+	wake chan struct{}
+	// drained is closed and replaced whenever buffered records fall.
+	drained chan struct{}
+}
+
+func newWindows(tr *tracker, maxRecords int) *windows {
+	return &windows{
+		m: make(map[windowKey]*window), tr: tr, max: maxRecords,
+		wake: make(chan struct{}, 1), drained: make(chan struct{}),
+	}
+}
+
+func (ws *windows) signal() {
+	select {
+	case ws.wake <- struct{}{}:
+	default:
+	}
+}
+
+// releaseLocked signals waiters that buffered records fell.
+func (ws *windows) releaseLocked() {
+	close(ws.drained)
+	ws.drained = make(chan struct{})
+}
+
+// add puts a batch of changes of one partition epoch into their windows.
+// now is the arrival time used for the flush interval.
+func (ws *windows) add(cs []change, pk pendKey, now time.Time) {
+	if len(cs) == 0 {
+		return
+	}
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	ws.tr.mu.Lock()
+	defer ws.tr.mu.Unlock()
+	added := 0
+	for _, c := range cs {
+		k := windowKey{c.aud, c.typ}
+		w := ws.m[k]
+		if w == nil {
+			w = &window{key: k, entries: make(map[ident.Hash]entry)}
+			ws.m[k] = w
+		}
+		if old, ok := w.entries[c.hash]; ok {
+			ws.tr.addLocked(old.pk, -1)
+			w.count(old.op, -1)
+			ws.buffered--
+		}
+		if len(w.entries) == 0 {
+			w.oldest = now
+		}
+		w.entries[c.hash] = entry{op: c.op, pk: pk, ts: c.ts}
+		w.count(c.op, 1)
+		ws.buffered++
+		added++
+		if w.adds == ws.max || w.removes == ws.max {
+			ws.signal()
+		}
+	}
+	ws.tr.addLocked(pk, added)
+}
+
+func (w *window) count(o op, n int) {
+	if o == opAdd {
+		w.adds += n
+	} else {
+		w.removes += n
+	}
+}
+
+// calls is how many Pinterest calls flushing w now would take.
+func (w *window) calls() int {
+	n := 0
+	if w.adds > 0 {
+		n++
+	}
+	if w.removes > 0 {
+		n++
+	}
+	return n
+}
+
+// due returns the windows to flush at now, most urgent first: windows asked
+// to flush (revoke, shutdown) first, then full ones, then those whose oldest
+// change has waited interval, oldest first. It takes no more than budget
+// calls and free flights; the others keep filling.
+func (ws *windows) due(now time.Time, interval time.Duration, budget float64, free int) []*window {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	var cands []*window
+	for _, w := range ws.m {
+		if w.flight != nil || len(w.entries) == 0 || now.Before(w.retryAt) {
+			continue
+		}
+		full := w.adds >= ws.max || w.removes >= ws.max
+		if w.urgent || full || now.Sub(w.oldest) >= interval {
+			cands = append(cands, w)
+		}
+	}
+	sort.Slice(cands, func(i, j int) bool {
+		a, b := cands[i], cands[j]
+		if a.urgent != b.urgent {
+			return a.urgent
+		}
+		af, bf := a.adds >= ws.max || a.removes >= ws.max, b.adds >= ws.max || b.removes >= ws.max
+		if af != bf {
+			return af
+		}
+		if !a.oldest.Equal(b.oldest) {
+			return a.oldest.Before(b.oldest)
+		}
+		return len(a.entries) > len(b.entries)
+	})
+	var out []*window
+	for _, w := range cands {
+		c := float64(w.calls())
+		if len(out) >= free || c > budget {
+			break
+		}
+		budget -= c
+		out = append(out, w)
+	}
+	return out
+}
+
+// take moves up to the per-request maximum of adds and of removes out of w
+// into a new flight. The caller got w from due.
+func (ws *windows) take(w *window, reason string, parent context.Context) (*flight, context.Context) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	ctx, cancel := context.WithCancel(parent)
+	f := &flight{w: w, reason: reason, cancel: cancel, done: make(chan struct{})}
+	var removes []ident.Hash
+	var rmeta []entry
+	for h, e := range w.entries {
+		if e.op == opAdd {
+			if len(f.adds) >= ws.max {
+				continue
+			}
+			f.adds = append(f.adds, h)
+			f.meta = append(f.meta, e)
+		} else {
+			if len(removes) >= ws.max {
+				continue
+			}
+			removes = append(removes, h)
+			rmeta = append(rmeta, e)
+		}
+		delete(w.entries, h)
+		w.count(e.op, -1)
+	}
+	f.removes = removes
+	f.meta = append(f.meta, rmeta...)
+	// What stays behind keeps the window's age: it is due when the
+	// interval or the per-request maximum says so.
+	w.urgent = false
+	w.flight = f
+	return f, ctx
+}
+
+// finish ends a flight. ok[i] reports whether record i reached Pinterest (or
+// was dead-lettered); the others go back into the window unless a newer
+// change to the same record arrived meanwhile. It returns the records
+// finished.
+func (ws *windows) finish(f *flight, ok func(i int) bool, failed bool, now time.Time, backoff func(fails int) time.Duration) int {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	ws.tr.mu.Lock()
+	defer ws.tr.mu.Unlock()
+	w := f.w
+	done := 0
+	for i, e := range f.meta {
+		dropped := e.pk.part.dropped.Load()
+		if ok(i) || dropped {
+			if !dropped {
+				ws.tr.addLocked(e.pk, -1)
+			}
+			ws.buffered--
+			done++
+			continue
+		}
+		h := f.hash(i)
+		if _, newer := w.entries[h]; newer {
+			ws.tr.addLocked(e.pk, -1)
+			ws.buffered--
+			continue
+		}
+		if len(w.entries) == 0 {
+			w.oldest = now
+		}
+		w.entries[h] = e
+		w.count(e.op, 1)
+	}
+	w.flight = nil
+	if failed {
+		w.fails++
+		w.retryAt = now.Add(backoff(w.fails))
+	} else {
+		w.fails = 0
+		w.retryAt = time.Time{}
+		w.flushed = now
+	}
+	f.cancel()
+	close(f.done)
+	ws.releaseLocked()
+	ws.signal()
+	return done
+}
+
+// markUrgent asks every window holding changes of the given partitions (all
+// windows when parts is nil) to flush now, and returns the flights in
+// progress that hold such changes.
+func (ws *windows) markUrgent(parts map[*partTrack]bool) []*flight {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	var flights []*flight
+	for _, w := range ws.m {
+		if parts == nil || w.holds(parts) {
+			if len(w.entries) > 0 {
+				w.urgent = true
+				w.retryAt = time.Time{}
+			}
+		}
+		if w.flight != nil && (parts == nil || w.flight.holds(parts)) {
+			flights = append(flights, w.flight)
+		}
+	}
+	ws.signal()
+	return flights
+}
+
+func (w *window) holds(parts map[*partTrack]bool) bool {
+	for _, e := range w.entries {
+		if parts[e.pk.part] {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *flight) holds(parts map[*partTrack]bool) bool {
+	for _, e := range f.meta {
+		if parts[e.pk.part] {
+			return true
+		}
+	}
+	return false
+}
+
+// drop removes every change of the given partitions from the windows
+// (revoked past the deadline, or lost). The partitions must already be
+// marked dropped, so that flights in progress do not put them back.
+func (ws *windows) drop(parts map[*partTrack]bool) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	for _, w := range ws.m {
+		for h, e := range w.entries {
+			if parts[e.pk.part] {
+				delete(w.entries, h)
+				w.count(e.op, -1)
+				ws.buffered--
+			}
+		}
+	}
+	ws.releaseLocked()
+}
+
+// waitBelowFn blocks until fewer than limit records are buffered or ctx
+// ends, calling paused once if it has to wait. It reports whether it waited.
+func (ws *windows) waitBelowFn(ctx context.Context, limit int, paused func()) (waited bool, err error) {
+	for {
+		ws.mu.Lock()
+		n, ch := ws.buffered, ws.drained
+		ws.mu.Unlock()
+		if n < limit {
+			return waited, nil
+		}
+		if !waited {
+			paused()
+		}
+		waited = true
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return waited, ctx.Err()
+		}
+	}
+}
+
+// stats reports the buffered records and windows with changes.
+func (ws *windows) stats() (buffered int, perWindow map[windowKey]int) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	perWindow = make(map[windowKey]int, len(ws.m))
+	for k, w := range ws.m {
+		n := len(w.entries)
+		if w.flight != nil {
+			n += w.flight.records()
+		}
+		perWindow[k] = n
+	}
+	return ws.buffered, perWindow
+}
+
+// empty reports whether no change waits or flies.
+func (ws *windows) empty() bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.buffered == 0
+}
+
+// lastFlushes returns when each window last flushed successfully.
+func (ws *windows) lastFlushes() map[windowKey]time.Time {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	out := make(map[windowKey]time.Time, len(ws.m))
+	for k, w := range ws.m {
+		out[k] = w.flushed
+	}
+	return out
+}

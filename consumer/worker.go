@@ -1,0 +1,235 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pinsync/pinsync/pinterest"
+	"github.com/pinsync/pinsync/schemas"
+	"github.com/pinsync/pinsync/schemas/ident"
+)
+
+// worker applies one partition's records in offset order: it owns the
+// partition's profile state and seals an epoch every flush interval.
+type worker struct {
+	e         *Engine
+	key       partKey
+	pt        *partTrack
+	in        chan []*kgo.Record
+	quit      chan struct{}
+	done      chan struct{}
+	state     *profiles
+	highWater atomic.Int64
+
+	ctx         context.Context // ends when the worker is told to quit
+	dirty       map[string]struct{}
+	epoch       uint32
+	next        int64 // offset after the last applied record; -1 before any
+	leaderEpoch int32
+	ev          schemas.Event
+	changes     []change
+}
+
+func (e *Engine) newWorker(k partKey) *worker {
+	pt := e.tr.assign(k, -1)
+	ctx, cancel := context.WithCancel(e.uploadCtx)
+	quit := make(chan struct{})
+	go func() { <-quit; cancel() }()
+	return &worker{ctx: ctx, dirty: make(map[string]struct{}),
+		e: e, key: k, pt: pt,
+		in:   make(chan []*kgo.Record, 4),
+		quit: quit, done: make(chan struct{}),
+		state: newProfiles(e.cfg.MaxIdentifiersPerType, e.countMember),
+		epoch: pt.open, next: -1, leaderEpoch: -1,
+	}
+}
+
+func (w *worker) run() {
+	defer close(w.done)
+	if err := w.restore(w.ctx); err != nil {
+		if w.ctx.Err() == nil {
+			w.e.log.Error("state restore failed; the partition is not processed", "topic", w.key.topic, "partition", w.key.partition, "err", err)
+		}
+		<-w.quit
+		return
+	}
+	t := time.NewTicker(w.e.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.quit:
+			w.seal()
+			w.state.clear()
+			return
+		case <-t.C:
+			w.seal()
+		case recs := <-w.in:
+			w.process(recs)
+		}
+	}
+}
+
+// countMember keeps each audience's count of local members.
+func (e *Engine) countMember(aud uint32, delta int) {
+	if a := e.auds.get(aud); a != nil {
+		a.members.Add(int64(delta))
+	}
+}
+
+// seal closes the open epoch at the next offset to read.
+func (w *worker) seal() {
+	if w.next < 0 {
+		return
+	}
+	var snap []stateRecord
+	if w.e.changelogOn() && len(w.dirty) > 0 {
+		snap = make([]stateRecord, 0, len(w.dirty))
+		for id := range w.dirty {
+			r := stateRecord{key: changelogKey(w.key.topic, id)}
+			if p := w.state.m[id]; p != nil {
+				r.value = w.e.encodeProfile(p)
+			}
+			snap = append(snap, r)
+		}
+		clear(w.dirty)
+	}
+	w.e.tr.seal(w.pt, w.next, w.leaderEpoch, snap)
+	w.epoch++
+}
+
+// process applies a batch of records and puts their changes into the
+// windows in one step.
+func (w *worker) process(recs []*kgo.Record) {
+	e := w.e
+	w.changes = w.changes[:0]
+	now := e.now()
+	var adds, removes int
+	for _, r := range recs {
+		if r.Offset < w.next {
+			continue // already applied (a fetch from before a reassignment)
+		}
+		w.next = r.Offset + 1
+		w.leaderEpoch = r.LeaderEpoch
+		ev := &w.ev
+		if err := e.dec.Decode(r.Key, r.Value, ev); err != nil {
+			var de *schemas.DecodeError
+			reason := "undecodable"
+			if errors.As(err, &de) {
+				reason = de.Reason
+			}
+			e.m.events.WithLabelValues("unknown", "dead_lettered").Inc()
+			w.deadLetter(r, reason)
+			continue
+		}
+		kind := ev.Kind.String()
+		var aud uint32
+		if ev.Kind == schemas.KindMembership {
+			a := e.auds.intern(ev.Audience, ev.AudienceName, ev.AdAccount)
+			if a.selected {
+				aud = a.id
+			} else {
+				// Not synced: its identifiers still count, its membership not.
+				ev.Kind = schemas.KindIdentify
+				ev.Replace = false
+				e.m.events.WithLabelValues(kind, "filtered").Inc()
+				kind = ""
+			}
+		}
+		ts := ev.Timestamp
+		n := len(w.changes)
+		if w.state.apply(ev, aud, func(c change) {
+			c.ts = ts
+			w.changes = append(w.changes, c)
+		}) && e.changelogOn() {
+			w.dirty[ev.Profile] = struct{}{}
+		}
+		for _, c := range w.changes[n:] {
+			if c.op == opAdd {
+				adds++
+			} else {
+				removes++
+			}
+		}
+		if kind != "" {
+			e.m.events.WithLabelValues(kind, "applied").Inc()
+		}
+	}
+	if adds > 0 {
+		e.m.changes.WithLabelValues("add").Add(float64(adds))
+	}
+	if removes > 0 {
+		e.m.changes.WithLabelValues("remove").Add(float64(removes))
+	}
+	e.ws.add(w.changes, pendKey{w.pt, w.epoch}, now)
+}
+
+// deadLetter sends a record that cannot be applied to the dead-letter
+// topic. Its epoch cannot complete until the broker acknowledged it.
+func (w *worker) deadLetter(r *kgo.Record, reason string) {
+	e := w.e
+	pk := pendKey{w.pt, w.epoch}
+	e.tr.add(map[pendKey]int{pk: 1})
+	rec := &kgo.Record{
+		Topic:     e.cfg.DLQTopic,
+		Partition: r.Partition % e.dlqParts,
+		Key:       r.Key,
+		Value:     r.Value,
+		Headers: []kgo.RecordHeader{
+			{Key: "pinsync.reason", Value: []byte(reason)},
+			{Key: "pinsync.source.topic", Value: []byte(r.Topic)},
+			{Key: "pinsync.source.partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
+			{Key: "pinsync.source.offset", Value: []byte(strconv.FormatInt(r.Offset, 10))},
+		},
+	}
+	e.produceDLQ(rec, reason, pk)
+}
+
+// produceDLQ produces a dead letter, retrying until it is acknowledged or
+// the partition is dropped, then releases its pending count.
+func (e *Engine) produceDLQ(rec *kgo.Record, reason string, pk pendKey) {
+	e.cl.Produce(e.uploadCtx, rec, func(_ *kgo.Record, err error) {
+		if err != nil && !pk.part.dropped.Load() && e.uploadCtx.Err() == nil {
+			e.log.Warn("dead-letter produce failed; retrying", "reason", reason, "err", err)
+			go func() {
+				time.Sleep(time.Second)
+				e.produceDLQ(rec, reason, pk)
+			}()
+			return
+		}
+		if err == nil {
+			e.m.deadLetters.WithLabelValues(reason).Inc()
+		}
+		e.tr.add(map[pendKey]int{pk: -1})
+	})
+}
+
+// deadLetterHash dead-letters one record Pinterest rejected for good. The
+// value is the hash, never a plaintext identifier.
+func (e *Engine) deadLetterHash(ctx context.Context, a *audience, listID string, o pinterest.Operation, h ident.Hash, cause error) error {
+	var pe *pinterest.Error
+	code := ""
+	if errors.As(cause, &pe) {
+		code = strconv.Itoa(pe.Code)
+	}
+	rec := &kgo.Record{
+		Topic: e.cfg.DLQTopic,
+		Value: h.AppendHex(nil),
+		Headers: []kgo.RecordHeader{
+			{Key: "pinsync.reason", Value: []byte("pinterest_rejected")},
+			{Key: "pinsync.pinterest.code", Value: []byte(code)},
+			{Key: "pinsync.audience", Value: []byte(a.key)},
+			{Key: "pinsync.list_id", Value: []byte(listID)},
+			{Key: "pinsync.operation", Value: []byte(string(o))},
+		},
+	}
+	if err := e.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		return err
+	}
+	e.m.deadLetters.WithLabelValues("pinterest_rejected").Inc()
+	return nil
+}

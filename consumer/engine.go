@@ -151,9 +151,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.cl = cl
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var bgWG sync.WaitGroup
-	bgWG.Add(2)
+	bgWG.Add(3)
 	go func() { defer bgWG.Done(); e.schedule(bg) }()
 	go func() { defer bgWG.Done(); e.commitLoop(bg) }()
+	go func() { defer bgWG.Done(); e.pollLoop(bg) }()
 
 	e.poll(ctx)
 

@@ -21,8 +21,28 @@ func TestListsConvergeToOracle(t *testing.T) {
 		t.Fatalf("the stream should hold malformed records and fill lists (malformed %d, lists %d)", malformed, len(want))
 	}
 	r.produce(recs)
-	m := r.start(engineConfig())
+	cfg := engineConfig()
+	cfg.AudiencePollInterval = 100 * time.Millisecond
+	m := r.start(cfg)
 	r.converge(want, 60*time.Second)
+	// The status reports Pinterest's matched size of every audience, which
+	// is not the number of records uploaded.
+	waitFor(t, 10*time.Second, "audience sizes polled", func() bool {
+		sizes := map[string]int{}
+		for _, a := range r.sb.State().Audiences {
+			sizes[a.CustomerListID] = a.Size
+		}
+		n := 0
+		for _, a := range m.eng.Status().Audiences {
+			for _, l := range a.Lists {
+				if l.CustomerListID == "" || int(l.PinterestSize) != sizes[l.CustomerListID] {
+					return false
+				}
+				n++
+			}
+		}
+		return n == len(want)
+	})
 	// Every record is committed once its upload succeeded.
 	end := endOffsets(t, r.brokers)
 	deadline := time.Now().Add(30 * time.Second)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"text/template"
+	"time"
 
 	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/schemas/ident"
@@ -167,4 +168,51 @@ func (l *lists) setAudience(li *listInfo, au pinterest.Audience) {
 		li.size = *au.Size
 	}
 	li.status = au.Status
+}
+
+// poll refreshes each known audience's size and status from Pinterest:
+// the size Pinterest reports counts matched users, not uploaded records.
+func (e *Engine) pollAudiences(ctx context.Context) {
+	for k, li := range e.lists.snapshot() {
+		if li.audienceID == "" || ctx.Err() != nil {
+			continue
+		}
+		a := e.auds.get(k.aud)
+		if a == nil {
+			continue
+		}
+		au, err := e.pin.Audience(ctx, a.adAccount, li.audienceID)
+		if err != nil {
+			e.log.Warn("audience poll failed", "audience", a.key, "list_type", k.typ.String(), "err", err)
+			continue
+		}
+		e.lists.setAudience(e.lists.info(k), au)
+		var size float64
+		if au.Size != nil {
+			size = float64(*au.Size)
+		}
+		ready := 0.0
+		if au.Status == "READY" {
+			ready = 1
+		}
+		e.m.pinSize.WithLabelValues(a.key, k.typ.String()).Set(size)
+		e.m.pinReady.WithLabelValues(a.key, k.typ.String()).Set(ready)
+	}
+}
+
+// pollLoop polls audiences every AudiencePollInterval (never when negative).
+func (e *Engine) pollLoop(ctx context.Context) {
+	if e.cfg.AudiencePollInterval < 0 {
+		return
+	}
+	t := time.NewTicker(e.cfg.AudiencePollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			e.pollAudiences(ctx)
+		}
+	}
 }

@@ -211,29 +211,39 @@ func (w *worker) restore(ctx context.Context) error {
 			if !strings.HasPrefix(k, prefix) {
 				return
 			}
-			profileID := k[len(prefix):]
-			if old := w.state.m[profileID]; old != nil {
-				w.state.leaveAll(old)
-				delete(w.state.m, profileID)
-			}
-			if r.Value == nil {
-				return
-			}
-			p, err := e.decodeProfile(r.Value)
-			if err != nil {
+			if w.restoreRecord(k, len(prefix), r.Value) {
+				restored++
+			} else if r.Value != nil {
 				e.log.Warn("skipping malformed changelog record", "partition", w.key.partition, "offset", r.Offset)
-				return
 			}
-			for _, a := range p.auds {
-				if a&outBit == 0 {
-					w.state.members(a, 1)
-				}
-			}
-			w.state.m[profileID] = p
-			restored++
 		})
 	}
 	e.m.restored.Add(float64(restored))
 	e.log.Info("state restored", "topic", w.key.topic, "partition", w.key.partition, "profiles", len(w.state.m))
 	return nil
+}
+
+// restoreRecord installs one changelog record (key k, the profile id from
+// k[idAt:]; a nil value is a tombstone) into w's state. It reports whether
+// a profile was installed; false with a non-nil value means malformed.
+func (w *worker) restoreRecord(k string, idAt int, value []byte) bool {
+	profileID := k[idAt:]
+	if old := w.state.m[profileID]; old != nil {
+		w.state.leaveAll(old)
+		delete(w.state.m, profileID)
+	}
+	if value == nil {
+		return false
+	}
+	p, err := w.e.decodeProfile(value)
+	if err != nil {
+		return false
+	}
+	for _, a := range p.auds {
+		if a&outBit == 0 {
+			w.state.members(a, 1)
+		}
+	}
+	w.state.m[profileID] = p
+	return true
 }

@@ -24,6 +24,14 @@ type Config struct {
 	// ChangelogTopic holds each partition's profile state, co-partitioned
 	// with the input. Default "<group>.changelog". "-" disables it.
 	ChangelogTopic string
+	// ControlTopic is the single-partition compacted topic where replicas
+	// agree on who creates each Pinterest list (see control.go). Default
+	// "<group>.control". "-" disables it: each replica then finds or
+	// creates lists on its own, which may create a list twice.
+	ControlTopic string
+	// ClaimTimeout is how long a replica's claim to create a list holds
+	// before another may take it over. Default 30s.
+	ClaimTimeout time.Duration
 	// FlushInterval is the longest a change waits in a window, and the epoch
 	// length of the commit checkpoints. Default 10s.
 	FlushInterval time.Duration
@@ -70,6 +78,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ChangelogTopic == "" && c.Group != "" {
 		c.ChangelogTopic = c.Group + ".changelog"
+	}
+	if c.ControlTopic == "" && c.Group != "" {
+		c.ControlTopic = c.Group + ".control"
+	}
+	if c.ClaimTimeout == 0 {
+		c.ClaimTimeout = 30 * time.Second
 	}
 	if c.FlushInterval == 0 {
 		c.FlushInterval = 10 * time.Second
@@ -155,6 +169,9 @@ func (c Config) Validate() error {
 		if _, err := path.Match(g, ""); err != nil {
 			bad("sync.audiences", "bad glob %q: %v", g, err)
 		}
+	}
+	if c.ClaimTimeout < 0 {
+		bad("sync.claim_timeout", "must not be negative")
 	}
 	if c.RevokeTimeout <= 0 {
 		bad("sync.revoke_timeout", "must be positive")

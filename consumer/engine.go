@@ -144,6 +144,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err := e.prepareTopics(ctx); err != nil {
 		return err
 	}
+	if e.cfg.ControlTopic != "-" {
+		c, err := openClaims(ctx, e.kopts, e.cfg.ControlTopic, e.cfg.ClaimTimeout, e.log)
+		if err != nil {
+			return err
+		}
+		defer c.close()
+		e.lists.claims = c
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
@@ -218,6 +226,9 @@ func (e *Engine) prepareTopics(ctx context.Context) error {
 // pausing while the windows hold sync.max_buffered_records.
 func (e *Engine) poll(ctx context.Context) {
 	for ctx.Err() == nil {
+		if !e.credentialsOK(ctx) {
+			return
+		}
 		waited, err := e.ws.waitBelowFn(ctx, e.cfg.MaxBuffered, func() { e.m.fetchPaused.Set(1) })
 		if waited {
 			e.m.fetchPaused.Set(0)
@@ -252,6 +263,28 @@ func (e *Engine) poll(ctx context.Context) {
 			}
 		})
 	}
+}
+
+// credentialsOK pauses fetching while Pinterest rejects the credentials
+// for good (nothing could be uploaded, so buffering more only costs
+// memory); it returns false when ctx ends.
+func (e *Engine) credentialsOK(ctx context.Context) bool {
+	cr, ok := e.pin.(interface{ CredentialsError() error })
+	if !ok || cr.CredentialsError() == nil {
+		return true
+	}
+	e.m.fetchPaused.Set(1)
+	defer e.m.fetchPaused.Set(0)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for cr.CredentialsError() != nil {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	return true
 }
 
 // assigned starts a worker for each new partition.
@@ -318,8 +351,9 @@ func (e *Engine) forget(parts map[*partTrack]bool) {
 		e.m.committed.DeleteLabelValues(p.key.topic, strconv.Itoa(int(p.key.partition)))
 		e.m.lag.DeleteLabelValues(p.key.topic, strconv.Itoa(int(p.key.partition)))
 	}
-	flights := e.ws.markUrgent(parts)
-	e.ws.drop(parts)
+	// One step: marking their windows urgent first would let the scheduler
+	// start a flight of their changes that nobody waits for.
+	flights := e.ws.drop(parts)
 	for _, f := range flights {
 		f.cancel()
 	}
@@ -388,16 +422,23 @@ func (e *Engine) waitIdle(ctx context.Context, parts map[*partTrack]bool) bool {
 
 // commitLoop commits completed epochs periodically.
 func (e *Engine) commitLoop(ctx context.Context) {
-	t := time.NewTicker(e.cfg.CommitInterval)
+	every(ctx, e.cfg.CommitInterval, func() {
+		if err := e.commit(ctx, nil); err != nil && ctx.Err() == nil {
+			e.log.Warn("commit failed", "err", err)
+		}
+	})
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		if err := e.commit(ctx, nil); err != nil && ctx.Err() == nil {
-			e.log.Warn("commit failed", "err", err)
+			fn()
 		}
 	}
 }
@@ -526,13 +567,15 @@ func (e *Engine) dispatch() {
 	buffered, _ := e.ws.stats()
 	e.m.buffered.Set(float64(buffered))
 	for _, w := range e.ws.due(now, e.cfg.FlushInterval, budget, free) {
+		// Workers change windows concurrently: read them under the lock.
+		urgent, full := e.ws.kind(w)
 		reason := "interval"
 		switch {
-		case w.urgent && e.uploadCtx.Err() == nil && e.shuttingDown():
+		case urgent && e.uploadCtx.Err() == nil && e.shuttingDown():
 			reason = "shutdown"
-		case w.urgent:
+		case urgent:
 			reason = "revoke"
-		case w.adds >= e.cfg.MaxRecords || w.removes >= e.cfg.MaxRecords:
+		case full:
 			reason = "full"
 		}
 		f, ctx := e.ws.take(w, reason, e.uploadCtx)
@@ -556,6 +599,7 @@ func (e *Engine) fly(ctx context.Context, f *flight) {
 	start := e.now()
 	addsOK, removesOK, err := e.upload(ctx, f)
 	end := e.now()
+	cancelled := ctx.Err() != nil // finish cancels ctx
 	ok := func(i int) bool {
 		if i < len(f.adds) {
 			return addsOK
@@ -573,7 +617,7 @@ func (e *Engine) fly(ctx context.Context, f *flight) {
 	outcome := "ok"
 	if failed {
 		outcome = "error"
-		if ctx.Err() == nil {
+		if !cancelled {
 			e.log.Warn("upload failed; the window keeps its changes and retries", "audience", e.audKey(f.w.key.aud), "list_type", f.w.key.typ.String(), "records", f.records(), "err", err)
 		}
 	}

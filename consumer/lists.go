@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync"
 	"text/template"
-	"time"
 
 	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/schemas/ident"
@@ -44,6 +43,10 @@ type lists struct {
 	mu      sync.Mutex
 	m       map[windowKey]*listInfo
 	checked map[string]bool // ad accounts whose write access was checked
+	// claims coordinates creation with the other replicas through the
+	// control topic (control.go); nil when it is disabled. Set before the
+	// engine starts.
+	claims *claims
 }
 
 func newLists(pin Pinterest, tmpl string) (*lists, error) {
@@ -111,6 +114,9 @@ func (l *lists) ensure(ctx context.Context, a *audience, k windowKey, adds []ide
 	name, err := l.name(a, k.typ)
 	if err != nil {
 		return "", false, fmt.Errorf("list name for audience %q: %w", a.key, err)
+	}
+	if l.claims != nil {
+		return l.ensureClaimed(ctx, a, k, li, name, adds)
 	}
 	if id == "" {
 		cl, found, err := l.pin.FindCustomerList(ctx, a.adAccount, name)
@@ -205,14 +211,5 @@ func (e *Engine) pollLoop(ctx context.Context) {
 	if e.cfg.AudiencePollInterval < 0 {
 		return
 	}
-	t := time.NewTicker(e.cfg.AudiencePollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			e.pollAudiences(ctx)
-		}
-	}
+	every(ctx, e.cfg.AudiencePollInterval, func() { e.pollAudiences(ctx) })
 }

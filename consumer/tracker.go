@@ -47,7 +47,7 @@ type partTrack struct {
 	// touches them.
 	unwritten     []stateRecord
 	unwrittenMark *epochMark
-	dropped     atomic.Bool
+	dropped       atomic.Bool
 }
 
 // tracker counts pending work per partition epoch. All methods are safe for

@@ -31,8 +31,12 @@ type flight struct {
 	adds    []ident.Hash
 	removes []ident.Hash
 	meta    []entry // meta[i] belongs to adds[i] for i < len(adds), then to removes
-	cancel  context.CancelFunc
-	done    chan struct{}
+	// oldest and urgent are the window's when the flight was taken: records
+	// put back after a failure keep their age and urgency.
+	oldest time.Time
+	urgent bool
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 func (f *flight) records() int { return len(f.adds) + len(f.removes) }
@@ -198,13 +202,20 @@ func (ws *windows) due(now time.Time, interval time.Duration, budget float64, fr
 	return out
 }
 
+// kind reports whether w is asked to flush now and whether it is full.
+func (ws *windows) kind(w *window) (urgent, full bool) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return w.urgent, w.adds >= ws.max || w.removes >= ws.max
+}
+
 // take moves up to the per-request maximum of adds and of removes out of w
 // into a new flight. The caller got w from due.
 func (ws *windows) take(w *window, reason string, parent context.Context) (*flight, context.Context) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	ctx, cancel := context.WithCancel(parent)
-	f := &flight{w: w, reason: reason, cancel: cancel, done: make(chan struct{})}
+	f := &flight{w: w, reason: reason, oldest: w.oldest, urgent: w.urgent, cancel: cancel, done: make(chan struct{})}
 	var removes []ident.Hash
 	var rmeta []entry
 	for h, e := range w.entries {
@@ -226,9 +237,10 @@ func (ws *windows) take(w *window, reason string, parent context.Context) (*flig
 	}
 	f.removes = removes
 	f.meta = append(f.meta, rmeta...)
-	// What stays behind keeps the window's age: it is due when the
-	// interval or the per-request maximum says so.
-	w.urgent = false
+	// What stays behind keeps the window's age and urgency: it is due when
+	// the interval or the per-request maximum says so, or at once (after
+	// this flight) when the window was asked to flush.
+	w.urgent = w.urgent && len(w.entries) > 0
 	w.flight = f
 	return f, ctx
 }
@@ -260,11 +272,12 @@ func (ws *windows) finish(f *flight, ok func(i int) bool, failed bool, now time.
 			ws.buffered--
 			continue
 		}
-		if len(w.entries) == 0 {
-			w.oldest = now
+		if len(w.entries) == 0 || f.oldest.Before(w.oldest) {
+			w.oldest = f.oldest
 		}
 		w.entries[h] = e
 		w.count(e.op, 1)
+		w.urgent = w.urgent || f.urgent
 	}
 	w.flight = nil
 	if failed {
@@ -323,11 +336,14 @@ func (f *flight) holds(parts map[*partTrack]bool) bool {
 }
 
 // drop removes every change of the given partitions from the windows
-// (revoked past the deadline, or lost). The partitions must already be
-// marked dropped, so that flights in progress do not put them back.
-func (ws *windows) drop(parts map[*partTrack]bool) {
+// (revoked past the deadline, or lost) and returns the flights in progress
+// that hold some, in the same critical section: no flight holding them can
+// start afterwards. The partitions must already be marked dropped, so that
+// flights in progress do not put them back.
+func (ws *windows) drop(parts map[*partTrack]bool) []*flight {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
+	var flights []*flight
 	for _, w := range ws.m {
 		for h, e := range w.entries {
 			if parts[e.pk.part] {
@@ -336,8 +352,12 @@ func (ws *windows) drop(parts map[*partTrack]bool) {
 				ws.buffered--
 			}
 		}
+		if w.flight != nil && w.flight.holds(parts) {
+			flights = append(flights, w.flight)
+		}
 	}
 	ws.releaseLocked()
+	return flights
 }
 
 // waitBelowFn blocks until fewer than limit records are buffered or ctx

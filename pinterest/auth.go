@@ -141,6 +141,13 @@ func (a *tokens) refresh(ctx context.Context, stale string) (*oauth2.Token, erro
 			return t, nil
 		}
 	}
+	if l, ok := a.store.(RefreshLocker); ok {
+		unlock, err := l.LockRefresh(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("pinterest: token refresh lock: %w", err)
+		}
+		defer unlock()
+	}
 	stored, err := a.store.Load(ctx)
 	switch {
 	case errors.Is(err, ErrNoToken):

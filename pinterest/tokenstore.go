@@ -24,6 +24,16 @@ type TokenStore interface {
 	Save(ctx context.Context, tok *oauth2.Token) error
 }
 
+// RefreshLocker is implemented by a TokenStore shared by several processes
+// (see package pinterest/kafkastore): the client holds the lock from
+// before it loads the stored token until the rotated one is saved, so that
+// only one process refreshes at a time and none uses a refresh token that
+// another has rotated away. LockRefresh waits for the lock; the returned
+// func releases it.
+type RefreshLocker interface {
+	LockRefresh(ctx context.Context) (unlock func(), err error)
+}
+
 // FileTokenStore keeps the token as JSON in one file, readable only by its
 // owner (mode 0600). Save writes a temporary file in the same directory,
 // syncs it and renames it over the old one, so a crash leaves either the

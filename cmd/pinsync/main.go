@@ -47,6 +47,8 @@ func commands() map[string]command {
 		"run":          {"run the sync service (--config FILE)", runRun},
 		"produce":      {"write a generated Segment Engage audience stream to Kafka", runProduce},
 		"sandbox":      {"run the local Pinterest API sandbox", runSandbox},
+		"auth":         {"connect a Pinterest account (OAuth authorization-code flow)", runAuth},
+		"accounts":     {"list the ad accounts the token reaches", runAccounts},
 		"check-config": {"validate a configuration file without connecting", runCheckConfig},
 	}
 }

@@ -368,6 +368,9 @@ func (c Config) Validate() error {
 		if c.Pinterest.TokenStore.KeyEnv == "" {
 			bad("pinterest.token_store.key_env", "required for kind kafka")
 		}
+		if c.Kafka.ControlTopic == "-" {
+			bad("pinterest.token_store.kind", "kafka needs the control topic, but kafka.control_topic is \"-\"")
+		}
 	default:
 		bad("pinterest.token_store.kind", "must be file or kafka, got %q", c.Pinterest.TokenStore.Kind)
 	}
@@ -394,6 +397,7 @@ func (c Config) Validate() error {
 func (c Config) Engine() consumer.Config {
 	return consumer.Config{
 		Topics: c.Kafka.Topics, Group: c.Kafka.Group, DLQTopic: c.Kafka.DLQTopic, ChangelogTopic: c.Kafka.ChangelogTopic,
+		ControlTopic:  c.Kafka.ControlTopic,
 		FlushInterval: time.Duration(c.Sync.FlushInterval), MaxRecords: c.Pinterest.MaxRecords,
 		MaxBuffered: c.Sync.MaxBufferedRecords, MaxIdentifiersPerType: c.Sync.MaxIdentifiersPerType,
 		ListNameTemplate: c.Sync.ListNameTemplate, Allow: c.Sync.Audiences.Allow, Deny: c.Sync.Audiences.Deny,

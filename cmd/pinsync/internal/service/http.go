@@ -57,6 +57,13 @@ func Handler(eng engineView, cred credentials, reg *prometheus.Registry) http.Ha
 		_ = enc.Encode(statusDoc(eng, cred))
 	})
 	page := template.Must(template.New("page").Funcs(template.FuncMap{
+		"totalLag": func(ps []consumer.PartitionStatus) int64 {
+			var n int64
+			for _, p := range ps {
+				n += p.Lag
+			}
+			return n
+		},
 		"since": func(t time.Time) string {
 			if t.IsZero() {
 				return "never"
@@ -92,7 +99,7 @@ func statusDoc(eng engineView, cred credentials) StatusDoc {
 }
 
 const statusPage = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>pinsync status</title>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10"><title>pinsync status</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
 table{border-collapse:collapse;margin:1rem 0}
@@ -102,6 +109,7 @@ th{background:#f4f4f4}
 </style></head><body>
 <h1>pinsync</h1>
 <p id="ready">{{if .Ready}}<span class="ok">ready</span>{{else}}<span class="bad">not ready: {{.NotReadyReason}}</span>{{end}}</p>
+<p id="group">{{if .Joined}}Member of the consumer group{{else}}<span class="bad">Not a member of the consumer group</span>{{end}} · partitions owned: {{len .Partitions}} · lag: {{totalLag .Partitions}} records</p>
 <p>Buffered records: {{.Buffered}}{{if .FetchPaused}} (fetching paused){{end}} · uploads in flight: {{.Flights}}
 {{if not .TokenExpiry.IsZero}} · access token expires {{.TokenExpiry.Format "2006-01-02 15:04:05 MST"}}{{end}}</p>
 {{if .CredentialError}}<p class="bad" id="credentials">{{.CredentialError}}</p>{{end}}
@@ -111,10 +119,10 @@ th{background:#f4f4f4}
 {{range .Partitions}}<tr><td>{{.Topic}}</td><td>{{.Partition}}</td><td>{{.Committed}}</td><td>{{.HighWatermark}}</td><td>{{.Lag}}</td></tr>
 {{end}}</tbody></table>
 <h2>Audiences</h2>
-<table id="audiences"><thead><tr><th>audience</th><th>list type</th><th>local members</th><th>customer list</th><th>pending</th><th>last flush</th><th>Pinterest size</th><th>Pinterest status</th></tr></thead><tbody>
-{{range $a := .Audiences}}{{range .Lists}}<tr><td>{{$a.Key}}</td><td>{{.ListType}}</td><td>{{$a.LocalMembers}}</td><td>{{.CustomerListID}}</td><td>{{.Pending}}</td><td>{{since .LastFlush}}</td><td>{{.PinterestSize}}</td><td>{{.PinterestState}}</td></tr>
-{{else}}<tr><td>{{$a.Key}}</td><td>-</td><td>{{$a.LocalMembers}}</td><td></td><td>0</td><td>never</td><td></td><td></td></tr>
+<table id="audiences"><thead><tr><th>audience</th><th>list type</th><th>local members</th><th>customer list</th><th>Pinterest audience</th><th>pending</th><th>last flush</th><th>Pinterest size</th><th>Pinterest status</th></tr></thead><tbody>
+{{range $a := .Audiences}}{{range .Lists}}<tr><td>{{$a.Key}}</td><td>{{.ListType}}</td><td>{{$a.LocalMembers}}</td><td>{{.CustomerListID}}</td><td>{{.AudienceID}}</td><td>{{.Pending}}</td><td>{{since .LastFlush}}</td><td>{{.PinterestSize}}</td><td>{{.PinterestState}}</td></tr>
+{{else}}<tr><td>{{$a.Key}}</td><td>-</td><td>{{$a.LocalMembers}}</td><td></td><td></td><td>0</td><td>never</td><td></td><td></td></tr>
 {{end}}{{end}}</tbody></table>
-<p>Pinterest size counts matched Pinterest users, not uploaded records; matching takes up to 48 hours.</p>
+<p>Local members are the profiles in the audience on this instance's partitions. Pinterest size counts matched Pinterest users, not uploaded records; matching takes up to 48 hours. This page refreshes every 10 seconds; the same data is at <a href="status">/status</a>, metrics at <a href="metrics">/metrics</a>.</p>
 </body></html>
 `

@@ -23,6 +23,7 @@ import (
 
 	"github.com/pinsync/pinsync/consumer"
 	"github.com/pinsync/pinsync/pinterest"
+	"github.com/pinsync/pinsync/pinterest/kafkastore"
 )
 
 // Options are what Run takes besides the configuration; all optional.
@@ -40,6 +41,9 @@ type Options struct {
 	TokenStore pinterest.TokenStore
 	// Started is called once the HTTP server listens, with its address.
 	Started func(addr string)
+	// Getenv reads the environment (the token store key); nil means
+	// os.Getenv.
+	Getenv func(string) string
 }
 
 // NewLogger returns the JSON logger for a level name.
@@ -71,9 +75,15 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	}
 	store := o.TokenStore
 	if store == nil {
-		if store, err = TokenStore(cfg.Pinterest.TokenStore); err != nil {
+		getenv := o.Getenv
+		if getenv == nil {
+			getenv = os.Getenv
+		}
+		var closeStore func()
+		if store, closeStore, err = OpenTokenStore(ctx, cfg, getenv, log); err != nil {
 			return err
 		}
+		defer closeStore()
 	}
 	limiter := pinterest.NewLimiter(cfg.Pinterest.WritesPerMinute)
 	pin, err := pinterest.New(pinterest.Config{
@@ -82,7 +92,7 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 		TokenStore: store, HTTPClient: o.HTTPClient, WriteLimiter: limiter,
 		MaxRecords: cfg.Pinterest.MaxRecords, MaxBytes: cfg.Pinterest.MaxBytes,
 		BreakerFailures: cfg.Pinterest.BreakerFailures, BreakerOpenTimeout: time.Duration(cfg.Pinterest.BreakerOpenTimeout),
-		Logger: log.With("component", "pinterest"), Registerer: reg,
+		Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return err
@@ -121,13 +131,45 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	return runErr
 }
 
-// TokenStore builds the configured token store.
+// TokenStore builds a token store of kind file. Kind kafka needs Kafka
+// and the environment: use OpenTokenStore.
 func TokenStore(c TokenStoreConfig) (pinterest.TokenStore, error) {
 	switch c.Kind {
 	case "file", "":
 		return pinterest.NewFileTokenStore(c.Path), nil
 	}
-	return nil, fmt.Errorf("pinterest.token_store.kind %q is not supported", c.Kind)
+	return nil, fmt.Errorf("pinterest.token_store.kind %q is not supported here", c.Kind)
+}
+
+// OpenTokenStore builds the configured token store (pinterest.token_store)
+// of any kind and the func that closes it. Kind kafka shares the token
+// between the replicas through the control topic, encrypted under the key
+// (32 bytes, standard base64) in the environment variable named by key_env.
+func OpenTokenStore(ctx context.Context, cfg Config, getenv func(string) string, log *slog.Logger) (pinterest.TokenStore, func(), error) {
+	c := cfg.Pinterest.TokenStore
+	switch c.Kind {
+	case "file", "":
+		return pinterest.NewFileTokenStore(c.Path), func() {}, nil
+	case "kafka":
+		kopts, err := KafkaOptions(cfg.Kafka, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		key, err := kafkastore.KeyFromEnv(getenv, c.KeyEnv)
+		if err != nil {
+			return nil, nil, err
+		}
+		topic := cfg.Kafka.ControlTopic
+		if topic == "" {
+			topic = cfg.Kafka.Group + ".control"
+		}
+		s, err := kafkastore.New(ctx, kafkastore.Config{Kafka: kopts, Topic: topic, Key: key, Logger: log.With("component", "tokenstore")})
+		if err != nil {
+			return nil, nil, fmt.Errorf("pinterest.token_store: %w", err)
+		}
+		return s, s.Close, nil
+	}
+	return nil, nil, fmt.Errorf("pinterest.token_store.kind %q is not supported", c.Kind)
 }
 
 // KafkaOptions turns the kafka section into franz-go connection options.

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"text/tabwriter"
+
+	"github.com/pinsync/pinsync/cmd/pinsync/internal/bench"
+)
+
+// runBench runs the real pipeline end to end on an embedded Kafka and the
+// Pinterest sandbox and measures it against its limits in the same run
+// (package internal/bench).
+func runBench(ctx context.Context, io *stdio, args []string) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(io.Err)
+	fs.Usage = func() {
+		fmt.Fprintln(io.Err, "usage: pinsync bench [flags]\n\nMeasures the pipeline end to end (embedded Kafka over TCP, the Pinterest\nsandbox over HTTP) against a plain Kafka drain, decode+hash on all cores\nand a naive hand-written sync, then checks convergence against the oracle.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	var (
+		events     = fs.Int("events", 1_000_000, "records in the stream")
+		profiles   = fs.Int("profiles", 0, "profiles in the stream (default the generator's)")
+		audiences  = fs.Int("audiences", 0, "audiences in the stream (default the generator's)")
+		partitions = fs.Int("partitions", 6, "partitions of the input topic")
+		flush      = fs.Duration("flush-interval", 0, "the engine's flush interval (default 10s)")
+		state      = fs.Int("state-profiles", 1_000_000, "profiles of the state size and restore measurements")
+		asJSON     = fs.Bool("json", false, "print one JSON object")
+		budget     = fs.Bool("budget-test", false, "also run at 400 writes/min with 1,000 small audiences")
+		latency    = fs.Bool("latency-test", false, "also measure event-to-upload latency at half the measured rate")
+		cpuprofile = fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+		quiet      = fs.Bool("quiet", false, "do not print progress")
+	)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 || *events < 1 || *profiles < 0 || *audiences < 0 || *partitions < 1 || *state < 1 {
+		fmt.Fprintln(io.Err, "bench: --events, --partitions and --state-profiles must be positive; no arguments")
+		return 2
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintf(io.Err, "bench: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(io.Err, "bench: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	opts := bench.Options{
+		Events: *events, Profiles: *profiles, Audiences: *audiences, Partitions: *partitions,
+		FlushInterval: *flush, StateProfiles: *state, LatencyTest: *latency, BudgetTest: *budget,
+	}
+	if !*quiet {
+		opts.Progress = func(format string, args ...any) { fmt.Fprintf(io.Err, "bench: "+format+"\n", args...) }
+	}
+	rep, err := bench.Run(ctx, opts)
+	if err != nil {
+		fmt.Fprintf(io.Err, "bench: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(io.Out)
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintf(io.Err, "bench: %v\n", err)
+			return 1
+		}
+	} else {
+		printBench(io.Out, rep)
+	}
+	if !rep.Converged {
+		fmt.Fprintf(io.Err, "bench: the pipeline did not converge: %s\n", rep.ConvergenceReport)
+		return 1
+	}
+	return 0
+}
+
+func printBench(out io.Writer, r bench.Report) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "stage\tevents/s\tpipeline ratio\t\n")
+	fmt.Fprintf(tw, "drain (Kafka ceiling)\t%.0f\t%.3f\t\n", r.DrainEventsPerS, r.RatioVsDrain)
+	fmt.Fprintf(tw, "decode+hash (all cores)\t%.0f\t%.3f\t\n", r.DecodeHashEventsPerS, r.RatioVsDecodeHash)
+	fmt.Fprintf(tw, "naive sync\t%.0f\t%.3f\t\n", r.NaiveEventsPerS, r.RatioVsNaive)
+	fmt.Fprintf(tw, "pinsync pipeline\t%.0f\t\t\n", r.PipelineEventsPerS)
+	tw.Flush()
+	fmt.Fprintf(out, "\nevents %d in %.2fs; converged %v\n", r.Events, r.PipelineSeconds, r.Converged)
+	fmt.Fprintf(out, "pinterest write calls %d (min possible %d, %.3fx); records/call %.0f; fill ratio %.3f\n",
+		r.PinterestCalls, r.MinPossibleCalls, float64(r.PinterestCalls)/float64(max(r.MinPossibleCalls, 1)), r.RecordsPerCall, r.FillRatio)
+	fmt.Fprintf(out, "event-to-upload latency p50 %.3fs p99 %.3fs\n", r.LatencyP50S, r.LatencyP99S)
+	for _, p := range []struct {
+		name string
+		p    *bench.Paced
+	}{{"latency test", r.LatencyTest}, {"budget test", r.BudgetTest}} {
+		if p.p != nil {
+			fmt.Fprintf(out, "%s: %.0f events/s, %d events, %d audiences: p50 %.3fs p99 %.3fs, %d calls, %d 429s, converged %v\n",
+				p.name, p.p.RatePerS, p.p.Events, p.p.Audiences, p.p.LatencyP50S, p.p.LatencyP99S, p.p.PinterestCalls, p.p.RateLimited, p.p.Converged)
+		}
+	}
+	fmt.Fprintf(out, "state %.1f bytes/profile; restore %.0f profiles/s; peak RSS %d MiB\n",
+		r.StateBytesPerProfile, r.RestoreProfilesPerS, r.PeakRSSBytes>>20)
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"testing"
+)
+
+// TestBenchConverges runs a small bench end to end and checks only that
+// the pipeline converged to the oracle and every figure is there; speed is
+// never asserted.
+func TestBenchConverges(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end bench")
+	}
+	var out, errb bytes.Buffer
+	io := &stdio{Out: &out, Err: &errb, Getenv: func(string) string { return "" }}
+	code := runBench(context.Background(), io, []string{"--events", "50000", "--state-profiles", "10000", "--flush-interval", "1s", "--json", "--quiet"})
+	if code != 0 {
+		t.Fatalf("bench exited %d: %s", code, errb.String())
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("output is not one JSON object: %v\n%s", err, out.String())
+	}
+	if rep["converged"] != true {
+		t.Errorf("converged = %v", rep["converged"])
+	}
+	for _, k := range []string{"events", "pipeline_events_per_s", "drain_events_per_s", "decode_hash_events_per_s",
+		"naive_events_per_s", "ratio_vs_drain", "ratio_vs_decode_hash", "ratio_vs_naive", "pinterest_calls",
+		"min_possible_calls", "records_per_call", "fill_ratio", "latency_p50_s", "latency_p99_s",
+		"state_bytes_per_profile", "restore_profiles_per_s", "peak_rss_bytes"} {
+		if _, ok := rep[k]; !ok {
+			t.Errorf("report lacks %q", k)
+		}
+	}
+	if rep["events"] != float64(50000) {
+		t.Errorf("events = %v, want 50000", rep["events"])
+	}
+}
+
+func TestBenchRejectsBadFlags(t *testing.T) {
+	var out, errb bytes.Buffer
+	io := &stdio{Out: &out, Err: &errb, Getenv: func(string) string { return "" }}
+	if code := runBench(context.Background(), io, []string{"--events", "0"}); code != 2 {
+		t.Errorf("--events 0: exit %d, want 2", code)
+	}
+}

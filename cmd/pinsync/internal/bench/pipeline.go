@@ -1,0 +1,309 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pinsync/pinsync/consumer"
+	"github.com/pinsync/pinsync/pinterest/sandbox"
+	"github.com/pinsync/pinsync/schemas"
+	"github.com/pinsync/pinsync/schemas/ident"
+	"github.com/pinsync/pinsync/schemas/stream"
+)
+
+var (
+	consumerMeasureState   = consumer.MeasureState
+	consumerMeasureRestore = consumer.MeasureRestore
+)
+
+type pipelineRun struct {
+	topic, group string
+	events       int
+	audiences    int
+	// writesPerMinute is the write budget of client and sandbox; negative
+	// means none.
+	writesPerMinute int
+	// untilLag: wait for the engine to commit everything on its own
+	// (paced runs); otherwise the engine is shut down, as on SIGTERM,
+	// once it has applied every record (a backlog's tail would otherwise
+	// wait a flush interval).
+	untilLag bool
+	// ready reports whether every record has been produced (untilLag).
+	ready func() bool
+}
+
+type pipelineResult struct {
+	elapsed        time.Duration
+	calls, records int
+	rateLimited    int
+	p50, p99       float64
+	lagZero        bool
+	lists          map[stream.ListKey]stream.Set
+}
+
+// pipeline runs pinsync on r.topic until every record is committed, and
+// reads what the sandbox lists hold.
+func (en *env) pipeline(ctx context.Context, r pipelineRun) (pipelineResult, error) {
+	if r.writesPerMinute == 0 {
+		r.writesPerMinute = sandbox.Unlimited
+	}
+	sb, srv, err := sandboxServer(r.writesPerMinute)
+	if err != nil {
+		return pipelineResult{}, err
+	}
+	defer srv.Close()
+	reg := prometheus.NewRegistry()
+	pin, err := en.client(r.group, srv.URL, float64(r.writesPerMinute), reg)
+	if err != nil {
+		return pipelineResult{}, err
+	}
+	eng, err := consumer.New(consumer.Config{
+		Topics: []string{r.topic}, Group: r.group, AdAccount: sandbox.DefaultAdAccountID,
+		FlushInterval: en.o.FlushInterval, MaxRecords: en.o.MaxRecords, CommitInterval: 200 * time.Millisecond,
+		AudiencePollInterval: -1,
+	}, consumer.Deps{Kafka: []kgo.Opt{kgo.SeedBrokers(en.brokers...)}, Pinterest: pin, Registerer: reg, Logger: en.o.Logger})
+	if err != nil {
+		return pipelineResult{}, err
+	}
+	adm, err := kgo.NewClient(kgo.SeedBrokers(en.brokers...))
+	if err != nil {
+		return pipelineResult{}, err
+	}
+	defer adm.Close()
+	ka := kadm.NewClient(adm)
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- eng.Run(runCtx) }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var runErr error
+	var first time.Time
+	running := true
+	for running {
+		select {
+		case <-ctx.Done():
+			return pipelineResult{}, ctx.Err()
+		case runErr = <-done:
+			running = false
+			continue
+		case <-tick.C:
+		}
+		if r.untilLag {
+			if r.ready() && lagZero(ctx, ka, r.topic, r.group) {
+				stop()
+			}
+		} else if n := sumCounter(reg, "pinsync_events_total"); n >= float64(r.events) && runCtx.Err() == nil {
+			en.o.Progress("pipeline: every record applied after %s; shutting down", time.Since(start).Round(time.Millisecond))
+			stop()
+		} else if n > 0 && first.IsZero() {
+			first = time.Now()
+			en.o.Progress("pipeline: first record applied after %s", first.Sub(start).Round(time.Millisecond))
+		}
+	}
+	if runErr != nil {
+		return pipelineResult{}, runErr
+	}
+	res := pipelineResult{elapsed: time.Since(start), lagZero: lagZero(ctx, ka, r.topic, r.group)}
+	res.calls = int(sumCounter(reg, "pinsync_pinterest_requests_total", "category", "ads_write"))
+	res.records = int(histogramSum(reg, "pinsync_records_per_request"))
+	res.rateLimited = int(sumCounter(reg, "pinsync_rate_limited_total"))
+	res.p50, res.p99 = quantiles(reg, "pinsync_event_to_upload_seconds", 0.5, 0.99)
+	res.lists, err = sandboxLists(sb)
+	return res, err
+}
+
+// lagZero reports whether the group committed the end of every partition.
+func lagZero(ctx context.Context, ka *kadm.Client, topic, group string) bool {
+	ends, err := ka.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return false
+	}
+	offs, err := ka.FetchOffsets(ctx, group)
+	if err != nil {
+		return false
+	}
+	ok := true
+	ends.Each(func(o kadm.ListedOffset) {
+		c, found := offs.Lookup(o.Topic, o.Partition)
+		if o.Offset > 0 && (!found || c.At < o.Offset) {
+			ok = false
+		}
+	})
+	return ok
+}
+
+// sumCounter sums a counter family's series whose labels match the
+// name=value pairs given.
+func sumCounter(g prometheus.Gatherer, name string, labels ...string) float64 {
+	mfs, err := g.Gather()
+	if err != nil {
+		return 0
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if labelValue(m, labels[i]) != labels[i+1] {
+					continue metric
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				sum += c.GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// histogramSum is the sum of a histogram's observations.
+func histogramSum(g prometheus.Gatherer, name string) float64 {
+	mfs, err := g.Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetHistogram().GetSampleSum()
+		}
+	}
+	return 0
+}
+
+func labelValue(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// quantiles estimates quantiles of a histogram by linear interpolation
+// within its buckets (as Prometheus's histogram_quantile does).
+func quantiles(g prometheus.Gatherer, name string, qs ...float64) (float64, float64) {
+	out := make([]float64, 2)
+	mfs, err := g.Gather()
+	if err != nil {
+		return 0, 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name || len(mf.GetMetric()) == 0 {
+			continue
+		}
+		h := mf.GetMetric()[0].GetHistogram()
+		total := float64(h.GetSampleCount())
+		if total == 0 {
+			return 0, 0
+		}
+		for i, q := range qs[:min(len(qs), 2)] {
+			rank := q * total
+			lower, prev := 0.0, 0.0
+			out[i] = math.Inf(1)
+			for _, b := range h.GetBucket() {
+				c := float64(b.GetCumulativeCount())
+				if c >= rank {
+					if c == prev {
+						out[i] = b.GetUpperBound()
+					} else {
+						out[i] = lower + (b.GetUpperBound()-lower)*(rank-prev)/(c-prev)
+					}
+					break
+				}
+				lower, prev = b.GetUpperBound(), c
+			}
+		}
+	}
+	return out[0], out[1]
+}
+
+// sandboxLists reads pinsync's lists from the sandbox in oracle form.
+func sandboxLists(sb *sandbox.Server) (map[stream.ListKey]stream.Set, error) {
+	out := map[stream.ListKey]stream.Set{}
+	for _, l := range sb.State().CustomerLists {
+		name, ok := strings.CutPrefix(l.Name, "pinsync ")
+		if !ok {
+			continue
+		}
+		i := strings.LastIndexByte(name, ' ')
+		if i < 0 {
+			continue
+		}
+		t, err := ident.ParseType(name[i+1:])
+		if err != nil {
+			continue
+		}
+		set, err := stream.ParseSet(l.Records)
+		if err != nil {
+			return nil, err
+		}
+		if len(set) > 0 {
+			out[stream.ListKey{Audience: name[:i], Type: t}] = set
+		}
+	}
+	return out, nil
+}
+
+// paced produces a fresh stream at ratePerS, each record at its event time,
+// while pinsync consumes it, and reports event-to-upload latency.
+func (en *env) paced(ctx context.Context, name string, ratePerS float64, audiences, writesPerMinute int) (*Paced, error) {
+	n := int(ratePerS * en.o.LatencyDuration.Seconds())
+	n = max(min(n, en.o.Events), 1000)
+	t := "bench." + name
+	adm, err := kgo.NewClient(kgo.SeedBrokers(en.brokers...))
+	if err != nil {
+		return nil, err
+	}
+	_, err = kadm.NewClient(adm).CreateTopic(ctx, int32(en.o.Partitions), -1, nil, t)
+	adm.Close()
+	if err != nil {
+		return nil, fmt.Errorf("create topic: %w", err)
+	}
+	start := time.Now().Add(2 * time.Second).UTC().Truncate(time.Millisecond)
+	gap := time.Duration(float64(time.Second) / ratePerS)
+	recs, _, err := stream.Collect(stream.Config{Profiles: en.o.Profiles, Audiences: audiences, Events: n, Seed: 2,
+		Start: start, MeanGap: gap})
+	if err != nil {
+		return nil, err
+	}
+	prodErr := make(chan error, 1)
+	var produced atomic.Bool
+	go func() {
+		err := en.produce(ctx, t, recs, true)
+		produced.Store(true)
+		prodErr <- err
+	}()
+	res, err := en.pipeline(ctx, pipelineRun{topic: t, group: "pinsync-" + name, events: len(recs), audiences: audiences,
+		writesPerMinute: writesPerMinute, untilLag: true, ready: produced.Load})
+	if perr := <-prodErr; err == nil {
+		err = perr
+	}
+	if err != nil {
+		return nil, err
+	}
+	dec, err := schemas.NewDecoder(schemas.DecoderConfig{})
+	if err != nil {
+		return nil, err
+	}
+	orc, _ := stream.BuildOracle(recs, dec, stream.DefaultMaxIdentifiersPerType)
+	return &Paced{
+		RatePerS: ratePerS, Events: len(recs), Audiences: audiences,
+		LatencyP50S: res.p50, LatencyP99S: res.p99, PinterestCalls: res.calls, RateLimited: res.rateLimited,
+		Converged: res.lagZero && stream.Diff(nonEmpty(orc.Expected()), res.lists).OK(),
+	}, nil
+}

@@ -1,0 +1,248 @@
+// Package control is the replicas' shared control log: a single-partition,
+// compacted Kafka topic where the replicas of one consumer group append
+// claims and results and read them back in offset order. The order of the
+// log is the order every replica agrees on, so "the first claim in the log
+// wins" needs no other coordination.
+//
+// A Log tails the topic from its start and hands every record, in offset
+// order, to one Apply function; callers keep their own state and wait for
+// it with WaitFor. It does not interpret records: the list claims
+// (package consumer) and the shared token store (package
+// pinterest/kafkastore) give them meaning.
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Record is one record of the control log.
+type Record struct {
+	Key    string
+	Value  []byte // nil: a tombstone
+	Offset int64
+	// Time is the record's timestamp (the appender's clock).
+	Time time.Time
+}
+
+// Config configures a Log.
+type Config struct {
+	// Kafka holds the connection options (brokers, TLS, SASL, client id).
+	// Group options are ignored: the log is read without a group.
+	Kafka []kgo.Opt
+	// Topic is the control topic. It is created when missing: one
+	// partition, compacted, with a compaction lag long enough that claims
+	// in progress are never compacted away.
+	Topic string
+	// Apply is called for every record, in offset order, from one
+	// goroutine. It must not block.
+	Apply func(Record)
+	// Logger receives warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+// Validate reports a missing field.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Topic == "" {
+		errs = append(errs, errors.New("control: Topic is required"))
+	}
+	if c.Apply == nil {
+		errs = append(errs, errors.New("control: Apply is required"))
+	}
+	return errors.Join(errs...)
+}
+
+// ErrClosed is returned by the methods of a closed Log.
+var ErrClosed = errors.New("control: log closed")
+
+// compactionLag keeps records at least this long before compaction may
+// drop superseded ones, so that a claim and the claims competing with it
+// are all read by every replica in order.
+const compactionLag = "86400000" // 24h in ms
+
+// Log is a tailed control topic. Its methods are safe for concurrent use.
+type Log struct {
+	cfg    Config
+	cl     *kgo.Client
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	next    int64         // offset after the last applied record
+	changed chan struct{} // closed and replaced after each applied batch
+	err     error         // set when the tail stopped
+}
+
+// Open creates the topic when missing and starts tailing it from its
+// start. Close the Log when done.
+func Open(ctx context.Context, cfg Config) (*Log, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	opts := append(append([]kgo.Opt{}, cfg.Kafka...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.Topic: {0: kgo.NewOffset().AtStart()}}),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.FetchMaxWait(200*time.Millisecond),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("control: kafka client: %w", err)
+	}
+	if err := ensureTopic(ctx, kadm.NewClient(cl), cfg.Topic); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	tctx, cancel := context.WithCancel(context.Background())
+	l := &Log{cfg: cfg, cl: cl, log: log, cancel: cancel, done: make(chan struct{}), changed: make(chan struct{})}
+	go l.tail(tctx)
+	return l, nil
+}
+
+func ensureTopic(ctx context.Context, adm *kadm.Client, topic string) error {
+	details, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("control: list topics: %w", err)
+	}
+	if d, ok := details[topic]; ok && d.Err == nil {
+		if len(d.Partitions) != 1 {
+			return fmt.Errorf("control: topic %q has %d partitions; the control log needs exactly one (its order is the replicas' agreement)", topic, len(d.Partitions))
+		}
+		return nil
+	}
+	compact, lag := "compact", compactionLag
+	resp, err := adm.CreateTopic(ctx, 1, -1, map[string]*string{"cleanup.policy": &compact, "min.compaction.lag.ms": &lag}, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("control: create topic %q: %w", topic, err)
+	}
+	return nil
+}
+
+func (l *Log) tail(ctx context.Context) {
+	defer close(l.done)
+	for {
+		fs := l.cl.PollFetches(ctx)
+		if ctx.Err() != nil || fs.IsClientClosed() {
+			l.stop(ErrClosed)
+			return
+		}
+		fs.EachError(func(_ string, _ int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				l.log.Warn("control log fetch error", "topic", l.cfg.Topic, "err", err)
+			}
+		})
+		last := int64(-1)
+		fs.EachRecord(func(r *kgo.Record) {
+			l.cfg.Apply(Record{Key: string(r.Key), Value: r.Value, Offset: r.Offset, Time: r.Timestamp})
+			last = r.Offset
+		})
+		if last >= 0 {
+			l.mu.Lock()
+			l.next = last + 1
+			close(l.changed)
+			l.changed = make(chan struct{})
+			l.mu.Unlock()
+		}
+	}
+}
+
+func (l *Log) stop(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err == nil {
+		l.err = err
+		close(l.changed)
+	}
+}
+
+// Append writes a record to the log and returns its offset once the
+// broker acknowledged it. The record has not necessarily been applied yet;
+// use WaitApplied.
+func (l *Log) Append(ctx context.Context, key string, value []byte) (int64, error) {
+	r := &kgo.Record{Topic: l.cfg.Topic, Partition: 0, Key: []byte(key), Value: value}
+	if err := l.cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+		return -1, fmt.Errorf("control: append %q: %w", key, err)
+	}
+	return r.Offset, nil
+}
+
+// WaitApplied waits until the record at offset has been applied.
+func (l *Log) WaitApplied(ctx context.Context, offset int64) error {
+	return l.WaitFor(ctx, 0, func() bool { return l.applied() > offset })
+}
+
+func (l *Log) applied() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.next
+}
+
+// CatchUp waits until every record appended before the call has been
+// applied.
+func (l *Log) CatchUp(ctx context.Context) error {
+	ends, err := kadm.NewClient(l.cl).ListEndOffsets(ctx, l.cfg.Topic)
+	if err != nil {
+		return fmt.Errorf("control: end offset: %w", err)
+	}
+	end, ok := ends.Lookup(l.cfg.Topic, 0)
+	if !ok {
+		return fmt.Errorf("control: no end offset for %q", l.cfg.Topic)
+	}
+	if end.Err != nil {
+		return fmt.Errorf("control: end offset: %w", end.Err)
+	}
+	return l.WaitFor(ctx, 0, func() bool { return l.applied() >= end.Offset })
+}
+
+// WaitFor waits until cond holds, checking it after every applied batch
+// and, when every is positive, at least that often (for conditions that
+// depend on the clock). cond is called without the Log's lock held.
+func (l *Log) WaitFor(ctx context.Context, every time.Duration, cond func() bool) error {
+	var tick <-chan time.Time
+	if every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		l.mu.Lock()
+		ch, err := l.changed, l.err
+		l.mu.Unlock()
+		if cond() {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-tick:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// Close stops tailing and closes the Kafka client.
+func (l *Log) Close() {
+	l.cancel()
+	<-l.done
+	l.cl.Close()
+}

@@ -180,9 +180,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	cancelGrace()
 	cancelUploads()
-	e.flightWG.Wait()
+	// The scheduler stops before the flights are waited for: it would
+	// otherwise start new ones (Add concurrent with Wait) that outlive Run.
 	stopBG()
 	bgWG.Wait()
+	e.flightWG.Wait()
 	e.mu.Lock()
 	e.joined = false
 	e.mu.Unlock()
@@ -663,12 +665,12 @@ func (e *Engine) upload(ctx context.Context, f *flight) (addsOK, removesOK bool,
 		return true, true, nil
 	}
 	if !addsOK {
-		if err := e.uploadOp(ctx, a, listID, pinterest.Add, f.adds); err != nil {
+		if err := e.uploadOp(ctx, a, f.w.key.typ, listID, pinterest.Add, f.adds); err != nil {
 			return false, false, err
 		}
 		addsOK = true
 	}
-	if err := e.uploadOp(ctx, a, listID, pinterest.Remove, f.removes); err != nil {
+	if err := e.uploadOp(ctx, a, f.w.key.typ, listID, pinterest.Remove, f.removes); err != nil {
 		return addsOK, false, err
 	}
 	return addsOK, true, nil
@@ -676,7 +678,7 @@ func (e *Engine) upload(ctx context.Context, f *flight) (addsOK, removesOK bool,
 
 // uploadOp writes records with op; a batch Pinterest rejects for good is
 // bisected and the records it rejects alone are dead-lettered.
-func (e *Engine) uploadOp(ctx context.Context, a *audience, listID string, o pinterest.Operation, hs []ident.Hash) error {
+func (e *Engine) uploadOp(ctx context.Context, a *audience, typ ident.Type, listID string, o pinterest.Operation, hs []ident.Hash) error {
 	if len(hs) == 0 {
 		return nil
 	}
@@ -688,6 +690,7 @@ func (e *Engine) uploadOp(ctx context.Context, a *audience, listID string, o pin
 	if err == nil {
 		e.m.uploads.WithLabelValues(label, "ok").Inc()
 		e.m.perRequest.Observe(float64(len(hs)))
+		e.m.uploaded.WithLabelValues(a.key, typ.String(), label).Add(float64(len(hs)))
 		return nil
 	}
 	e.m.uploads.WithLabelValues(label, "error").Inc()
@@ -698,10 +701,10 @@ func (e *Engine) uploadOp(ctx context.Context, a *audience, listID string, o pin
 		return e.deadLetterHash(ctx, a, listID, o, hs[0], err)
 	}
 	mid := len(hs) / 2
-	if err := e.uploadOp(ctx, a, listID, o, hs[:mid]); err != nil {
+	if err := e.uploadOp(ctx, a, typ, listID, o, hs[:mid]); err != nil {
 		return err
 	}
-	return e.uploadOp(ctx, a, listID, o, hs[mid:])
+	return e.uploadOp(ctx, a, typ, listID, o, hs[mid:])
 }
 
 // rejected reports whether err is Pinterest refusing the request's content

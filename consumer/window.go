@@ -218,15 +218,20 @@ func (ws *windows) take(w *window, reason string, parent context.Context) (*flig
 	f := &flight{w: w, reason: reason, oldest: w.oldest, urgent: w.urgent, cancel: cancel, done: make(chan struct{})}
 	var removes []ident.Hash
 	var rmeta []entry
+	// A flush for a full side sends only the full side(s): the other keeps
+	// filling (fewer, fuller calls).
+	full := reason == "full"
+	takeAdds := !full || w.adds >= ws.max
+	takeRemoves := !full || w.removes >= ws.max
 	for h, e := range w.entries {
 		if e.op == opAdd {
-			if len(f.adds) >= ws.max {
+			if !takeAdds || len(f.adds) >= ws.max {
 				continue
 			}
 			f.adds = append(f.adds, h)
 			f.meta = append(f.meta, e)
 		} else {
-			if len(removes) >= ws.max {
+			if !takeRemoves || len(removes) >= ws.max {
 				continue
 			}
 			removes = append(removes, h)

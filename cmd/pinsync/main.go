@@ -49,6 +49,7 @@ func commands() map[string]command {
 		"sandbox":      {"run the local Pinterest API sandbox", runSandbox},
 		"auth":         {"connect a Pinterest account (OAuth authorization-code flow)", runAuth},
 		"accounts":     {"list the ad accounts the token reaches", runAccounts},
+		"bench":        {"measure the pipeline against its limits", runBench},
 		"check-config": {"validate a configuration file without connecting", runCheckConfig},
 	}
 }

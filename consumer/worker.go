@@ -77,7 +77,8 @@ func (w *worker) run() {
 // countMember keeps each audience's count of local members.
 func (e *Engine) countMember(aud uint32, delta int) {
 	if a := e.auds.get(aud); a != nil {
-		a.members.Add(int64(delta))
+		n := a.members.Add(int64(delta))
+		e.m.localMembers.WithLabelValues(a.key).Set(float64(n))
 	}
 }
 

@@ -50,6 +50,7 @@ func commands() map[string]command {
 		"auth":         {"connect a Pinterest account (OAuth authorization-code flow)", runAuth},
 		"accounts":     {"list the ad accounts the token reaches", runAccounts},
 		"bench":        {"measure the pipeline against its limits", runBench},
+		"demo":         {"run the whole system on an embedded Kafka and Pinterest sandbox", runDemo},
 		"check-config": {"validate a configuration file without connecting", runCheckConfig},
 	}
 }

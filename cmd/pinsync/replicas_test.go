@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -51,6 +52,7 @@ var binary = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	binDir.Store(&dir)
 	path := filepath.Join(dir, "pinsync")
 	gobin, err := exec.LookPath("go")
 	if err != nil {
@@ -63,10 +65,13 @@ var binary = sync.OnceValues(func() (string, error) {
 	return path, nil
 })
 
+// binDir is the directory of the built binary, once built.
+var binDir atomic.Pointer[string]
+
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if p, err := binary(); err == nil && p != "" {
-		os.RemoveAll(filepath.Dir(p))
+	if d := binDir.Load(); d != nil {
+		os.RemoveAll(*d)
 	}
 	os.Exit(code)
 }

@@ -85,6 +85,7 @@ type KeyError struct {
 	Reason string
 }
 
+// Error names the variable and what is wrong with it.
 func (e *KeyError) Error() string {
 	return fmt.Sprintf("pinterest.token_store.key_env: %s %s; it must hold %d random bytes in standard base64 (e.g. `openssl rand -base64 32`)", e.Env, e.Reason, KeySize)
 }

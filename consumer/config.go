@@ -171,7 +171,7 @@ func (c Config) Validate() error {
 		}
 	}
 	if c.ClaimTimeout < 0 {
-		bad("sync.claim_timeout", "must not be negative")
+		bad("ClaimTimeout", "must not be negative")
 	}
 	if c.RevokeTimeout <= 0 {
 		bad("sync.revoke_timeout", "must be positive")

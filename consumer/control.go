@@ -214,18 +214,8 @@ func (l *lists) find(ctx context.Context, a *audience, name string) (string, *pi
 // create makes the list (unless id names it already) with adds and its
 // audience, as the holder of the claim key, and publishes the ids.
 func (l *lists) create(ctx context.Context, a *audience, k windowKey, li *listInfo, key, name, id string, adds []ident.Hash) (string, bool, error) {
-	created := false
-	if id == "" {
-		cl, err := l.pin.CreateCustomerList(ctx, a.adAccount, name, k.typ, adds)
-		if err != nil {
-			return "", false, err
-		}
-		id, created = cl.ID, true
-	}
-	l.mu.Lock()
-	li.name, li.listID = name, id
-	l.mu.Unlock()
-	if err := l.ensureAudience(ctx, a, li, name, id); err != nil {
+	id, created, err := l.make(ctx, a, k, li, name, id, adds)
+	if err != nil {
 		return id, created, err
 	}
 	l.mu.Lock()

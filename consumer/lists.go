@@ -123,28 +123,34 @@ func (l *lists) ensure(ctx context.Context, a *audience, k windowKey, adds []ide
 		if err != nil {
 			return "", false, err
 		}
-		switch {
-		case found:
+		if found {
 			id = cl.ID
-		case len(adds) == 0:
+		} else if len(adds) == 0 {
 			return "", false, nil
-		default:
-			cl, err := l.pin.CreateCustomerList(ctx, a.adAccount, name, k.typ, adds)
-			if err != nil {
-				return "", false, err
-			}
-			id, created = cl.ID, true
 		}
-		l.mu.Lock()
-		li.name, li.listID = name, id
-		l.mu.Unlock()
 	}
-	if err := l.ensureAudience(ctx, a, li, name, id); err != nil {
-		// The list exists (and holds adds when created): a retry finds it
-		// in the cache and only completes the audience.
-		return id, created, err
+	// The list exists (and holds adds when created) even when the audience
+	// step fails: a retry finds it in the cache and only completes the
+	// audience.
+	return l.make(ctx, a, k, li, name, id, adds)
+}
+
+// make creates the list with adds unless id names it already, records it
+// for window k, and finds or creates its CUSTOMER_LIST audience. created
+// reports that adds went into a new list.
+func (l *lists) make(ctx context.Context, a *audience, k windowKey, li *listInfo, name, id string, adds []ident.Hash) (string, bool, error) {
+	created := false
+	if id == "" {
+		cl, err := l.pin.CreateCustomerList(ctx, a.adAccount, name, k.typ, adds)
+		if err != nil {
+			return "", false, err
+		}
+		id, created = cl.ID, true
 	}
-	return id, created, nil
+	l.mu.Lock()
+	li.name, li.listID = name, id
+	l.mu.Unlock()
+	return id, created, l.ensureAudience(ctx, a, li, name, id)
 }
 
 func (l *lists) ensureAudience(ctx context.Context, a *audience, li *listInfo, name, listID string) error {

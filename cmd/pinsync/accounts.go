@@ -8,7 +8,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/pinsync/pinsync/cmd/pinsync/internal/service"
 	"github.com/pinsync/pinsync/pinterest"
 )
 
@@ -41,16 +40,18 @@ func runAccounts(ctx context.Context, io *stdio, args []string) int {
 		fmt.Fprintf(io.Err, "pinsync accounts: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	pc, err := loadPinterestConfig(*path, io.Getenv, *baseURL, "")
+	cfg, err := loadPinterestConfig(*path, io.Getenv, *baseURL, "")
 	if err != nil {
 		fmt.Fprintf(io.Err, "pinsync accounts: invalid configuration:\n%s\n", indent(err.Error()))
 		return 2
 	}
-	store, err := service.TokenStore(pc.TokenStore)
+	pc := cfg.Pinterest
+	store, closeStore, err := openTokenStore(ctx, io, cfg)
 	if err != nil {
 		fmt.Fprintf(io.Err, "pinsync accounts: %v\n", err)
 		return 2
 	}
+	defer closeStore()
 	pin, err := newPinterestClient(pc, store)
 	if err != nil {
 		fmt.Fprintf(io.Err, "pinsync accounts: %v\n", err)

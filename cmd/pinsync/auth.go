@@ -9,10 +9,10 @@ import (
 	"flag"
 	"fmt"
 	"html"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -48,16 +48,18 @@ func runAuth(ctx context.Context, io *stdio, args []string) int {
 		fmt.Fprintln(io.Err, "pinsync auth: --timeout must be positive")
 		return 2
 	}
-	pc, err := loadPinterestConfig(*path, io.Getenv, *baseURL, *authURL)
+	cfg, err := loadPinterestConfig(*path, io.Getenv, *baseURL, *authURL)
 	if err != nil {
 		fmt.Fprintf(io.Err, "pinsync auth: invalid configuration:\n%s\n", indent(err.Error()))
 		return 2
 	}
-	store, err := service.TokenStore(pc.TokenStore)
+	pc := cfg.Pinterest
+	store, closeStore, err := openTokenStore(ctx, io, cfg)
 	if err != nil {
 		fmt.Fprintf(io.Err, "pinsync auth: %v\n", err)
 		return 2
 	}
+	defer closeStore()
 	pin, err := newPinterestClient(pc, store)
 	if err != nil {
 		fmt.Fprintf(io.Err, "pinsync auth: %v\n", err)
@@ -255,45 +257,16 @@ func newPinterestClient(pc service.PinterestConfig, store pinterest.TokenStore) 
 	})
 }
 
-// loadPinterestConfig reads only what `pinsync auth` and `pinsync accounts`
-// need: the pinterest section of the configuration file (the file is still
-// parsed strictly, so a misspelt key anywhere is an error) with its
-// PINSYNC_PINTEREST_* overrides. Kafka and sync settings are neither needed
-// nor validated, so these commands work before the rest is configured.
-// baseURL, when set, overrides pinterest.base_url and, unless authURL is set
-// too, points the consent page at <baseURL>/oauth/ (where a sandbox serves it).
-func loadPinterestConfig(path string, getenv func(string) string, baseURL, authURL string) (service.PinterestConfig, error) {
-	cfg := service.Default()
-	if path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return cfg.Pinterest, fmt.Errorf("config: %w", err)
-		}
-		if err := service.Parse(b, &cfg); err != nil {
-			return cfg.Pinterest, fmt.Errorf("config %s: %w", path, err)
-		}
+// loadPinterestConfig reads the configuration like `pinsync run` does but
+// validates only the pinterest section (and the Kafka settings a kafka
+// token store needs), so that an account can be connected before the rest
+// is configured. baseURL and authURL override the file when set.
+func loadPinterestConfig(path string, getenv func(string) string, baseURL, authURL string) (service.Config, error) {
+	cfg, err := service.LoadUnvalidated(path, getenv)
+	if err != nil {
+		return cfg, err
 	}
 	p := &cfg.Pinterest
-	if getenv != nil {
-		for _, e := range []struct {
-			name string
-			dst  *string
-		}{
-			{"PINSYNC_PINTEREST_BASE_URL", &p.BaseURL},
-			{"PINSYNC_PINTEREST_AUTH_URL", &p.AuthURL},
-			{"PINSYNC_PINTEREST_AD_ACCOUNT_ID", &p.AdAccountID},
-			{"PINSYNC_PINTEREST_APP_ID", &p.AppID},
-			{"PINSYNC_PINTEREST_APP_SECRET", &p.AppSecret},
-			{"PINSYNC_PINTEREST_APP_SECRET_FILE", &p.AppSecretFile},
-			{"PINSYNC_PINTEREST_TOKEN_STORE_KIND", &p.TokenStore.Kind},
-			{"PINSYNC_PINTEREST_TOKEN_STORE_PATH", &p.TokenStore.Path},
-			{"PINSYNC_PINTEREST_TOKEN_STORE_KEY_ENV", &p.TokenStore.KeyEnv},
-		} {
-			if v := getenv(e.name); v != "" {
-				*e.dst = v
-			}
-		}
-	}
 	if baseURL != "" {
 		p.BaseURL = baseURL
 		if authURL == "" {
@@ -303,32 +276,11 @@ func loadPinterestConfig(path string, getenv func(string) string, baseURL, authU
 	if authURL != "" {
 		p.AuthURL = authURL
 	}
-	if p.AppSecret == "" && p.AppSecretFile != "" {
-		b, err := os.ReadFile(p.AppSecretFile)
-		if err != nil {
-			return *p, fmt.Errorf("pinterest.app_secret_file: %w", err)
-		}
-		p.AppSecret = strings.TrimSpace(string(b))
-	}
-	var errs []error
-	if p.AppID == "" {
-		errs = append(errs, errors.New("pinterest.app_id: required (PINSYNC_PINTEREST_APP_ID)"))
-	}
-	if p.AppSecret == "" {
-		errs = append(errs, errors.New("pinterest.app_secret: required: set PINSYNC_PINTEREST_APP_SECRET or pinterest.app_secret_file"))
-	}
-	switch p.TokenStore.Kind {
-	case "file":
-		if p.TokenStore.Path == "" {
-			errs = append(errs, errors.New("pinterest.token_store.path: required for kind file"))
-		}
-	default:
-		errs = append(errs, fmt.Errorf("pinterest.token_store.kind: only file is supported by this command, got %q", p.TokenStore.Kind))
-	}
-	for _, u := range []struct{ key, v string }{{"pinterest.base_url", p.BaseURL}, {"pinterest.auth_url", p.AuthURL}} {
-		if pu, err := url.Parse(u.v); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			errs = append(errs, fmt.Errorf("%s: %q is not an absolute http(s) URL", u.key, u.v))
-		}
-	}
-	return *p, errors.Join(errs...)
+	return cfg, cfg.ValidatePinterest()
+}
+
+// openTokenStore opens the configured token store (file or kafka) for a
+// command; the returned func closes it.
+func openTokenStore(ctx context.Context, io *stdio, cfg service.Config) (pinterest.TokenStore, func(), error) {
+	return service.OpenTokenStore(ctx, cfg, io.Getenv, slog.New(slog.DiscardHandler))
 }

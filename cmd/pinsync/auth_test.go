@@ -273,7 +273,8 @@ func TestAuthNeedsOnlyThePinterestSection(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "secret"), []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	pc, err := loadPinterestConfig(cfgPath, func(string) string { return "" }, "http://127.0.0.1:1", "")
+	cfg, err := loadPinterestConfig(cfgPath, func(string) string { return "" }, "http://127.0.0.1:1", "")
+	pc := cfg.Pinterest
 	if err != nil {
 		t.Fatalf("a config with only the pinterest section was refused: %v", err)
 	}

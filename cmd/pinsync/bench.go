@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,12 +16,9 @@ import (
 // Pinterest sandbox and measures it against its limits in the same run
 // (package internal/bench).
 func runBench(ctx context.Context, io *stdio, args []string) int {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(io.Err)
-	fs.Usage = func() {
-		fmt.Fprintln(io.Err, "usage: pinsync bench [flags]\n\nMeasures the pipeline end to end (embedded Kafka over TCP, the Pinterest\nsandbox over HTTP) against a plain Kafka drain, decode+hash on all cores\nand a naive hand-written sync, then checks convergence against the oracle.\n\nflags:")
-		fs.PrintDefaults()
-	}
+	fs := flagSet(io, "bench", "usage: pinsync bench [flags]\n\nMeasures the pipeline end to end (embedded Kafka over TCP, the Pinterest\n"+
+		"sandbox over HTTP) against a plain Kafka drain, decode+hash on all cores\n"+
+		"and a naive hand-written sync, then checks convergence against the oracle.")
 	var (
 		events     = fs.Int("events", 1_000_000, "records in the stream")
 		profiles   = fs.Int("profiles", 0, "profiles in the stream (default the generator's)")
@@ -37,14 +32,11 @@ func runBench(ctx context.Context, io *stdio, args []string) int {
 		cpuprofile = fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 		quiet      = fs.Bool("quiet", false, "do not print progress")
 	)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if status, ok := parseFlags(io, fs, args); !ok {
+		return status
 	}
-	if fs.NArg() > 0 || *events < 1 || *profiles < 0 || *audiences < 0 || *partitions < 1 || *state < 1 {
-		fmt.Fprintln(io.Err, "bench: --events, --partitions and --state-profiles must be positive; no arguments")
+	if *events < 1 || *profiles < 0 || *audiences < 0 || *partitions < 1 || *state < 1 {
+		fmt.Fprintln(io.Err, "bench: --events, --partitions and --state-profiles must be positive")
 		return 2
 	}
 	if *cpuprofile != "" {

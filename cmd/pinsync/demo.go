@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -20,15 +18,10 @@ import (
 // and the Pinterest sandbox, with a generated stream, checked against the
 // oracle. It exits 0 only when every list converged.
 func runDemo(ctx context.Context, io *stdio, args []string) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(io.Err)
-	fs.Usage = func() {
-		fmt.Fprintln(io.Err, "usage: pinsync demo [flags]\n\n"+
-			"Starts an embedded Kafka broker and the Pinterest sandbox, produces a generated Segment Engage\n"+
-			"stream, runs --replicas instances of pinsync in one consumer group, and waits until every\n"+
-			"Pinterest list equals what the stream says it must hold. Exit status 0 only when it does.\n\nflags:")
-		fs.PrintDefaults()
-	}
+	fs := flagSet(io, "demo", "usage: pinsync demo [flags]\n\n"+
+		"Starts an embedded Kafka broker and the Pinterest sandbox, produces a generated Segment Engage\n"+
+		"stream, runs --replicas instances of pinsync in one consumer group, and waits until every\n"+
+		"Pinterest list equals what the stream says it must hold. Exit status 0 only when it does.")
 	var (
 		cfg       demo.Config
 		malformed float64
@@ -51,15 +44,8 @@ func runDemo(ctx context.Context, io *stdio, args []string) int {
 	fs.StringVar(&cfg.LogLevel, "log-level", demo.DefaultLogLevel, "level of the logs written to --log")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
 	fs.BoolVar(&hold, "hold", false, "keep everything running after the verdict until interrupted")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(io.Err, "demo: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if status, ok := parseFlags(io, fs, args); !ok {
+		return status
 	}
 	// Zero means "default" to demo.Config; on the command line it is a
 	// mistake.

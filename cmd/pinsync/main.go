@@ -7,6 +7,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -84,4 +86,33 @@ func usage(w io.Writer, cmds map[string]command) {
 		fmt.Fprintf(w, "  %-13s %s\n", n, cmds[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'pinsync COMMAND -h' for the flags of a command.")
+}
+
+// flagSet returns a subcommand's flag set: errors and help go to io.Err,
+// help shows usage ahead of the flag defaults.
+func flagSet(io *stdio, name, usage string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Err)
+	fs.Usage = func() {
+		fmt.Fprintln(io.Err, usage+"\n\nflags:")
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args into fs and says whether the command goes on;
+// when it does not, status is the exit status (0 after -h, 2 for bad
+// flags or stray arguments).
+func parseFlags(io *stdio, fs *flag.FlagSet, args []string) (status int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(io.Err, "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return 2, false
+	}
+	return 0, true
 }

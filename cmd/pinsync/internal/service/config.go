@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"strconv"
@@ -164,6 +165,17 @@ func Default() Config {
 // the defaults, applies PINSYNC_* environment overrides from getenv, reads
 // secret files, and validates the result. path may be empty.
 func Load(path string, getenv func(string) string) (Config, error) {
+	cfg, err := LoadUnvalidated(path, getenv)
+	if err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// LoadUnvalidated is Load without the final validation, for commands that
+// need only part of the configuration (pinsync auth validates only the
+// pinterest section with ValidatePinterest).
+func LoadUnvalidated(path string, getenv func(string) string) (Config, error) {
 	cfg := Default()
 	if path != "" {
 		b, err := os.ReadFile(path)
@@ -191,7 +203,7 @@ func Load(path string, getenv func(string) string) (Config, error) {
 		}
 		cfg.Kafka.SASL.Password = strings.TrimSpace(string(b))
 	}
-	return cfg, cfg.Validate()
+	return cfg, nil
 }
 
 // Parse decodes YAML over cfg, rejecting unknown keys.
@@ -353,6 +365,35 @@ func (c Config) Validate() error {
 	default:
 		bad("kafka.sasl.mechanism", "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got %q", c.Kafka.SASL.Mechanism)
 	}
+	if err := c.ValidatePinterest(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Pinterest.MaxBytes < 1024 {
+		bad("pinterest.max_bytes", "must be at least 1024, got %d", c.Pinterest.MaxBytes)
+	}
+	if c.HTTP.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+			bad("http.listen", "%q is not host:port (e.g. :8080)", c.HTTP.Listen)
+		}
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if err := c.Engine().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// ValidatePinterest checks what talking to Pinterest needs: the app's
+// credentials, the token store and the URLs.
+func (c Config) ValidatePinterest() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
+	}
 	if c.Pinterest.AppID == "" {
 		bad("pinterest.app_id", "required (PINSYNC_PINTEREST_APP_ID)")
 	}
@@ -374,21 +415,10 @@ func (c Config) Validate() error {
 	default:
 		bad("pinterest.token_store.kind", "must be file or kafka, got %q", c.Pinterest.TokenStore.Kind)
 	}
-	if c.Pinterest.MaxBytes < 1024 {
-		bad("pinterest.max_bytes", "must be at least 1024, got %d", c.Pinterest.MaxBytes)
-	}
-	if c.HTTP.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
-			bad("http.listen", "%q is not host:port (e.g. :8080)", c.HTTP.Listen)
+	for _, u := range []struct{ key, v string }{{"pinterest.base_url", c.Pinterest.BaseURL}, {"pinterest.auth_url", c.Pinterest.AuthURL}} {
+		if pu, err := url.Parse(u.v); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			bad(u.key, "%q is not an absolute http(s) URL", u.v)
 		}
-	}
-	switch strings.ToLower(c.Log.Level) {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
-	}
-	if err := c.Engine().Validate(); err != nil {
-		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

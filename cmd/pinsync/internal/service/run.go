@@ -131,16 +131,6 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	return runErr
 }
 
-// TokenStore builds a token store of kind file. Kind kafka needs Kafka
-// and the environment: use OpenTokenStore.
-func TokenStore(c TokenStoreConfig) (pinterest.TokenStore, error) {
-	switch c.Kind {
-	case "file", "":
-		return pinterest.NewFileTokenStore(c.Path), nil
-	}
-	return nil, fmt.Errorf("pinterest.token_store.kind %q is not supported here", c.Kind)
-}
-
 // OpenTokenStore builds the configured token store (pinterest.token_store)
 // of any kind and the func that closes it. Kind kafka shares the token
 // between the replicas through the control topic, encrypted under the key

@@ -228,7 +228,7 @@ func (w *worker) restore(ctx context.Context) error {
 // a profile was installed; false with a non-nil value means malformed.
 func (w *worker) restoreRecord(k string, idAt int, value []byte) bool {
 	profileID := k[idAt:]
-	if old := w.state.m[profileID]; old != nil {
+	if old, ok := w.state.get(profileID); ok {
 		w.state.leaveAll(old)
 		delete(w.state.m, profileID)
 	}
@@ -244,6 +244,6 @@ func (w *worker) restoreRecord(k string, idAt int, value []byte) bool {
 			w.state.members(a, 1)
 		}
 	}
-	w.state.m[profileID] = p
+	w.state.m[profileID] = p.pack()
 	return true
 }

@@ -94,7 +94,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(deps.Registerer)
+	m, err := newMetrics(deps.Registerer, cfg.FlushInterval)
 	if err != nil {
 		return nil, err
 	}
@@ -428,7 +428,16 @@ func (e *Engine) commitLoop(ctx context.Context) {
 		if err := e.commit(ctx, nil); err != nil && ctx.Err() == nil {
 			e.log.Warn("commit failed", "err", err)
 		}
+		e.exportMembers()
 	})
+}
+
+// exportMembers publishes each audience's count of local members (kept in
+// an atomic on the hot path, exported here once a commit interval).
+func (e *Engine) exportMembers() {
+	for _, a := range e.auds.all() {
+		e.m.localMembers.WithLabelValues(a.key).Set(float64(a.members.Load()))
+	}
 }
 
 // every calls fn every d until ctx ends.
@@ -656,10 +665,12 @@ func (e *Engine) upload(ctx context.Context, f *flight) (addsOK, removesOK bool,
 		e.m.uploads.WithLabelValues("create", "ok").Inc()
 		e.m.perRequest.Observe(float64(len(f.adds)))
 		e.m.uploaded.WithLabelValues(a.key, typ, "add").Add(float64(len(f.adds)))
-		addsOK = true
+		// A list this flight created holds only its adds: the removals,
+		// disjoint from them, have nothing to remove.
+		return true, true, err
 	}
 	if err != nil {
-		return addsOK, false, err
+		return false, false, err
 	}
 	if listID == "" { // no list and nothing to add: removals are moot
 		return true, true, nil

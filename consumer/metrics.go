@@ -1,6 +1,9 @@
 package consumer
 
 import (
+	"slices"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -30,7 +33,7 @@ type metrics struct {
 	pinReady       *prometheus.GaugeVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, flushInterval time.Duration) (*metrics, error) {
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pinsync_events_total", Help: "Events read, by kind and outcome (applied, dead_lettered, filtered).",
@@ -60,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		eventToUpload: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "pinsync_event_to_upload_seconds", Help: "Time from an event's timestamp to the upload that carried its change.",
-			Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 900, 3600},
+			Buckets: latencyBuckets(flushInterval),
 		}),
 		committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pinsync_committed_offset", Help: "Next offset committed, per partition.",
@@ -109,4 +112,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// latencyBuckets are the event-to-upload buckets: a wide range, plus fine
+// ones around the flush interval, the wait a change is designed to have, so
+// that "p99 within the flush interval plus a second" can be read off them.
+func latencyBuckets(flush time.Duration) []float64 {
+	b := []float64{0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 900, 3600}
+	f := flush.Seconds()
+	for _, m := range []float64{0.5, 0.9, 1, 1.05, 1.1} {
+		b = append(b, f*m)
+	}
+	b = append(b, f+0.25, f+0.5, f+1, f+2)
+	slices.Sort(b)
+	return slices.Compact(b)
 }

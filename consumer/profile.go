@@ -1,6 +1,8 @@
 package consumer
 
 import (
+	"strings"
+
 	"github.com/pinsync/pinsync/schemas"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
@@ -28,6 +30,12 @@ type change struct {
 	hash ident.Hash
 	op   op
 	ts   int64 // event time, Unix milliseconds
+	// vouched is set when the profile state vouches for where the list
+	// stood before the change: the record was out before an add, in before
+	// a remove. Only an exit pinsync never saw enter is not vouched (the
+	// list may be older than the state). Windows cancel a vouched change
+	// that brings a record back to where it stood.
+	vouched bool
 }
 
 // outBit marks an audience a profile has been seen leaving; a repeated exit
@@ -85,20 +93,76 @@ func (p *profile) remove(id schemas.Identifier) bool {
 	return false
 }
 
-// profiles is the state of the profiles of one partition. It is owned by the
-// partition's worker goroutine; it is not safe for concurrent use.
+// profiles is the state of the profiles of one partition, each profile
+// packed into one string (see pack) so that a million profiles fit in about
+// 130 bytes each. It is owned by the partition's worker goroutine; it is
+// not safe for concurrent use.
 type profiles struct {
-	m          map[string]*profile
+	m          map[string]string
 	maxPerType int
 	// members is told when a profile enters (+1) or leaves (-1) an audience.
 	members func(aud uint32, delta int)
+	// scratch is the unpacked profile being worked on.
+	scratch profile
 }
 
 func newProfiles(maxPerType int, members func(aud uint32, delta int)) *profiles {
 	if members == nil {
 		members = func(uint32, int) {}
 	}
-	return &profiles{m: make(map[string]*profile), maxPerType: maxPerType, members: members}
+	return &profiles{m: make(map[string]string), maxPerType: maxPerType, members: members}
+}
+
+// pack encodes p as: identifier count (2 bytes), each identifier as its
+// type and 32-byte hash, then each audience as 4 bytes (little endian, with
+// outBit). One allocation of exactly that size.
+func (p *profile) pack() string {
+	var b strings.Builder
+	b.Grow(2 + len(p.ids)*33 + len(p.auds)*4)
+	b.WriteByte(byte(len(p.ids)))
+	b.WriteByte(byte(len(p.ids) >> 8))
+	for _, id := range p.ids {
+		b.WriteByte(byte(id.Type))
+		b.Write(id.Hash[:])
+	}
+	for _, a := range p.auds {
+		b.WriteByte(byte(a))
+		b.WriteByte(byte(a >> 8))
+		b.WriteByte(byte(a >> 16))
+		b.WriteByte(byte(a >> 24))
+	}
+	return b.String()
+}
+
+// load unpacks v (empty: a new profile) into the scratch profile, which
+// stays valid until the next load.
+func (s *profiles) load(v string) *profile {
+	p := &s.scratch
+	p.ids, p.auds = p.ids[:0], p.auds[:0]
+	if len(v) < 2 {
+		return p
+	}
+	n := int(v[0]) | int(v[1])<<8
+	v = v[2:]
+	for i := 0; i < n; i++ {
+		id := schemas.Identifier{Type: ident.Type(v[0])}
+		copy(id.Hash[:], v[1:33])
+		p.ids = append(p.ids, id)
+		v = v[33:]
+	}
+	for ; len(v) >= 4; v = v[4:] {
+		p.auds = append(p.auds, uint32(v[0])|uint32(v[1])<<8|uint32(v[2])<<16|uint32(v[3])<<24)
+	}
+	return p
+}
+
+// get returns the profile stored for id, unpacked into scratch.
+func (s *profiles) get(id string) (*profile, bool) {
+	v, ok := s.m[id]
+	if !ok {
+		return nil, false
+	}
+	return s.load(v), true
 }
 
 // leaveAll counts p out of every audience it is a member of.
@@ -113,8 +177,8 @@ func (s *profiles) leaveAll(p *profile) {
 
 // clear drops every profile, counting them out of their audiences.
 func (s *profiles) clear() {
-	for _, p := range s.m {
-		s.leaveAll(p)
+	for _, v := range s.m {
+		s.leaveAll(s.load(v))
 	}
 	clear(s.m)
 }
@@ -122,10 +186,10 @@ func (s *profiles) clear() {
 // apply folds ev into the profile's state and calls emit for every list
 // change it implies. It reports whether the state changed.
 func (s *profiles) apply(ev *schemas.Event, aud uint32, emit func(change)) bool {
-	p := s.m[ev.Profile]
-	switch ev.Kind {
-	case schemas.KindForget:
-		if p == nil {
+	v, known := s.m[ev.Profile]
+	p := s.load(v)
+	if ev.Kind == schemas.KindForget {
+		if !known {
 			return false
 		}
 		p.each(opRemove, emit)
@@ -133,12 +197,16 @@ func (s *profiles) apply(ev *schemas.Event, aud uint32, emit func(change)) bool 
 		delete(s.m, ev.Profile)
 		return true
 	}
-	changed := false
-	if p == nil {
-		p = &profile{}
-		s.m[ev.Profile] = p
-		changed = true
+	changed := s.update(p, ev, aud, emit) || !known
+	if changed {
+		s.m[ev.Profile] = p.pack()
 	}
+	return changed
+}
+
+// update folds an identify or membership event into p.
+func (s *profiles) update(p *profile, ev *schemas.Event, aud uint32, emit func(change)) bool {
+	changed := false
 	if ev.NoConsent {
 		p.each(opRemove, emit)
 		s.leaveAll(p)
@@ -166,14 +234,14 @@ func (s *profiles) apply(ev *schemas.Event, aud uint32, emit func(change)) bool 
 		p.setMember(aud, true)
 		s.members(aud, 1)
 		for _, id := range p.ids {
-			emit(change{aud: aud, typ: id.Type, hash: id.Hash, op: opAdd})
+			emit(change{aud: aud, typ: id.Type, hash: id.Hash, op: opAdd, vouched: true})
 		}
 		return true
 	case !ev.Member && in:
 		p.setMember(aud, false)
 		s.members(aud, -1)
 		for _, id := range p.ids {
-			emit(change{aud: aud, typ: id.Type, hash: id.Hash, op: opRemove})
+			emit(change{aud: aud, typ: id.Type, hash: id.Hash, op: opRemove, vouched: true})
 		}
 		return true
 	case !ev.Member && !known:
@@ -271,7 +339,7 @@ func contains(ids []schemas.Identifier, id schemas.Identifier) bool {
 func (p *profile) eachAudience(id schemas.Identifier, o op, emit func(change)) {
 	for _, a := range p.auds {
 		if a&outBit == 0 {
-			emit(change{aud: a, typ: id.Type, hash: id.Hash, op: o})
+			emit(change{aud: a, typ: id.Type, hash: id.Hash, op: o, vouched: true})
 		}
 	}
 }

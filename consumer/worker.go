@@ -77,8 +77,7 @@ func (w *worker) run() {
 // countMember keeps each audience's count of local members.
 func (e *Engine) countMember(aud uint32, delta int) {
 	if a := e.auds.get(aud); a != nil {
-		n := a.members.Add(int64(delta))
-		e.m.localMembers.WithLabelValues(a.key).Set(float64(n))
+		a.members.Add(int64(delta))
 	}
 }
 
@@ -92,7 +91,7 @@ func (w *worker) seal() {
 		snap = make([]stateRecord, 0, len(w.dirty))
 		for id := range w.dirty {
 			r := stateRecord{key: changelogKey(w.key.topic, id)}
-			if p := w.state.m[id]; p != nil {
+			if p, ok := w.state.get(id); ok {
 				r.value = w.e.encodeProfile(p)
 			}
 			snap = append(snap, r)
@@ -109,7 +108,9 @@ func (w *worker) process(recs []*kgo.Record) {
 	e := w.e
 	w.changes = w.changes[:0]
 	now := e.now()
-	var adds, removes int
+	// Counted per batch, not per event: a labelled counter lookup costs
+	// more than the rest of an event's bookkeeping.
+	var applied, filtered [4]int // by schemas.Kind
 	for _, r := range recs {
 		if r.Offset < w.next {
 			continue // already applied (a fetch from before a reassignment)
@@ -127,37 +128,43 @@ func (w *worker) process(recs []*kgo.Record) {
 			w.deadLetter(r, reason)
 			continue
 		}
-		kind := ev.Kind.String()
 		var aud uint32
 		if ev.Kind == schemas.KindMembership {
 			a := e.auds.intern(ev.Audience, ev.AudienceName, ev.AdAccount)
 			if a.selected {
 				aud = a.id
+				applied[ev.Kind]++
 			} else {
 				// Not synced: its identifiers still count, its membership not.
+				filtered[ev.Kind]++
 				ev.Kind = schemas.KindIdentify
 				ev.Replace = false
-				e.m.events.WithLabelValues(kind, "filtered").Inc()
-				kind = ""
 			}
+		} else if ev.Kind < schemas.Kind(len(applied)) {
+			applied[ev.Kind]++
 		}
 		ts := ev.Timestamp
-		n := len(w.changes)
 		if w.state.apply(ev, aud, func(c change) {
 			c.ts = ts
 			w.changes = append(w.changes, c)
 		}) && e.changelogOn() {
 			w.dirty[ev.Profile] = struct{}{}
 		}
-		for _, c := range w.changes[n:] {
-			if c.op == opAdd {
-				adds++
-			} else {
-				removes++
-			}
+	}
+	for k := range applied {
+		if applied[k] > 0 {
+			e.m.events.WithLabelValues(schemas.Kind(k).String(), "applied").Add(float64(applied[k]))
 		}
-		if kind != "" {
-			e.m.events.WithLabelValues(kind, "applied").Inc()
+		if filtered[k] > 0 {
+			e.m.events.WithLabelValues(schemas.Kind(k).String(), "filtered").Add(float64(filtered[k]))
+		}
+	}
+	var adds, removes int
+	for _, c := range w.changes {
+		if c.op == opAdd {
+			adds++
+		} else {
+			removes++
 		}
 	}
 	if adds > 0 {

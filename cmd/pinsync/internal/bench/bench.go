@@ -115,6 +115,9 @@ type Report struct {
 
 	// Details beyond the contract.
 	PipelineSeconds   float64 `json:"pipeline_s"`
+	WriteRequests     int     `json:"write_requests"`
+	Lists             int     `json:"lists"`
+	RawFillRatio      float64 `json:"raw_fill_ratio"`
 	UploadedRecords   int     `json:"uploaded_records"`
 	IdealRecords      int     `json:"ideal_records"`
 	LatencyTest       *Paced  `json:"latency_test,omitempty"`
@@ -222,9 +225,14 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if !rep.Converged {
 		rep.ConvergenceReport = fmt.Sprintf("lag zero: %v; %s", pr.lagZero, diff)
 	}
+	rep.WriteRequests = pr.writes
+	rep.Lists = len(want)
 	if pr.calls > 0 {
 		rep.RecordsPerCall = float64(pr.records) / float64(pr.calls)
-		rep.FillRatio = float64(pr.records) / float64(pr.calls*o.MaxRecords)
+		rep.RawFillRatio = float64(pr.records) / float64(pr.calls*o.MaxRecords)
+	}
+	if pr.fillCalls > 0 {
+		rep.FillRatio = float64(pr.fillRecords) / float64(pr.fillCalls*o.MaxRecords)
 	}
 
 	if o.LatencyTest && rep.PipelineEventsPerS > 0 {

@@ -44,10 +44,14 @@ type pipelineRun struct {
 type pipelineResult struct {
 	elapsed        time.Duration
 	calls, records int
-	rateLimited    int
-	p50, p99       float64
-	lagZero        bool
-	lists          map[stream.ListKey]stream.Set
+	// writes counts every ads_write request (audience creations too);
+	// fillRecords and fillCalls are those of steadyCalls.
+	writes                 int
+	fillRecords, fillCalls int
+	rateLimited            int
+	p50, p99               float64
+	lagZero                bool
+	lists                  map[stream.ListKey]stream.Set
 }
 
 // pipeline runs pinsync on r.topic until every record is committed, and
@@ -116,12 +120,32 @@ func (en *env) pipeline(ctx context.Context, r pipelineRun) (pipelineResult, err
 		return pipelineResult{}, runErr
 	}
 	res := pipelineResult{elapsed: time.Since(start), lagZero: lagZero(ctx, ka, r.topic, r.group)}
-	res.calls = int(sumCounter(reg, "pinsync_pinterest_requests_total", "category", "ads_write"))
+	res.writes = int(sumCounter(reg, "pinsync_pinterest_requests_total", "category", "ads_write"))
 	res.records = int(histogramSum(reg, "pinsync_records_per_request"))
+	res.fillRecords, res.fillCalls = steadyCalls(sb)
+	for _, l := range sb.State().CustomerLists {
+		res.calls += len(l.Calls)
+	}
 	res.rateLimited = int(sumCounter(reg, "pinsync_rate_limited_total"))
 	res.p50, res.p99 = quantiles(reg, "pinsync_event_to_upload_seconds", 0.5, 0.99)
 	res.lists, err = sandboxLists(sb)
 	return res, err
+}
+
+// steadyCalls counts the records and calls of every list's write calls but
+// its last two: the final flush of a backlog sends each list's remaining
+// adds and removes, which are partial by nature; every other call could
+// have been full.
+func steadyCalls(sb *sandbox.Server) (records, calls int) {
+	for _, l := range sb.State().CustomerLists {
+		if n := len(l.Calls) - 2; n > 0 {
+			for _, r := range l.Calls[:n] {
+				records += r
+			}
+			calls += n
+		}
+	}
+	return records, calls
 }
 
 // lagZero reports whether the group committed the end of every partition.

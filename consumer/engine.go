@@ -423,13 +423,24 @@ func (e *Engine) waitIdle(ctx context.Context, parts map[*partTrack]bool) bool {
 }
 
 // commitLoop commits completed epochs periodically.
+//
+// It also commits as soon as an epoch may have completed, so that a
+// replica that dies replays as little as possible.
 func (e *Engine) commitLoop(ctx context.Context) {
-	every(ctx, e.cfg.CommitInterval, func() {
+	t := time.NewTicker(e.cfg.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			e.exportMembers()
+		case <-e.tr.done:
+		}
 		if err := e.commit(ctx, nil); err != nil && ctx.Err() == nil {
 			e.log.Warn("commit failed", "err", err)
 		}
-		e.exportMembers()
-	})
+	}
 }
 
 // exportMembers publishes each audience's count of local members (kept in

@@ -30,12 +30,6 @@ type change struct {
 	hash ident.Hash
 	op   op
 	ts   int64 // event time, Unix milliseconds
-	// vouched is set when the profile state vouches for where the list
-	// stood before the change: the record was out before an add, in before
-	// a remove. Only an exit pinsync never saw enter is not vouched (the
-	// list may be older than the state). Windows cancel a vouched change
-	// that brings a record back to where it stood.
-	vouched bool
 }
 
 // outBit marks an audience a profile has been seen leaving; a repeated exit
@@ -234,14 +228,14 @@ func (s *profiles) update(p *profile, ev *schemas.Event, aud uint32, emit func(c
 		p.setMember(aud, true)
 		s.members(aud, 1)
 		for _, id := range p.ids {
-			emit(change{aud: aud, typ: id.Type, hash: id.Hash, op: opAdd, vouched: true})
+			emit(change{aud: aud, typ: id.Type, hash: id.Hash, op: opAdd})
 		}
 		return true
 	case !ev.Member && in:
 		p.setMember(aud, false)
 		s.members(aud, -1)
 		for _, id := range p.ids {
-			emit(change{aud: aud, typ: id.Type, hash: id.Hash, op: opRemove, vouched: true})
+			emit(change{aud: aud, typ: id.Type, hash: id.Hash, op: opRemove})
 		}
 		return true
 	case !ev.Member && !known:
@@ -339,7 +333,7 @@ func contains(ids []schemas.Identifier, id schemas.Identifier) bool {
 func (p *profile) eachAudience(id schemas.Identifier, o op, emit func(change)) {
 	for _, a := range p.auds {
 		if a&outBit == 0 {
-			emit(change{aud: a, typ: id.Type, hash: id.Hash, op: o, vouched: true})
+			emit(change{aud: a, typ: id.Type, hash: id.Hash, op: o})
 		}
 	}
 }

@@ -19,40 +19,8 @@ type windowKey struct {
 // entry is the last change to one record in a window.
 type entry struct {
 	op op
-	// before is where the list stood for the record before the window's
-	// first change to it, as far as the profile state vouches
-	// (stateUnknown otherwise).
-	before listState
-	pk     pendKey
-	ts     int64 // event time, Unix milliseconds (0 when unknown)
-}
-
-// listState is whether a list holds a record.
-type listState uint8
-
-const (
-	stateUnknown listState = iota
-	stateIn
-	stateOut
-)
-
-// after is where a list stands for a record once o is applied.
-func (o op) after() listState {
-	if o == opAdd {
-		return stateIn
-	}
-	return stateOut
-}
-
-// before is where a vouched change says the list stood.
-func (c change) before() listState {
-	switch {
-	case !c.vouched:
-		return stateUnknown
-	case c.op == opAdd:
-		return stateOut
-	}
-	return stateIn
+	pk pendKey
+	ts int64 // event time, Unix milliseconds (0 when unknown)
 }
 
 // flight is one flush of a window in progress: the records it took out of
@@ -152,23 +120,15 @@ func (ws *windows) add(cs []change, pk pendKey, now time.Time) {
 			w = &window{key: k, entries: make(map[ident.Hash]entry)}
 			ws.m[k] = w
 		}
-		before := c.before()
 		if old, ok := w.entries[c.hash]; ok {
 			ws.tr.addLocked(old.pk, -1)
 			w.count(old.op, -1)
 			ws.buffered--
-			if c.vouched && old.before != stateUnknown && old.before == c.op.after() {
-				// Back where the list stood before the window: nothing to
-				// send (add then remove of a record never uploaded).
-				delete(w.entries, c.hash)
-				continue
-			}
-			before = old.before
 		}
 		if len(w.entries) == 0 {
 			w.oldest = now
 		}
-		w.entries[c.hash] = entry{op: c.op, before: before, pk: pk, ts: c.ts}
+		w.entries[c.hash] = entry{op: c.op, pk: pk, ts: c.ts}
 		w.count(c.op, 1)
 		ws.buffered++
 		added++

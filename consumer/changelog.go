@@ -33,6 +33,11 @@ type stateRecord struct {
 // changelogKey is the record key of a profile of an input topic.
 func changelogKey(topic, profile string) string { return topic + "\x00" + profile }
 
+// fenceKey is the record key of an input topic's fence: the offset (8
+// bytes, big endian) below which an owner of the partition may have read
+// (see worker.fence).
+func fenceKey(topic string) string { return topic + "\x01fence" }
+
 const stateVersion = 1
 
 // encodeProfile writes p compactly: version, identifiers (type and 32-byte
@@ -191,10 +196,14 @@ func (w *worker) restore(ctx context.Context) error {
 	}
 	end, ok := ends.Lookup(e.cfg.ChangelogTopic, w.key.partition)
 	if !ok || end.Err != nil || end.Offset <= 0 {
+		// Nobody ever read this partition: every fence is written there
+		// before reading.
+		w.vouchFrom = -1
 		return nil
 	}
-	prefix := w.key.topic + "\x00"
+	prefix, fk := w.key.topic+"\x00", fenceKey(w.key.topic)
 	restored := 0
+	fence, fenced := int64(-1), false
 	for next := int64(0); next < end.Offset; {
 		fs := rcl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -208,6 +217,12 @@ func (w *worker) restore(ctx context.Context) error {
 		fs.EachRecord(func(r *kgo.Record) {
 			next = r.Offset + 1
 			k := string(r.Key)
+			if k == fk {
+				if len(r.Value) == 8 {
+					fence, fenced = max(fence, int64(binary.BigEndian.Uint64(r.Value))), true
+				}
+				return
+			}
 			if !strings.HasPrefix(k, prefix) {
 				return
 			}
@@ -218,8 +233,13 @@ func (w *worker) restore(ctx context.Context) error {
 			}
 		})
 	}
+	// Without a fence (state written by a version that kept none) no
+	// change is vouched for.
+	if fenced || restored == 0 {
+		w.vouchFrom = fence
+	}
 	e.m.restored.Add(float64(restored))
-	e.log.Info("state restored", "topic", w.key.topic, "partition", w.key.partition, "profiles", len(w.state.m))
+	e.log.Info("state restored", "topic", w.key.topic, "partition", w.key.partition, "profiles", w.state.t.len(), "vouched_from", w.vouchFrom)
 	return nil
 }
 
@@ -230,7 +250,7 @@ func (w *worker) restoreRecord(k string, idAt int, value []byte) bool {
 	profileID := k[idAt:]
 	if old, ok := w.state.get(profileID); ok {
 		w.state.leaveAll(old)
-		delete(w.state.m, profileID)
+		w.state.t.del(profileID)
 	}
 	if value == nil {
 		return false
@@ -244,6 +264,6 @@ func (w *worker) restoreRecord(k string, idAt int, value []byte) bool {
 			w.state.members(a, 1)
 		}
 	}
-	w.state.m[profileID] = p.pack()
+	w.state.t.set(profileID, w.state.pack(p))
 	return true
 }

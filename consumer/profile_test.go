@@ -328,8 +328,8 @@ func TestMemberCountsFollowMembership(t *testing.T) {
 	apply(forget(), 0, 0)
 	apply(enter(audB, e1), 0, 1)
 	s.clear()
-	if count[audB] != 0 || len(s.m) != 0 {
-		t.Fatalf("after clear: members B=%d, profiles %d", count[audB], len(s.m))
+	if count[audB] != 0 || s.t.len() != 0 {
+		t.Fatalf("after clear: members B=%d, profiles %d", count[audB], s.t.len())
 	}
 }
 

@@ -19,8 +19,40 @@ type windowKey struct {
 // entry is the last change to one record in a window.
 type entry struct {
 	op op
-	pk pendKey
-	ts int64 // event time, Unix milliseconds (0 when unknown)
+	// before is where the list stood for the record before the window's
+	// first change to it, when that is known for sure (stateUnknown
+	// otherwise).
+	before listState
+	pk     pendKey
+	ts     int64 // event time, Unix milliseconds (0 when unknown)
+}
+
+// listState is whether a list holds a record.
+type listState uint8
+
+const (
+	stateUnknown listState = iota
+	stateIn
+	stateOut
+)
+
+// after is where a list stands for a record once o is applied.
+func (o op) after() listState {
+	if o == opAdd {
+		return stateIn
+	}
+	return stateOut
+}
+
+// before is where a vouched change says the list stood.
+func (c change) before() listState {
+	switch {
+	case !c.vouched:
+		return stateUnknown
+	case c.op == opAdd:
+		return stateOut
+	}
+	return stateIn
 }
 
 // flight is one flush of a window in progress: the records it took out of
@@ -120,15 +152,23 @@ func (ws *windows) add(cs []change, pk pendKey, now time.Time) {
 			w = &window{key: k, entries: make(map[ident.Hash]entry)}
 			ws.m[k] = w
 		}
+		before := c.before()
 		if old, ok := w.entries[c.hash]; ok {
 			ws.tr.addLocked(old.pk, -1)
 			w.count(old.op, -1)
 			ws.buffered--
+			if old.before != stateUnknown && c.vouched && old.before == c.op.after() {
+				// Back where the list stands: nothing to send (add then
+				// remove of a record never uploaded, or the reverse).
+				delete(w.entries, c.hash)
+				continue
+			}
+			before = old.before
 		}
 		if len(w.entries) == 0 {
 			w.oldest = now
 		}
-		w.entries[c.hash] = entry{op: c.op, pk: pk, ts: c.ts}
+		w.entries[c.hash] = entry{op: c.op, before: before, pk: pk, ts: c.ts}
 		w.count(c.op, 1)
 		ws.buffered++
 		added++
@@ -252,8 +292,10 @@ func (ws *windows) take(w *window, reason string, parent context.Context) (*flig
 
 // finish ends a flight. ok[i] reports whether record i reached Pinterest (or
 // was dead-lettered); the others go back into the window unless a newer
-// change to the same record arrived meanwhile. It returns the records
-// finished.
+// change to the same record arrived meanwhile. A failed request may or may
+// not have reached Pinterest, so where the list stands for its records is
+// no longer known: neither they nor a newer change to them can cancel. It
+// returns the records finished.
 func (ws *windows) finish(f *flight, ok func(i int) bool, failed bool, now time.Time, backoff func(fails int) time.Duration) int {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
@@ -272,7 +314,9 @@ func (ws *windows) finish(f *flight, ok func(i int) bool, failed bool, now time.
 			continue
 		}
 		h := f.hash(i)
-		if _, newer := w.entries[h]; newer {
+		if n, newer := w.entries[h]; newer {
+			n.before = stateUnknown
+			w.entries[h] = n
 			ws.tr.addLocked(e.pk, -1)
 			ws.buffered--
 			continue
@@ -280,6 +324,7 @@ func (ws *windows) finish(f *flight, ok func(i int) bool, failed bool, now time.
 		if len(w.entries) == 0 || f.oldest.Before(w.oldest) {
 			w.oldest = f.oldest
 		}
+		e.before = stateUnknown
 		w.entries[h] = e
 		w.count(e.op, 1)
 		w.urgent = w.urgent || f.urgent

@@ -2,7 +2,9 @@ package consumer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"math"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -33,20 +35,49 @@ type worker struct {
 	leaderEpoch int32
 	ev          schemas.Event
 	changes     []change
+
+	// A worker may cancel a change that brings a record back to where its
+	// list stands (see windows.add) only when the profile state is an
+	// exact view of the lists. It is not while the worker replays records
+	// an earlier owner of the partition may have processed: that owner may
+	// have uploaded changes it never committed, or had a change superseded
+	// in a window before it was sent. So the worker records in the
+	// changelog how far it may read (fence) before it reads that far, and
+	// a new owner vouches for no change of a record below the highest
+	// fence found (vouchFrom).
+	fence     int64
+	vouchFrom int64
+	ts        int64 // event time of the record being applied
+	vouch     bool  // whether its changes are vouched
+	emit      func(change)
 }
+
+// fenceStep is how far past the record being read a worker's fence is
+// set: one changelog write per fenceStep records of a partition.
+const fenceStep = 100_000
 
 func (e *Engine) newWorker(k partKey) *worker {
 	pt := e.tr.assign(k, -1)
 	ctx, cancel := context.WithCancel(e.uploadCtx)
 	quit := make(chan struct{})
 	go func() { <-quit; cancel() }()
-	return &worker{ctx: ctx, dirty: make(map[string]struct{}),
+	w := &worker{ctx: ctx, dirty: make(map[string]struct{}),
 		e: e, key: k, pt: pt,
 		in:   make(chan []*kgo.Record, 4),
 		quit: quit, done: make(chan struct{}),
 		state: newProfiles(e.cfg.MaxIdentifiersPerType, e.countMember),
 		epoch: pt.open, next: -1, leaderEpoch: -1,
+		fence: -1, vouchFrom: math.MaxInt64,
 	}
+	w.emit = w.collect
+	return w
+}
+
+// collect takes one change of the record being applied.
+func (w *worker) collect(c change) {
+	c.ts = w.ts
+	c.vouched = c.vouched && w.vouch
+	w.changes = append(w.changes, c)
 }
 
 func (w *worker) run() {
@@ -111,6 +142,9 @@ func (w *worker) process(recs []*kgo.Record) {
 	// Counted per batch, not per event: a labelled counter lookup costs
 	// more than the rest of an event's bookkeeping.
 	var applied, filtered [4]int // by schemas.Kind
+	if len(recs) > 0 && recs[len(recs)-1].Offset >= w.fence && !w.extendFence(recs[len(recs)-1].Offset+1) {
+		return // quitting
+	}
 	for _, r := range recs {
 		if r.Offset < w.next {
 			continue // already applied (a fetch from before a reassignment)
@@ -143,11 +177,8 @@ func (w *worker) process(recs []*kgo.Record) {
 		} else if ev.Kind < schemas.Kind(len(applied)) {
 			applied[ev.Kind]++
 		}
-		ts := ev.Timestamp
-		if w.state.apply(ev, aud, func(c change) {
-			c.ts = ts
-			w.changes = append(w.changes, c)
-		}) && e.changelogOn() {
+		w.ts, w.vouch = ev.Timestamp, r.Offset >= w.vouchFrom
+		if w.state.apply(ev, aud, w.emit) && e.changelogOn() {
 			w.dirty[ev.Profile] = struct{}{}
 		}
 	}
@@ -174,6 +205,40 @@ func (w *worker) process(recs []*kgo.Record) {
 		e.m.changes.WithLabelValues("remove").Add(float64(removes))
 	}
 	e.ws.add(w.changes, pendKey{w.pt, w.epoch}, now)
+}
+
+// extendFence records in the changelog that this worker may read up to
+// past (plus fenceStep), never lowering an earlier owner's fence, and waits
+// for the acknowledgement, retrying until it succeeds or the worker quits.
+// Without a changelog there is nothing to record.
+func (w *worker) extendFence(past int64) bool {
+	e := w.e
+	if !e.changelogOn() {
+		w.fence = math.MaxInt64
+		return true
+	}
+	fence := past + fenceStep
+	if w.vouchFrom != math.MaxInt64 && w.vouchFrom > fence {
+		fence = w.vouchFrom
+	}
+	rec := &kgo.Record{Topic: e.cfg.ChangelogTopic, Partition: w.key.partition,
+		Key: []byte(fenceKey(w.key.topic)), Value: binary.BigEndian.AppendUint64(nil, uint64(fence))}
+	for {
+		err := e.cl.ProduceSync(w.ctx, rec).FirstErr()
+		if err == nil {
+			w.fence = fence
+			return true
+		}
+		if w.ctx.Err() != nil {
+			return false
+		}
+		e.log.Warn("changelog fence write failed; retrying", "topic", w.key.topic, "partition", w.key.partition, "err", err)
+		select {
+		case <-time.After(time.Second):
+		case <-w.ctx.Done():
+			return false
+		}
+	}
 }
 
 // deadLetter sends a record that cannot be applied to the dead-letter

@@ -29,7 +29,8 @@ func runBench(ctx context.Context, io *stdio, args []string) int {
 		asJSON     = fs.Bool("json", false, "print one JSON object")
 		budget     = fs.Bool("budget-test", false, "also run at 400 writes/min with 1,000 small audiences")
 		latency    = fs.Bool("latency-test", false, "also measure event-to-upload latency at half the measured rate")
-		cpuprofile = fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+		cpuprofile = fs.String("cpuprofile", "", "write a CPU profile of the whole run (or of --profile-stage) to this file")
+		stage      = fs.String("profile-stage", "", "profile only this stage: drain, decode_hash, naive or pipeline")
 		quiet      = fs.Bool("quiet", false, "do not print progress")
 	)
 	if status, ok := parseFlags(io, fs, args); !ok {
@@ -39,6 +40,17 @@ func runBench(ctx context.Context, io *stdio, args []string) int {
 		fmt.Fprintln(io.Err, "bench: --events, --partitions and --state-profiles must be positive")
 		return 2
 	}
+	switch *stage {
+	case "", "drain", "decode_hash", "naive", "pipeline":
+	default:
+		fmt.Fprintf(io.Err, "bench: --profile-stage %q: want drain, decode_hash, naive or pipeline\n", *stage)
+		return 2
+	}
+	if *stage != "" && *cpuprofile == "" {
+		fmt.Fprintln(io.Err, "bench: --profile-stage needs --cpuprofile FILE")
+		return 2
+	}
+	var stageHook func(string) func()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -46,15 +58,25 @@ func runBench(ctx context.Context, io *stdio, args []string) int {
 			return 1
 		}
 		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(io.Err, "bench: %v\n", err)
-			return 1
+		if *stage == "" {
+			if err := pprof.StartCPUProfile(f); err != nil {
+				fmt.Fprintf(io.Err, "bench: %v\n", err)
+				return 1
+			}
+			defer pprof.StopCPUProfile()
+		} else {
+			stageHook = func(name string) func() {
+				if name != *stage || pprof.StartCPUProfile(f) != nil {
+					return func() {}
+				}
+				return pprof.StopCPUProfile
+			}
 		}
-		defer pprof.StopCPUProfile()
 	}
 	opts := bench.Options{
 		Events: *events, Profiles: *profiles, Audiences: *audiences, Partitions: *partitions,
 		FlushInterval: *flush, StateProfiles: *state, LatencyTest: *latency, BudgetTest: *budget,
+		Stage: stageHook,
 	}
 	if !*quiet {
 		opts.Progress = func(format string, args ...any) { fmt.Fprintf(io.Err, "bench: "+format+"\n", args...) }

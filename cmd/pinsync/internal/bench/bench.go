@@ -55,6 +55,10 @@ type Options struct {
 	LatencyDuration time.Duration
 	// Progress, when set, is told what the bench is doing.
 	Progress func(format string, args ...any)
+	// Stage, when set, is called as each measured stage ("drain",
+	// "decode_hash", "naive", "pipeline") starts; the function it returns
+	// is called as the stage ends (e.g. to profile one stage).
+	Stage func(name string) (end func())
 	Logger   *slog.Logger
 }
 
@@ -85,6 +89,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Progress == nil {
 		o.Progress = func(string, ...any) {}
+	}
+	if o.Stage == nil {
+		o.Stage = func(string) func() { return func() {} }
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -177,28 +184,36 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	rep := Report{Events: len(recs)}
 
 	o.Progress("drain: plain consumer, no processing")
+	end := o.Stage("drain")
 	d, err := en.drain(ctx, len(recs))
+	end()
 	if err != nil {
 		return rep, fmt.Errorf("drain: %w", err)
 	}
 	rep.DrainEventsPerS = rate(len(recs), d)
 
 	o.Progress("decode+hash on %d goroutines", runtime.GOMAXPROCS(0))
+	end = o.Stage("decode_hash")
 	d, err = decodeHash(recs)
+	end()
 	if err != nil {
 		return rep, err
 	}
 	rep.DecodeHashEventsPerS = rate(len(recs), d)
 
 	o.Progress("naive: autocommit, encoding/json, SHA-256, 1,000-record PATCHes")
+	end = o.Stage("naive")
 	d, err = en.naive(ctx, recs, scfg)
+	end()
 	if err != nil {
 		return rep, fmt.Errorf("naive: %w", err)
 	}
 	rep.NaiveEventsPerS = rate(len(recs), d)
 
 	o.Progress("pipeline: pinsync to convergence")
+	end = o.Stage("pipeline")
 	pr, err := en.pipeline(ctx, pipelineRun{topic: topic, group: "pinsync-bench", events: len(recs), audiences: o.Audiences})
+	end()
 	if err != nil {
 		return rep, fmt.Errorf("pipeline: %w", err)
 	}

@@ -248,10 +248,7 @@ func (w *worker) restore(ctx context.Context) error {
 // a profile was installed; false with a non-nil value means malformed.
 func (w *worker) restoreRecord(k string, idAt int, value []byte) bool {
 	profileID := k[idAt:]
-	if old, ok := w.state.get(profileID); ok {
-		w.state.leaveAll(old)
-		w.state.t.del(profileID)
-	}
+	w.state.remove(profileID)
 	if value == nil {
 		return false
 	}
@@ -264,6 +261,6 @@ func (w *worker) restoreRecord(k string, idAt int, value []byte) bool {
 			w.state.members(a, 1)
 		}
 	}
-	w.state.t.set(profileID, w.state.pack(p))
+	w.state.install(profileID, p)
 	return true
 }

@@ -94,13 +94,18 @@ func (p *profile) remove(id schemas.Identifier) bool {
 }
 
 // profiles is the state of the profiles of one partition: a table from
-// profile id to the profile packed (see pack) into one string with its id,
+// profile id to the profile packed (see pack) into one record with its id,
 // so that a million profiles (two identifiers, three audiences) take about
-// 131 bytes each (MeasureState; 180 with a Go map). It is owned by the
+// 140 bytes each (MeasureState; 180 with a Go map). It is owned by the
 // partition's worker goroutine; it is not safe for concurrent use.
 type profiles struct {
 	t          table
 	maxPerType int
+	// track, when set, keeps dirty: the ids of the profiles changed since
+	// the last takeDirty, each once (a flag in the packed profile says it
+	// is listed).
+	track bool
+	dirty []string
 	// members is told when a profile enters (+1) or leaves (-1) an audience.
 	members func(aud uint32, delta int)
 	// scratch is the unpacked profile being worked on.
@@ -119,12 +124,21 @@ func newProfiles(maxPerType int, members func(aud uint32, delta int)) *profiles 
 	return &profiles{maxPerType: maxPerType, members: members}
 }
 
-// pack encodes p as: identifier count (2 bytes), each identifier as its
-// type and 32-byte hash, then each audience as 4 bytes (little endian, with
+// dirtyFlag, in the second byte of a packed profile, marks a profile
+// listed in dirty. Identifier counts stay far below 1<<15.
+const dirtyFlag = 0x80
+
+// pack encodes p as: identifier count (2 bytes, little endian, the top bit
+// being dirtyFlag when dirty is set), each identifier as its type and
+// 32-byte hash, then each audience as 4 bytes (little endian, with
 // outBit). It writes into s's reusable buffer, valid until the next pack;
-// table.set copies it.
-func (s *profiles) pack(p *profile) []byte {
-	b := append(s.buf[:0], byte(len(p.ids)), byte(len(p.ids)>>8))
+// table.setAt copies it.
+func (s *profiles) pack(p *profile, dirty bool) []byte {
+	hi := byte(len(p.ids) >> 8)
+	if dirty {
+		hi |= dirtyFlag
+	}
+	b := append(s.buf[:0], byte(len(p.ids)), hi)
 	for _, id := range p.ids {
 		b = append(b, byte(id.Type))
 		b = append(b, id.Hash[:]...)
@@ -138,13 +152,13 @@ func (s *profiles) pack(p *profile) []byte {
 
 // load unpacks v (empty: a new profile) into the scratch profile, which
 // stays valid until the next load.
-func (s *profiles) load(v string) *profile {
+func (s *profiles) load(v []byte) *profile {
 	p := &s.scratch
 	p.ids, p.auds = p.ids[:0], p.auds[:0]
 	if len(v) < 2 {
 		return p
 	}
-	n := int(v[0]) | int(v[1])<<8
+	n := int(v[0]) | int(v[1]&^dirtyFlag)<<8
 	v = v[2:]
 	for i := 0; i < n; i++ {
 		id := schemas.Identifier{Type: ident.Type(v[0])}
@@ -177,18 +191,35 @@ func (s *profiles) leaveAll(p *profile) {
 	}
 }
 
+// install stores p as the state of profile id, not dirty (a restore).
+func (s *profiles) install(id string, p *profile) {
+	s.t.set(id, s.pack(p, false))
+}
+
+// remove drops the state of profile id, if any, counting it out of its
+// audiences.
+func (s *profiles) remove(id string) {
+	if old, ok := s.get(id); ok {
+		s.leaveAll(old)
+		s.t.del(id)
+	}
+}
+
 // clear drops every profile, counting them out of their audiences.
 func (s *profiles) clear() {
-	s.t.each(func(_, v string) {
+	s.t.each(func(_, v []byte) {
 		s.leaveAll(s.load(v))
 	})
 	s.t.reset()
+	s.dirty = s.dirty[:0]
 }
 
 // apply folds ev into the profile's state and calls emit for every list
 // change it implies. It reports whether the state changed.
 func (s *profiles) apply(ev *schemas.Event, aud uint32, emit func(change)) bool {
-	v, known := s.t.get(ev.Profile)
+	j, v := s.t.ref(ev.Profile)
+	known := j >= 0
+	listed := known && v[1]&dirtyFlag != 0
 	p := s.load(v)
 	if ev.Kind == schemas.KindForget {
 		if !known {
@@ -197,13 +228,37 @@ func (s *profiles) apply(ev *schemas.Event, aud uint32, emit func(change)) bool 
 		p.each(opRemove, emit)
 		s.leaveAll(p)
 		s.t.del(ev.Profile)
+		if s.track && !listed {
+			s.dirty = append(s.dirty, ev.Profile)
+		}
 		return true
 	}
 	changed := s.update(p, ev, aud, emit) || !known
 	if changed {
-		s.t.set(ev.Profile, s.pack(p))
+		s.t.setAt(j, ev.Profile, s.pack(p, s.track))
+		if s.track && !listed {
+			s.dirty = append(s.dirty, ev.Profile)
+		}
 	}
 	return changed
+}
+
+// takeDirty calls f for every profile changed since the last call, with
+// its state (nil: removed), and clears the list. f may not modify s.
+func (s *profiles) takeDirty(f func(id string, p *profile)) {
+	for _, id := range s.dirty {
+		j, v := s.t.ref(id)
+		switch {
+		case j < 0:
+			f(id, nil)
+		case v[1]&dirtyFlag != 0:
+			v[1] &^= dirtyFlag // in place: the record is the table's
+			f(id, s.load(v))
+		}
+		// Otherwise listed twice (removed, then added again): done.
+	}
+	clear(s.dirty)
+	s.dirty = s.dirty[:0]
 }
 
 // update folds an identify or membership event into p.

@@ -399,3 +399,47 @@ func TestApplyAgreesWithTheOracle(t *testing.T) {
 		})
 	}
 }
+
+// TestDirtyListsEachChangedProfileOnce: the profiles changed since the last
+// takeDirty are listed once each with their state, a removed one as nil, a
+// profile an event did not change not at all; after takeDirty nothing is
+// dirty.
+func TestDirtyListsEachChangedProfileOnce(t *testing.T) {
+	e1, e2 := id(t, ident.Email, "a@example.com"), id(t, ident.Email, "b@example.com")
+	on := func(profile string, st step) step { st.ev.Profile = profile; return st }
+	s := newProfiles(5, nil)
+	s.track = true
+	for _, st := range []step{
+		on("p", identify(e1)), on("p", enter(1)), on("p", enter(1)), // changed twice, then unchanged
+		on("q", identify(e2)), on("q", forget()), // removed
+		on("r", identify(e2)), on("r", forget()), on("r", enter(2, e1)), // removed, then back
+	} {
+		s.apply(&st.ev, st.aud, func(change) {})
+	}
+	got := map[string]string{}
+	s.takeDirty(func(id string, p *profile) {
+		if _, twice := got[id]; twice {
+			t.Fatalf("%s listed twice", id)
+		}
+		got[id] = "removed"
+		if p != nil {
+			got[id] = fmt.Sprintf("%d ids %d audiences", len(p.ids), len(p.auds))
+		}
+	})
+	want := map[string]string{"p": "1 ids 1 audiences", "q": "removed", "r": "1 ids 1 audiences"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("dirty: %v, want %v", got, want)
+	}
+	s.takeDirty(func(id string, _ *profile) { t.Fatalf("%s still dirty", id) })
+	st := on("p", exit(1))
+	s.apply(&st.ev, st.aud, func(change) {})
+	n := 0
+	s.takeDirty(func(id string, p *profile) {
+		if n++; id != "p" || p == nil || len(p.auds) != 1 || p.auds[0]&outBit == 0 {
+			t.Fatalf("dirty after exit: %s %+v", id, p)
+		}
+	})
+	if n != 1 {
+		t.Fatalf("%d dirty after one change, want 1", n)
+	}
+}

@@ -3,13 +3,13 @@ package consumer
 import (
 	"encoding/binary"
 	"hash/maphash"
-	"strings"
 )
 
-// table is a string-to-string hash table specialised for the profile
-// state: each entry is one string (one allocation) holding key and value
-// together, and the index is a flat slice of integers, so a million entries
-// cost their records plus about 35 bytes each.
+// table is a hash table from string keys to byte values specialised for
+// the profile state: each entry is one byte slice (one allocation) holding
+// key and value together, and the index is a flat slice of integers, so a
+// million entries cost their records plus about 43 bytes each. A value
+// replaced by one of the same length is overwritten in place.
 //
 // recs holds the entries, each as uvarint(len(key)) + key + value, in no
 // particular order (a delete moves the last record into the hole). slots is
@@ -22,7 +22,7 @@ import (
 // use.
 type table struct {
 	seed  maphash.Seed
-	recs  []string
+	recs  [][]byte
 	slots []uint64
 }
 
@@ -38,7 +38,7 @@ func (t *table) tag(key string) uint32 {
 }
 
 // recKey returns the key of record r and the offset of its value.
-func recKey(r string) (key string, valueAt int) {
+func recKey(r []byte) (key []byte, valueAt int) {
 	var n uint64
 	k := 0
 	for shift := 0; ; shift += 7 {
@@ -70,29 +70,60 @@ func (t *table) find(key string) (slot, rec int, ok bool) {
 			continue
 		}
 		j := int(uint32(s)) - 1
-		if k, _ := recKey(t.recs[j]); k == key {
+		if k, _ := recKey(t.recs[j]); string(k) == key {
 			return int(i), j, true
 		}
 	}
 }
 
-// get returns the value stored for key: a substring of its record, not a
-// copy.
-func (t *table) get(key string) (value string, ok bool) {
+// get returns the value stored for key: part of its record, not a copy,
+// valid until the table is next modified.
+func (t *table) get(key string) (value []byte, ok bool) {
 	_, j, ok := t.find(key)
 	if !ok {
-		return "", false
+		return nil, false
 	}
-	r := t.recs[j]
-	_, at := recKey(r)
-	return r[at:], true
+	return t.value(j), true
 }
 
-// set stores a copy of value for key, replacing any value it had. It makes
-// one allocation, the record.
+// ref returns the index of key's record (-1 when absent) and its value
+// (see get), for a later setAt.
+func (t *table) ref(key string) (j int, value []byte) {
+	_, j, ok := t.find(key)
+	if !ok {
+		return -1, nil
+	}
+	return j, t.value(j)
+}
+
+// value returns the value of record j.
+func (t *table) value(j int) []byte {
+	r := t.recs[j]
+	_, at := recKey(r)
+	return r[at:len(r):len(r)]
+}
+
+// set stores a copy of value for key, replacing any value it had.
 func (t *table) set(key string, value []byte) {
-	if _, j, ok := t.find(key); ok {
-		t.recs[j] = record(key, value)
+	_, j, ok := t.find(key)
+	if !ok {
+		j = -1
+	}
+	t.setAt(j, key, value)
+}
+
+// setAt stores a copy of value for key, whose record is j (from ref, with
+// no modification since; -1: absent). A value of the same length as the
+// old one is overwritten in place; otherwise the record is rebuilt in one
+// allocation.
+func (t *table) setAt(j int, key string, value []byte) {
+	if j >= 0 {
+		r := t.recs[j]
+		if _, at := recKey(r); len(r)-at == len(value) {
+			copy(r[at:], value)
+		} else {
+			t.recs[j] = record(key, value)
+		}
 		return
 	}
 	if t.slots == nil {
@@ -107,17 +138,15 @@ func (t *table) set(key string, value []byte) {
 	t.place(uint64(tag)<<32 | uint64(len(t.recs)))
 }
 
-// record builds the string uvarint(len(key)) + key + value in one
-// allocation.
-func record(key string, value []byte) string {
+// record builds uvarint(len(key)) + key + value in one allocation of
+// exactly that size.
+func record(key string, value []byte) []byte {
 	var n [binary.MaxVarintLen64]byte
 	l := binary.PutUvarint(n[:], uint64(len(key)))
-	var b strings.Builder
-	b.Grow(l + len(key) + len(value))
-	b.Write(n[:l])
-	b.WriteString(key)
-	b.Write(value)
-	return b.String()
+	b := make([]byte, 0, l+len(key)+len(value))
+	b = append(b, n[:l]...)
+	b = append(b, key...)
+	return append(b, value...)
 }
 
 // place puts slot value s into the first empty slot from its home.
@@ -158,14 +187,14 @@ func (t *table) del(key string) bool {
 		k, _ := recKey(t.recs[last])
 		mask := uint64(len(t.slots) - 1)
 		want := uint64(last + 1)
-		p := uint64(t.tag(k)) & mask
+		p := uint64(t.tag(string(k))) & mask
 		for uint64(uint32(t.slots[p])) != want {
 			p = (p + 1) & mask
 		}
 		t.slots[p] = t.slots[p]&^(1<<32-1) | uint64(j+1)
 		t.recs[j] = t.recs[last]
 	}
-	t.recs[last] = ""
+	t.recs[last] = nil
 	t.recs = t.recs[:last]
 	return true
 }
@@ -189,9 +218,9 @@ func (t *table) unslot(i uint64) {
 // len returns the number of entries.
 func (t *table) len() int { return len(t.recs) }
 
-// each calls f with every entry, in no particular order. f must not modify
-// t.
-func (t *table) each(f func(key, value string)) {
+// each calls f with every entry (parts of the records, not copies), in no
+// particular order. f must not modify t.
+func (t *table) each(f func(key, value []byte)) {
 	for _, r := range t.recs {
 		k, at := recKey(r)
 		f(k, r[at:])

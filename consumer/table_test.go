@@ -15,7 +15,8 @@ func checkTable(t *testing.T, tb *table, want map[string]string) {
 		t.Fatalf("len = %d, want %d", tb.len(), len(want))
 	}
 	seen := make(map[string]bool, len(want))
-	tb.each(func(k, v string) {
+	tb.each(func(kb, vb []byte) {
+		k, v := string(kb), string(vb)
 		if seen[k] {
 			t.Fatalf("each: key %q twice", k)
 		}
@@ -28,7 +29,7 @@ func checkTable(t *testing.T, tb *table, want map[string]string) {
 		t.Fatalf("each: %d entries, want %d", len(seen), len(want))
 	}
 	for k, w := range want {
-		if v, ok := tb.get(k); !ok || v != w {
+		if v, ok := tb.get(k); !ok || string(v) != w {
 			t.Fatalf("get(%q) = %q, %v; want %q", k, v, ok, w)
 		}
 	}
@@ -77,7 +78,7 @@ func TestTableModel(t *testing.T) {
 						want[k] = string(v)
 						if len(v) > 0 { // the table must hold a copy
 							v[0]++
-							if got, _ := tb.get(k); got != want[k] {
+							if got, _ := tb.get(k); string(got) != want[k] {
 								t.Fatalf("set kept a reference to its value")
 							}
 						}
@@ -89,7 +90,7 @@ func TestTableModel(t *testing.T) {
 						delete(want, k)
 					default:
 						v, ok := tb.get(k)
-						if w, had := want[k]; ok != had || v != w {
+						if w, had := want[k]; ok != had || string(v) != w {
 							t.Fatalf("get(%q) = %q, %v; want %q, %v", k, v, ok, w, had)
 						}
 					}
@@ -148,23 +149,27 @@ func TestTableZero(t *testing.T) {
 	if _, ok := tb.get("a"); ok || tb.del("a") || tb.len() != 0 {
 		t.Fatalf("zero table is not empty")
 	}
-	tb.each(func(string, string) { t.Fatalf("each on the zero table") })
+	tb.each(func([]byte, []byte) { t.Fatalf("each on the zero table") })
 	tb.reset()
 	tb.set("a", nil)
-	if v, ok := tb.get("a"); !ok || v != "" {
+	if v, ok := tb.get("a"); !ok || len(v) != 0 {
 		t.Fatalf("get(a) = %q, %v", v, ok)
 	}
 }
 
-// TestTableSetAllocates checks set makes a single allocation and get none.
+// TestTableSetAllocates checks set makes a single allocation, none when
+// the value keeps its length, and get none.
 func TestTableSetAllocates(t *testing.T) {
 	var tb table
 	for i := range 100 {
 		tb.set("usr_"+strconv.Itoa(i), []byte("x"))
 	}
-	v := make([]byte, 80)
-	if n := testing.AllocsPerRun(100, func() { tb.set("usr_7", v) }); n != 1 {
-		t.Errorf("set of an existing key: %v allocations, want 1", n)
+	v, w := make([]byte, 80), make([]byte, 81)
+	if n := testing.AllocsPerRun(100, func() { tb.set("usr_7", v); tb.set("usr_7", w) }); n != 2 {
+		t.Errorf("two sets of an existing key with a new length: %v allocations, want 2", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { tb.set("usr_7", w) }); n != 0 {
+		t.Errorf("set of an existing key with the same length: %v allocations, want 0", n)
 	}
 	if n := testing.AllocsPerRun(100, func() { tb.get("usr_7") }); n != 0 {
 		t.Errorf("get: %v allocations, want 0", n)

@@ -102,8 +102,11 @@ type window struct {
 // with the count of buffered records. All methods are safe for concurrent
 // use; changes are made under one mutex, taken once per batch.
 type windows struct {
-	mu       sync.Mutex
-	m        map[windowKey]*window
+	mu sync.Mutex
+	m  map[windowKey]*window
+	// byKey indexes m by audience id and type (see slot): the lookup of
+	// every change, without hashing.
+	byKey    []*window
 	tr       *tracker
 	max      int // per-request maximum records
 	buffered int
@@ -146,12 +149,7 @@ func (ws *windows) add(cs []change, pk pendKey, now time.Time) {
 	defer ws.tr.mu.Unlock()
 	added := 0
 	for _, c := range cs {
-		k := windowKey{c.aud, c.typ}
-		w := ws.m[k]
-		if w == nil {
-			w = &window{key: k, entries: make(map[ident.Hash]entry)}
-			ws.m[k] = w
-		}
+		w := ws.lookup(c.aud, c.typ)
 		before := c.before()
 		if old, ok := w.entries[c.hash]; ok {
 			ws.tr.addLocked(old.pk, -1)
@@ -177,6 +175,24 @@ func (ws *windows) add(cs []change, pk pendKey, now time.Time) {
 		}
 	}
 	ws.tr.addLocked(pk, added)
+}
+
+// lookup returns the window of aud and typ, creating it on first use.
+// Audience ids are small and dense (interned in arrival order).
+func (ws *windows) lookup(aud uint32, typ ident.Type) *window {
+	i := int(aud)*(ident.NumTypes+1) + int(typ)
+	if i < len(ws.byKey) {
+		if w := ws.byKey[i]; w != nil {
+			return w
+		}
+	} else {
+		ws.byKey = append(ws.byKey, make([]*window, i+1-len(ws.byKey))...)
+	}
+	k := windowKey{aud, typ}
+	w := &window{key: k, entries: make(map[ident.Hash]entry)}
+	ws.m[k] = w
+	ws.byKey[i] = w
+	return w
 }
 
 func (w *window) count(o op, n int) {

@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -29,7 +30,6 @@ type worker struct {
 	highWater atomic.Int64
 
 	ctx         context.Context // ends when the worker is told to quit
-	dirty       map[string]struct{}
 	epoch       uint32
 	next        int64 // offset after the last applied record; -1 before any
 	leaderEpoch int32
@@ -61,7 +61,7 @@ func (e *Engine) newWorker(k partKey) *worker {
 	ctx, cancel := context.WithCancel(e.uploadCtx)
 	quit := make(chan struct{})
 	go func() { <-quit; cancel() }()
-	w := &worker{ctx: ctx, dirty: make(map[string]struct{}),
+	w := &worker{ctx: ctx,
 		e: e, key: k, pt: pt,
 		in:   make(chan []*kgo.Record, 4),
 		quit: quit, done: make(chan struct{}),
@@ -70,6 +70,7 @@ func (e *Engine) newWorker(k partKey) *worker {
 		fence: -1, vouchFrom: math.MaxInt64,
 	}
 	w.emit = w.collect
+	w.state.track = e.changelogOn()
 	return w
 }
 
@@ -101,6 +102,9 @@ func (w *worker) run() {
 			w.seal()
 		case recs := <-w.in:
 			w.process(recs)
+			for _, r := range recs {
+				r.Recycle() // nothing of r is used after process
+			}
 		}
 	}
 }
@@ -118,16 +122,15 @@ func (w *worker) seal() {
 		return
 	}
 	var snap []stateRecord
-	if w.e.changelogOn() && len(w.dirty) > 0 {
-		snap = make([]stateRecord, 0, len(w.dirty))
-		for id := range w.dirty {
+	if n := len(w.state.dirty); n > 0 {
+		snap = make([]stateRecord, 0, n)
+		w.state.takeDirty(func(id string, p *profile) {
 			r := stateRecord{key: changelogKey(w.key.topic, id)}
-			if p, ok := w.state.get(id); ok {
+			if p != nil {
 				r.value = w.e.encodeProfile(p)
 			}
 			snap = append(snap, r)
-		}
-		clear(w.dirty)
+		})
 	}
 	w.e.tr.seal(w.pt, w.next, w.leaderEpoch, snap)
 	w.epoch++
@@ -178,9 +181,7 @@ func (w *worker) process(recs []*kgo.Record) {
 			applied[ev.Kind]++
 		}
 		w.ts, w.vouch = ev.Timestamp, r.Offset >= w.vouchFrom
-		if w.state.apply(ev, aud, w.emit) && e.changelogOn() {
-			w.dirty[ev.Profile] = struct{}{}
-		}
+		w.state.apply(ev, aud, w.emit)
 	}
 	for k := range applied {
 		if applied[k] > 0 {
@@ -250,8 +251,9 @@ func (w *worker) deadLetter(r *kgo.Record, reason string) {
 	rec := &kgo.Record{
 		Topic:     e.cfg.DLQTopic,
 		Partition: r.Partition % e.dlqParts,
-		Key:       r.Key,
-		Value:     r.Value,
+		// Copies: r's memory is recycled once it is applied.
+		Key:   bytes.Clone(r.Key),
+		Value: bytes.Clone(r.Value),
 		Headers: []kgo.RecordHeader{
 			{Key: "pinsync.reason", Value: []byte(reason)},
 			{Key: "pinsync.source.topic", Value: []byte(r.Topic)},

@@ -58,8 +58,8 @@ type Options struct {
 	// Stage, when set, is called as each measured stage ("drain",
 	// "decode_hash", "naive", "pipeline") starts; the function it returns
 	// is called as the stage ends (e.g. to profile one stage).
-	Stage func(name string) (end func())
-	Logger   *slog.Logger
+	Stage  func(name string) (end func())
+	Logger *slog.Logger
 }
 
 func (o Options) withDefaults() Options {

@@ -119,8 +119,9 @@ func printBench(out io.Writer, r bench.Report) {
 		p    *bench.Paced
 	}{{"latency test", r.LatencyTest}, {"budget test", r.BudgetTest}} {
 		if p.p != nil {
-			fmt.Fprintf(out, "%s: %.0f events/s, %d events, %d audiences: p50 %.3fs p99 %.3fs, %d calls, %d 429s, converged %v\n",
-				p.name, p.p.RatePerS, p.p.Events, p.p.Audiences, p.p.LatencyP50S, p.p.LatencyP99S, p.p.PinterestCalls, p.p.RateLimited, p.p.Converged)
+			fmt.Fprintf(out, "%s: %.0f events/s, %d events, %d audiences, %d lists: p50 %.3fs p99 %.3fs, %d calls (%d write requests), %d 429s, lag 0 after %.0fs, converged %v\n",
+				p.name, p.p.RatePerS, p.p.Events, p.p.Audiences, p.p.Lists, p.p.LatencyP50S, p.p.LatencyP99S, p.p.PinterestCalls, p.p.WriteRequests,
+				p.p.RateLimited, p.p.Seconds, p.p.Converged)
 		}
 	}
 	fmt.Fprintf(out, "state %.1f bytes/profile; restore %.0f profiles/s; peak RSS %d MiB\n",

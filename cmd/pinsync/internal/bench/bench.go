@@ -134,14 +134,22 @@ type Report struct {
 
 // Paced is the outcome of a run at a set rate.
 type Paced struct {
-	RatePerS       float64 `json:"rate_per_s"`
-	Events         int     `json:"events"`
-	Audiences      int     `json:"audiences"`
+	RatePerS  float64 `json:"rate_per_s"`
+	Events    int     `json:"events"`
+	Audiences int     `json:"audiences"`
+	// Lists is the number of non-empty lists the stream ends with.
+	Lists int `json:"lists"`
+	// Seconds is from the start of the run until every offset was
+	// committed.
+	Seconds        float64 `json:"seconds"`
 	LatencyP50S    float64 `json:"latency_p50_s"`
 	LatencyP99S    float64 `json:"latency_p99_s"`
 	PinterestCalls int     `json:"pinterest_calls"`
-	RateLimited    int     `json:"rate_limited_429"`
-	Converged      bool    `json:"converged"`
+	// WriteRequests counts every ads_write request, list and audience
+	// creations included.
+	WriteRequests int  `json:"write_requests"`
+	RateLimited   int  `json:"rate_limited_429"`
+	Converged     bool `json:"converged"`
 }
 
 const topic = "bench.events"

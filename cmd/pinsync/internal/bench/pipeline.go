@@ -300,8 +300,15 @@ func (en *env) paced(ctx context.Context, name string, ratePerS float64, audienc
 	}
 	start := time.Now().Add(2 * time.Second).UTC().Truncate(time.Millisecond)
 	gap := time.Duration(float64(time.Second) / ratePerS)
-	recs, _, err := stream.Collect(stream.Config{Profiles: en.o.Profiles, Audiences: audiences, Events: n, Seed: 2,
-		Start: start, MeanGap: gap})
+	scfg := stream.Config{Profiles: en.o.Profiles, Audiences: audiences, Events: n, Seed: 2,
+		Start: start, MeanGap: gap}
+	if writesPerMinute > 0 {
+		// The budget test: no members at the start, so no backfill (which
+		// would spend the whole stream on a few audiences), only churn
+		// spread over every audience.
+		scfg.MembershipRate = stream.None
+	}
+	recs, _, err := stream.Collect(scfg)
 	if err != nil {
 		return nil, err
 	}
@@ -325,9 +332,12 @@ func (en *env) paced(ctx context.Context, name string, ratePerS float64, audienc
 		return nil, err
 	}
 	orc, _ := stream.BuildOracle(recs, dec, stream.DefaultMaxIdentifiersPerType)
+	want := nonEmpty(orc.Expected())
 	return &Paced{
-		RatePerS: ratePerS, Events: len(recs), Audiences: audiences,
-		LatencyP50S: res.p50, LatencyP99S: res.p99, PinterestCalls: res.calls, RateLimited: res.rateLimited,
-		Converged: res.lagZero && stream.Diff(nonEmpty(orc.Expected()), res.lists).OK(),
+		RatePerS: ratePerS, Events: len(recs), Audiences: audiences, Lists: len(want),
+		Seconds:     res.elapsed.Seconds(),
+		LatencyP50S: res.p50, LatencyP99S: res.p99, PinterestCalls: res.calls, WriteRequests: res.writes,
+		RateLimited: res.rateLimited,
+		Converged:   res.lagZero && stream.Diff(want, res.lists).OK(),
 	}, nil
 }

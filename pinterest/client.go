@@ -182,14 +182,20 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// NewLimiter returns a limiter allowing perMinute requests a minute with a
-// small burst (about one second's worth); negative means unlimited. It is
+// NewLimiter returns a limiter allowing at most perMinute requests in any
+// minute, fixed or sliding: a small burst b (about one second's worth) and
+// a rate of (perMinute - b) a minute, since a token bucket lets through its
+// burst plus its rate times the window. Negative means unlimited. It is
 // what New builds when Config.WriteLimiter is nil.
 func NewLimiter(perMinute float64) *rate.Limiter {
 	if perMinute < 0 {
 		return rate.NewLimiter(rate.Inf, 1)
 	}
-	return rate.NewLimiter(rate.Limit(perMinute/60), max(1, int(perMinute/60)))
+	b := max(1, int(perMinute/60))
+	if r := perMinute - float64(b); r > 0 {
+		return rate.NewLimiter(rate.Limit(r/60), b)
+	}
+	return rate.NewLimiter(rate.Limit(perMinute/60), 1)
 }
 
 // Client calls the Pinterest Ads API. It is safe for concurrent use.

@@ -242,7 +242,7 @@ func TestBreakerIgnoresClientErrorsAndCancellation(t *testing.T) {
 
 func TestWritesWaitForTheWriteBudget(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lim := NewLimiter(60) // one a second, burst 1
+		lim := NewLimiter(61) // burst 1, then one a second
 		e := newEnv(t, envOpts{inMemory: true, config: func(c *Config) { c.WriteLimiter = lim; c.MaxRecords = 1 }})
 		if e.client.WriteLimiter() != lim {
 			t.Fatal("WriteLimiter is not the configured one")
@@ -252,9 +252,39 @@ func TestWritesWaitForTheWriteBudget(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got := time.Since(start); got != 4*time.Second {
-			t.Errorf("5 writes at 60/min took %v, want 4s", got)
+			t.Errorf("5 writes at 61/min took %v, want 4s", got)
 		}
 	})
+}
+
+// TestLimiterNeverExceedsTheBudgetInAnyMinute: a client taking every token
+// as soon as it is there never sends more than the budget in any minute,
+// whether the server counts fixed or sliding windows.
+func TestLimiterNeverExceedsTheBudgetInAnyMinute(t *testing.T) {
+	for _, perMinute := range []float64{2, 59, 60, 61, 400, 1000} {
+		lim := NewLimiter(perMinute)
+		t0 := time.Unix(1_000_000, 0)
+		var sent []time.Time
+		for step := time.Duration(0); step < 10*time.Minute; step += 10 * time.Millisecond {
+			for now := t0.Add(step); lim.AllowN(now, 1); {
+				sent = append(sent, now)
+			}
+		}
+		// Sliding: the calls in (s-60s, s] for every call s.
+		first := 0
+		for i, s := range sent {
+			for !sent[first].After(s.Add(-time.Minute)) {
+				first++
+			}
+			if n := i - first + 1; float64(n) > perMinute {
+				t.Fatalf("%v/min: %d calls in the minute before %v", perMinute, n, s.Sub(t0))
+			}
+		}
+		// And it uses the budget: all of it but about one burst a minute.
+		if burst := max(1, int(perMinute/60)); len(sent) < 10*(int(perMinute)-burst-1) {
+			t.Errorf("%v/min: %d calls in 10 minutes", perMinute, len(sent))
+		}
+	}
 }
 
 func TestRetryLoop(t *testing.T) {

@@ -35,7 +35,7 @@ func TestReturningChangesCancel(t *testing.T) {
 			}
 			got := map[op]int{}
 			if w := win(ws, 1); w != nil {
-				for _, e := range w.entries {
+				for _, e := range w.entries.m() {
 					got[e.op]++
 				}
 			}
@@ -61,7 +61,7 @@ func TestCancelKeepsAFlightInForce(t *testing.T) {
 		f, _ := ws.take(win(ws, 1), "interval", context.Background())
 		ws.add([]change{vouched(1, opRemove, 0)}, pk, t0)
 		ws.add([]change{vouched(1, opAdd, 0)}, pk, t0)
-		if n := len(win(ws, 1).entries); n != 0 {
+		if n := win(ws, 1).entries.len(); n != 0 {
 			t.Fatalf("remove then add during the flight left %d entries", n)
 		}
 		ok := allOK
@@ -71,11 +71,11 @@ func TestCancelKeepsAFlightInForce(t *testing.T) {
 		ws.finish(f, ok, fails, t0, noBackoff)
 		w := win(ws, 1)
 		if fails {
-			if e, held := w.entries[hashN(0)]; !held || e.op != opAdd {
-				t.Fatalf("a failed add must come back into the window, got %v", w.entries)
+			if e, held := w.entries.m()[hashN(0)]; !held || e.op != opAdd {
+				t.Fatalf("a failed add must come back into the window, got %v", w.entries.m())
 			}
-		} else if len(w.entries) != 0 || pt.openPending != 0 {
-			t.Fatalf("after a successful flight: entries %v, pending %d", w.entries, pt.openPending)
+		} else if w.entries.len() != 0 || pt.openPending != 0 {
+			t.Fatalf("after a successful flight: entries %v, pending %d", w.entries.m(), pt.openPending)
 		}
 	}
 }
@@ -93,8 +93,8 @@ func TestFailedFlightMakesTheListUnknown(t *testing.T) {
 		ws.add([]change{vouched(1, opRemove, 0)}, pk, t0) // newer than the flight
 		ws.finish(f, noneOK, true, t0, noBackoff)
 		ws.add([]change{vouched(1, opAdd, 0)}, pk, t0)
-		if e, held := win(ws, 1).entries[hashN(0)]; !held || e.op != opAdd {
-			t.Fatalf("the add after a failed flight must be sent, window holds %v", win(ws, 1).entries)
+		if e, held := win(ws, 1).entries.m()[hashN(0)]; !held || e.op != opAdd {
+			t.Fatalf("the add after a failed flight must be sent, window holds %v", win(ws, 1).entries.m())
 		}
 	})
 	t.Run("PutBack", func(t *testing.T) {
@@ -104,8 +104,8 @@ func TestFailedFlightMakesTheListUnknown(t *testing.T) {
 		f, _ := ws.take(win(ws, 1), "interval", context.Background())
 		ws.finish(f, noneOK, true, t0, noBackoff) // the remove comes back
 		ws.add([]change{vouched(1, opAdd, 0)}, pk, t0)
-		if e, held := win(ws, 1).entries[hashN(0)]; !held || e.op != opAdd {
-			t.Fatalf("an add after a failed remove must be sent, window holds %v", win(ws, 1).entries)
+		if e, held := win(ws, 1).entries.m()[hashN(0)]; !held || e.op != opAdd {
+			t.Fatalf("an add after a failed remove must be sent, window holds %v", win(ws, 1).entries.m())
 		}
 	})
 }

@@ -85,9 +85,13 @@ func (f *flight) hash(i int) ident.Hash {
 // record winning (add then remove = remove).
 type window struct {
 	key     windowKey
-	entries map[ident.Hash]entry
+	entries entrySet
 	adds    int
 	removes int
+	// next is the slot of entries where the next take starts looking, so
+	// that a window holding more than a flight takes does not leave the
+	// same records behind every time.
+	next int
 	// oldest is when the oldest change now in the window arrived.
 	oldest  time.Time
 	flight  *flight
@@ -151,22 +155,24 @@ func (ws *windows) add(cs []change, pk pendKey, now time.Time) {
 	for _, c := range cs {
 		w := ws.lookup(c.aud, c.typ)
 		before := c.before()
-		if old, ok := w.entries[c.hash]; ok {
+		e, existed := w.entries.upsert(c.hash)
+		if existed {
+			old := *e
 			ws.tr.addLocked(old.pk, -1)
 			w.count(old.op, -1)
 			ws.buffered--
 			if old.before != stateUnknown && c.vouched && old.before == c.op.after() {
 				// Back where the list stands: nothing to send (add then
 				// remove of a record never uploaded, or the reverse).
-				delete(w.entries, c.hash)
+				w.entries.del(c.hash)
 				continue
 			}
 			before = old.before
-		}
-		if len(w.entries) == 0 {
+		} else if w.entries.len() == 1 {
+			// The window was empty.
 			w.oldest = now
 		}
-		w.entries[c.hash] = entry{op: c.op, before: before, pk: pk, ts: c.ts}
+		*e = entry{op: c.op, before: before, pk: pk, ts: c.ts}
 		w.count(c.op, 1)
 		ws.buffered++
 		added++
@@ -189,7 +195,7 @@ func (ws *windows) lookup(aud uint32, typ ident.Type) *window {
 		ws.byKey = append(ws.byKey, make([]*window, i+1-len(ws.byKey))...)
 	}
 	k := windowKey{aud, typ}
-	w := &window{key: k, entries: make(map[ident.Hash]entry)}
+	w := &window{key: k}
 	ws.m[k] = w
 	ws.byKey[i] = w
 	return w
@@ -224,7 +230,7 @@ func (ws *windows) due(now time.Time, interval time.Duration, budget float64, fr
 	defer ws.mu.Unlock()
 	var cands []*window
 	for _, w := range ws.m {
-		if w.flight != nil || len(w.entries) == 0 || now.Before(w.retryAt) {
+		if w.flight != nil || w.entries.len() == 0 || now.Before(w.retryAt) {
 			continue
 		}
 		full := w.adds >= ws.max || w.removes >= ws.max
@@ -244,7 +250,7 @@ func (ws *windows) due(now time.Time, interval time.Duration, budget float64, fr
 		if !a.oldest.Equal(b.oldest) {
 			return a.oldest.Before(b.oldest)
 		}
-		return len(a.entries) > len(b.entries)
+		return a.entries.len() > b.entries.len()
 	})
 	var out []*window
 	for _, w := range cands {
@@ -279,29 +285,39 @@ func (ws *windows) take(w *window, reason string, parent context.Context) (*flig
 	full := reason == "full"
 	takeAdds := !full || w.adds >= ws.max
 	takeRemoves := !full || w.removes >= ws.max
-	for h, e := range w.entries {
+	// Collect, then delete: deleting moves entries within the set. The
+	// walk starts where the last one stopped, so that what a flight leaves
+	// behind goes in the next.
+	w.next = w.entries.eachFrom(w.next, func(h ident.Hash, e entry) bool {
 		if e.op == opAdd {
-			if !takeAdds || len(f.adds) >= ws.max {
-				continue
+			if takeAdds && len(f.adds) < ws.max {
+				f.adds = append(f.adds, h)
+				f.meta = append(f.meta, e)
 			}
-			f.adds = append(f.adds, h)
-			f.meta = append(f.meta, e)
-		} else {
-			if !takeRemoves || len(removes) >= ws.max {
-				continue
-			}
+		} else if takeRemoves && len(removes) < ws.max {
 			removes = append(removes, h)
 			rmeta = append(rmeta, e)
 		}
-		delete(w.entries, h)
-		w.count(e.op, -1)
+		return (takeAdds && len(f.adds) < ws.max) || (takeRemoves && len(removes) < ws.max)
+	})
+	if len(f.adds)+len(removes) == w.entries.len() {
+		w.entries.reset()
+	} else {
+		for _, h := range f.adds {
+			w.entries.del(h)
+		}
+		for _, h := range removes {
+			w.entries.del(h)
+		}
 	}
+	w.count(opAdd, -len(f.adds))
+	w.count(opRemove, -len(removes))
 	f.removes = removes
 	f.meta = append(f.meta, rmeta...)
 	// What stays behind keeps the window's age and urgency: it is due when
 	// the interval or the per-request maximum says so, or at once (after
 	// this flight) when the window was asked to flush.
-	w.urgent = w.urgent && len(w.entries) > 0
+	w.urgent = w.urgent && w.entries.len() > 0
 	w.flight = f
 	return f, ctx
 }
@@ -329,19 +345,19 @@ func (ws *windows) finish(f *flight, ok func(i int) bool, failed bool, now time.
 			done++
 			continue
 		}
-		h := f.hash(i)
-		if n, newer := w.entries[h]; newer {
-			n.before = stateUnknown
-			w.entries[h] = n
+		p, newer := w.entries.upsert(f.hash(i))
+		if newer {
+			p.before = stateUnknown
 			ws.tr.addLocked(e.pk, -1)
 			ws.buffered--
 			continue
 		}
-		if len(w.entries) == 0 || f.oldest.Before(w.oldest) {
+		if w.entries.len() == 1 || f.oldest.Before(w.oldest) {
+			// The window was empty, or holds younger changes only.
 			w.oldest = f.oldest
 		}
 		e.before = stateUnknown
-		w.entries[h] = e
+		*p = e
 		w.count(e.op, 1)
 		w.urgent = w.urgent || f.urgent
 	}
@@ -370,7 +386,7 @@ func (ws *windows) markUrgent(parts map[*partTrack]bool) []*flight {
 	var flights []*flight
 	for _, w := range ws.m {
 		if parts == nil || w.holds(parts) {
-			if len(w.entries) > 0 {
+			if w.entries.len() > 0 {
 				w.urgent = true
 				w.retryAt = time.Time{}
 			}
@@ -383,13 +399,14 @@ func (ws *windows) markUrgent(parts map[*partTrack]bool) []*flight {
 	return flights
 }
 
+// holds reports whether w holds a change of the given partitions.
 func (w *window) holds(parts map[*partTrack]bool) bool {
-	for _, e := range w.entries {
-		if parts[e.pk.part] {
-			return true
-		}
-	}
-	return false
+	held := false
+	w.entries.each(func(_ ident.Hash, e entry) bool {
+		held = parts[e.pk.part]
+		return !held
+	})
+	return held
 }
 
 func (f *flight) holds(parts map[*partTrack]bool) bool {
@@ -410,14 +427,25 @@ func (ws *windows) drop(parts map[*partTrack]bool) []*flight {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	var flights []*flight
+	var gone []ident.Hash
 	for _, w := range ws.m {
-		for h, e := range w.entries {
+		// Collect, then delete: deleting moves entries within the set.
+		gone = gone[:0]
+		w.entries.each(func(h ident.Hash, e entry) bool {
 			if parts[e.pk.part] {
-				delete(w.entries, h)
+				gone = append(gone, h)
 				w.count(e.op, -1)
-				ws.buffered--
+			}
+			return true
+		})
+		if len(gone) == w.entries.len() {
+			w.entries.reset()
+		} else {
+			for _, h := range gone {
+				w.entries.del(h)
 			}
 		}
+		ws.buffered -= len(gone)
 		if w.flight != nil && w.flight.holds(parts) {
 			flights = append(flights, w.flight)
 		}
@@ -454,7 +482,7 @@ func (ws *windows) stats() (buffered int, perWindow map[windowKey]int) {
 	defer ws.mu.Unlock()
 	perWindow = make(map[windowKey]int, len(ws.m))
 	for k, w := range ws.m {
-		n := len(w.entries)
+		n := w.entries.len()
 		if w.flight != nil {
 			n += w.flight.records()
 		}

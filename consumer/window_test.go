@@ -98,8 +98,8 @@ func TestLastChangeWins(t *testing.T) {
 				ws.add([]change{chg(audA, o, 7)}, pendKey{pt, pt.open}, t0.Add(time.Duration(i)*time.Second))
 			}
 			w := win(ws, audA)
-			if len(w.entries) != 1 || w.entries[hashN(7)].op != tc.want {
-				t.Fatalf("window holds %v, want one %s", w.entries, tc.want)
+			if w.entries.len() != 1 || w.entries.m()[hashN(7)].op != tc.want {
+				t.Fatalf("window holds %v, want one %s", w.entries.m(), tc.want)
 			}
 			if w.adds != tc.adds || w.removes != tc.remove || ws.buffered != 1 {
 				t.Fatalf("counts: adds %d removes %d buffered %d", w.adds, w.removes, ws.buffered)
@@ -128,8 +128,8 @@ func TestLastChangeWinsWithinABatch(t *testing.T) {
 	ws, _, pt := newTestWindows(100)
 	ws.add([]change{chg(audA, opAdd, 1), chg(audA, opAdd, 2), chg(audA, opRemove, 1)}, pendKey{pt, pt.open}, t0)
 	w := win(ws, audA)
-	if w.entries[hashN(1)].op != opRemove || w.adds != 1 || w.removes != 1 || ws.buffered != 2 || pt.openPending != 2 {
-		t.Fatalf("entries %v adds %d removes %d buffered %d pending %d", w.entries, w.adds, w.removes, ws.buffered, pt.openPending)
+	if w.entries.m()[hashN(1)].op != opRemove || w.adds != 1 || w.removes != 1 || ws.buffered != 2 || pt.openPending != 2 {
+		t.Fatalf("entries %v adds %d removes %d buffered %d pending %d", w.entries.m(), w.adds, w.removes, ws.buffered, pt.openPending)
 	}
 }
 
@@ -228,8 +228,8 @@ func TestTakeRespectsTheRequestMaximum(t *testing.T) {
 			t.Fatalf("meta %d is %s, want %s", i, m.op, want)
 		}
 	}
-	if w.adds != 5 || w.removes != 1 || len(w.entries) != 6 || !w.oldest.Equal(t0) {
-		t.Fatalf("left behind: adds %d removes %d entries %d oldest %v", w.adds, w.removes, len(w.entries), w.oldest)
+	if w.adds != 5 || w.removes != 1 || w.entries.len() != 6 || !w.oldest.Equal(t0) {
+		t.Fatalf("left behind: adds %d removes %d entries %d oldest %v", w.adds, w.removes, w.entries.len(), w.oldest)
 	}
 	if got := ws.due(t0.Add(time.Hour), interval, 100, 100); len(got) != 0 {
 		t.Fatalf("a window with a flight in progress is due: %v", keysOf(got))
@@ -257,7 +257,7 @@ func TestTakeRespectsTheRequestMaximum(t *testing.T) {
 	}
 	f, _ = ws.take(w, "interval", context.Background())
 	ws.finish(f, allOK, false, t0.Add(interval), noBackoff)
-	if !tr.idle(pt) || ws.buffered != 0 || len(w.entries) != 0 {
+	if !tr.idle(pt) || ws.buffered != 0 || w.entries.len() != 0 {
 		t.Fatalf("not drained: idle %v buffered %d", tr.idle(pt), ws.buffered)
 	}
 }
@@ -277,7 +277,7 @@ func TestFailedFlushPutsRecordsBack(t *testing.T) {
 		t.Fatalf("after failure: adds %d removes %d buffered %d pending %d", w.adds, w.removes, ws.buffered, pt.openPending)
 	}
 	for n := 0; n < 5; n++ {
-		if e, ok := w.entries[hashN(n)]; !ok || e.pk != pk {
+		if e, ok := w.entries.m()[hashN(n)]; !ok || e.pk != pk {
 			t.Fatalf("record %d not back with its epoch: %v", n, e)
 		}
 	}
@@ -308,10 +308,10 @@ func TestFailedFlushYieldsToNewerChanges(t *testing.T) {
 	second := pendKey{pt, pt.open}
 	ws.add([]change{chg(1, opRemove, 1)}, second, t0.Add(time.Second))
 	ws.finish(f, noneOK, true, t0.Add(2*time.Second), noBackoff)
-	if e := w.entries[hashN(1)]; e.op != opRemove || e.pk != second {
+	if e := w.entries.m()[hashN(1)]; e.op != opRemove || e.pk != second {
 		t.Fatalf("record 1 is %v, want the newer remove", e)
 	}
-	if e := w.entries[hashN(2)]; e.op != opAdd || e.pk != first {
+	if e := w.entries.m()[hashN(2)]; e.op != opAdd || e.pk != first {
 		t.Fatalf("record 2 is %v, want its add back", e)
 	}
 	if w.adds != 1 || w.removes != 1 || ws.buffered != 2 {
@@ -356,8 +356,8 @@ func TestDroppedPartitionIsNotPutBack(t *testing.T) {
 	tr.remove(pt)
 	ws.drop(map[*partTrack]bool{pt: true})
 	ws.finish(f, noneOK, true, t0, noBackoff)
-	if len(w.entries) != 1 || w.entries[hashN(2)].pk.part != other || ws.buffered != 1 || other.openPending != 1 {
-		t.Fatalf("entries %v buffered %d other pending %d", w.entries, ws.buffered, other.openPending)
+	if w.entries.len() != 1 || w.entries.m()[hashN(2)].pk.part != other || ws.buffered != 1 || other.openPending != 1 {
+		t.Fatalf("entries %v buffered %d other pending %d", w.entries.m(), ws.buffered, other.openPending)
 	}
 }
 

@@ -137,9 +137,6 @@ func (e *Engine) Run(ctx context.Context) error {
 		kgo.OnPartitionsLost(e.lost),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		// Fetch memory is recycled once a worker has applied a record;
-		// at most 64 MiB of it is kept for reuse.
-		kgo.WithPools(newFetchPool(64<<20)),
 	)
 	uploadCtx, cancelUploads := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelUploads()

@@ -1,7 +1,6 @@
 package consumer
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -102,9 +101,6 @@ func (w *worker) run() {
 			w.seal()
 		case recs := <-w.in:
 			w.process(recs)
-			for _, r := range recs {
-				r.Recycle() // nothing of r is used after process
-			}
 		}
 	}
 }
@@ -251,9 +247,8 @@ func (w *worker) deadLetter(r *kgo.Record, reason string) {
 	rec := &kgo.Record{
 		Topic:     e.cfg.DLQTopic,
 		Partition: r.Partition % e.dlqParts,
-		// Copies: r's memory is recycled once it is applied.
-		Key:   bytes.Clone(r.Key),
-		Value: bytes.Clone(r.Value),
+		Key:       r.Key,
+		Value:     r.Value,
 		Headers: []kgo.RecordHeader{
 			{Key: "pinsync.reason", Value: []byte(reason)},
 			{Key: "pinsync.source.topic", Value: []byte(r.Topic)},

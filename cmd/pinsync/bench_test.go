@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"testing"
 )
 
@@ -43,7 +44,13 @@ func TestBenchConverges(t *testing.T) {
 func TestBenchRejectsBadFlags(t *testing.T) {
 	var out, errb bytes.Buffer
 	io := &stdio{Out: &out, Err: &errb, Getenv: func(string) string { return "" }}
-	if code := runBench(context.Background(), io, []string{"--events", "0"}); code != 2 {
-		t.Errorf("--events 0: exit %d, want 2", code)
+	for _, args := range [][]string{
+		{"--events", "0"},
+		{"--profile-stage", "pipeline"}, // without --cpuprofile
+		{"--profile-stage", "everything", "--cpuprofile", filepath.Join(t.TempDir(), "cpu.out")},
+	} {
+		if code := runBench(context.Background(), io, args); code != 2 {
+			t.Errorf("%q: exit %d, want 2", args, code)
+		}
 	}
 }

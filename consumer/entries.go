@@ -88,18 +88,6 @@ func sameHash(a, b *ident.Hash) bool {
 // len returns the number of entries.
 func (s *entrySet) len() int { return s.n }
 
-// get returns the entry of h.
-func (s *entrySet) get(h ident.Hash) (entry, bool) {
-	if s.n == 0 {
-		return entry{}, false
-	}
-	i, ok := s.probe(&h)
-	if !ok {
-		return entry{}, false
-	}
-	return s.slots[i].e, true
-}
-
 // upsert returns the entry of h and true when h is present; otherwise it
 // claims a slot for h and returns its zero entry and false. In that case
 // the caller must store an entry with a non-zero op through the pointer

@@ -429,3 +429,15 @@ func BenchmarkEntrySet(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
 	})
 }
+
+// get returns the entry of h (for tests: the engine only upserts).
+func (s *entrySet) get(h ident.Hash) (entry, bool) {
+	if s.n == 0 {
+		return entry{}, false
+	}
+	i, ok := s.probe(&h)
+	if !ok {
+		return entry{}, false
+	}
+	return s.slots[i].e, true
+}

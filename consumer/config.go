@@ -8,37 +8,44 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/pinsync/pinsync/consumer/lists"
 	"github.com/pinsync/pinsync/schemas"
 )
 
 // Config is the sync engine's configuration. The zero value of a field
 // means its default (see Defaults).
 type Config struct {
-	// Topics are the event topics to consume.
+	// Topics are the event topics to consume (one topic).
 	Topics []string
-	// Group is the consumer group; it names the default DLQ and changelog.
+	// Group is the input topic's consumer group (the profile stage). It
+	// names the list stage's group ("<group>.lists") and the default
+	// internal topics.
 	Group string
 	// DLQTopic receives records that cannot be decoded or that Pinterest
-	// rejected for good. Default "<group>.dlq".
+	// refused for good. Default "<group>.dlq".
 	DLQTopic string
 	// ChangelogTopic holds each partition's profile state, co-partitioned
-	// with the input. Default "<group>.changelog". "-" disables it.
+	// with the input. Default "<group>.changelog". "-" disables it (and
+	// with it the cancelling of returning changes).
 	ChangelogTopic string
-	// ControlTopic is the single-partition compacted topic where replicas
-	// agree on who creates each Pinterest list (see control.go). Default
-	// "<group>.control". "-" disables it: each replica then finds or
-	// creates lists on its own, which may create a list twice.
+	// ChangesTopic joins the two stages: list changes keyed by list.
+	// Default "<group>.changes".
+	ChangesTopic string
+	// ChangesPartitions is the partition count the changes topic is
+	// created with (default: the input's). It bounds how many replicas
+	// share the lists, and with them the write budget.
+	ChangesPartitions int
+	// ControlTopic is the single-partition compacted topic holding the list
+	// registry and the shared token (package control). Default
+	// "<group>.control". "-" disables it: lists are then found by name.
 	ControlTopic string
-	// ClaimTimeout is how long a replica's claim to create a list holds
-	// before another may take it over. Default 30s.
-	ClaimTimeout time.Duration
-	// FlushInterval is the longest a change waits in a window, and the epoch
-	// length of the commit checkpoints. Default 10s.
+	// FlushInterval is the longest a change waits in a window. Default 10s.
 	FlushInterval time.Duration
 	// MaxRecords is the per-request maximum of records. Default 5000.
 	MaxRecords int
-	// MaxBuffered caps the records waiting in windows; fetching pauses at
-	// the cap. Default 1,000,000.
+	// MaxBuffered caps the changes waiting in windows, and the changes
+	// written to the changes topic that the list stage has not passed;
+	// fetching pauses at the cap. Default 1,000,000.
 	MaxBuffered int
 	// MaxIdentifiersPerType bounds each profile's identifiers of one type;
 	// beyond it the oldest is dropped (and removed from the lists). Default 5.
@@ -58,12 +65,18 @@ type Config struct {
 	AllowAudienceSettings bool
 	// RevokeTimeout bounds the flush of revoked partitions. Default 10s.
 	RevokeTimeout time.Duration
-	// ShutdownGrace bounds the final flush on shutdown. Default 30s.
+	// ShutdownGrace bounds the final flush and commit on shutdown.
+	// Default 30s.
 	ShutdownGrace time.Duration
 	// MaxFlights bounds concurrent uploads. Default 8.
 	MaxFlights int
-	// CommitInterval is how often completed epochs are committed. Default 1s.
+	// CommitInterval is how often each input partition's transaction ends
+	// and offsets are committed. Default 1s.
 	CommitInterval time.Duration
+	// TransactionTimeout is the profile stage's transaction timeout: the
+	// broker aborts the open transaction of a member that died after it.
+	// Default 10s.
+	TransactionTimeout time.Duration
 	// AudiencePollInterval is how often each audience's size and status
 	// are read from Pinterest. Default 15m; negative disables.
 	AudiencePollInterval time.Duration
@@ -71,55 +84,69 @@ type Config struct {
 	Decoder schemas.DecoderConfig
 }
 
+// DefaultListNameTemplate is the default Pinterest list name.
+const DefaultListNameTemplate = lists.DefaultListNameTemplate
+
+// Defaults returns the configuration with every default that does not
+// depend on the group: the one source of pinsync's sync defaults.
+func Defaults() Config {
+	return Config{
+		FlushInterval:         10 * time.Second,
+		MaxRecords:            5000,
+		MaxBuffered:           1_000_000,
+		MaxIdentifiersPerType: 5,
+		ListNameTemplate:      DefaultListNameTemplate,
+		RevokeTimeout:         10 * time.Second,
+		ShutdownGrace:         30 * time.Second,
+		MaxFlights:            8,
+		CommitInterval:        time.Second,
+		TransactionTimeout:    10 * time.Second,
+		AudiencePollInterval:  15 * time.Minute,
+	}
+}
+
 // withDefaults returns c with defaults filled in.
 func (c Config) withDefaults() Config {
-	if c.DLQTopic == "" && c.Group != "" {
-		c.DLQTopic = c.Group + ".dlq"
+	d := Defaults()
+	if c.Group != "" {
+		d.DLQTopic, d.ChangelogTopic = c.Group+".dlq", c.Group+".changelog"
+		d.ChangesTopic, d.ControlTopic = c.Group+".changes", c.Group+".control"
 	}
-	if c.ChangelogTopic == "" && c.Group != "" {
-		c.ChangelogTopic = c.Group + ".changelog"
+	str := func(v *string, def string) {
+		if *v == "" {
+			*v = def
+		}
 	}
-	if c.ControlTopic == "" && c.Group != "" {
-		c.ControlTopic = c.Group + ".control"
+	dur := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
 	}
-	if c.ClaimTimeout == 0 {
-		c.ClaimTimeout = 30 * time.Second
+	num := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
 	}
-	if c.FlushInterval == 0 {
-		c.FlushInterval = 10 * time.Second
-	}
-	if c.MaxRecords == 0 {
-		c.MaxRecords = 5000
-	}
-	if c.MaxBuffered == 0 {
-		c.MaxBuffered = 1_000_000
-	}
-	if c.MaxIdentifiersPerType == 0 {
-		c.MaxIdentifiersPerType = 5
-	}
-	if c.ListNameTemplate == "" {
-		c.ListNameTemplate = DefaultListNameTemplate
-	}
-	if c.RevokeTimeout == 0 {
-		c.RevokeTimeout = 10 * time.Second
-	}
-	if c.ShutdownGrace == 0 {
-		c.ShutdownGrace = 30 * time.Second
-	}
-	if c.MaxFlights == 0 {
-		c.MaxFlights = 8
-	}
-	if c.CommitInterval == 0 {
-		c.CommitInterval = time.Second
-	}
-	if c.AudiencePollInterval == 0 {
-		c.AudiencePollInterval = 15 * time.Minute
-	}
+	str(&c.DLQTopic, d.DLQTopic)
+	str(&c.ChangelogTopic, d.ChangelogTopic)
+	str(&c.ChangesTopic, d.ChangesTopic)
+	str(&c.ControlTopic, d.ControlTopic)
+	str(&c.ListNameTemplate, d.ListNameTemplate)
+	dur(&c.FlushInterval, d.FlushInterval)
+	dur(&c.RevokeTimeout, d.RevokeTimeout)
+	dur(&c.ShutdownGrace, d.ShutdownGrace)
+	dur(&c.CommitInterval, d.CommitInterval)
+	dur(&c.TransactionTimeout, d.TransactionTimeout)
+	dur(&c.AudiencePollInterval, d.AudiencePollInterval)
+	num(&c.MaxRecords, d.MaxRecords)
+	num(&c.MaxBuffered, d.MaxBuffered)
+	num(&c.MaxIdentifiersPerType, d.MaxIdentifiersPerType)
+	num(&c.MaxFlights, d.MaxFlights)
 	return c
 }
 
-// DefaultListNameTemplate is the default Pinterest list name.
-const DefaultListNameTemplate = "pinsync {{.Audience}} {{.ListType}}"
+// listsGroup is the list stage's consumer group.
+func (c Config) listsGroup() string { return c.Group + ".lists" }
 
 // Validate reports every problem with c, each naming its field.
 func (c Config) Validate() error {
@@ -128,8 +155,8 @@ func (c Config) Validate() error {
 	bad := func(field, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
 	}
-	if len(c.Topics) == 0 {
-		bad("kafka.topics", "at least one topic is required")
+	if len(c.Topics) != 1 {
+		bad("kafka.topics", "exactly one topic is required, got %d", len(c.Topics))
 	}
 	for _, t := range c.Topics {
 		if strings.TrimSpace(t) == "" {
@@ -149,6 +176,12 @@ func (c Config) Validate() error {
 		if !numeric(v) {
 			bad("pinterest.audience_ad_accounts."+k, "must be a numeric ad account id, got %q", v)
 		}
+	}
+	if c.ChangesTopic == "-" {
+		bad("kafka.changes_topic", "cannot be disabled: it joins the profile and list stages")
+	}
+	if c.ChangesPartitions < 0 || c.ChangesPartitions > 10_000 {
+		bad("kafka.changes_partitions", "must be between 1 and 10000 (0: the input's), got %d", c.ChangesPartitions)
 	}
 	if c.FlushInterval < 10*time.Millisecond {
 		bad("sync.flush_interval", "must be at least 10ms, got %s", c.FlushInterval)
@@ -170,9 +203,6 @@ func (c Config) Validate() error {
 			bad("sync.audiences", "bad glob %q: %v", g, err)
 		}
 	}
-	if c.ClaimTimeout < 0 {
-		bad("ClaimTimeout", "must not be negative")
-	}
 	if c.RevokeTimeout <= 0 {
 		bad("sync.revoke_timeout", "must be positive")
 	}
@@ -181,6 +211,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxFlights < 1 {
 		bad("sync.max_flights", "must be positive")
+	}
+	if c.CommitInterval <= 0 {
+		bad("sync.commit_interval", "must be positive")
+	}
+	if c.TransactionTimeout <= 2*c.CommitInterval || c.TransactionTimeout > 15*time.Minute {
+		bad("kafka.transaction_timeout", "must exceed twice sync.commit_interval (%s) and be at most 15m, got %s", c.CommitInterval, c.TransactionTimeout)
 	}
 	if err := c.Decoder.Validate(); err != nil {
 		errs = append(errs, err)
@@ -199,3 +235,5 @@ func numeric(s string) bool {
 	}
 	return true
 }
+
+func topicOn(t string) bool { return t != "-" }

@@ -1,8 +1,20 @@
-// Package consumer is pinsync's sync engine: a member of a Kafka consumer
-// group that decodes events (package schemas), folds them into per-profile
-// state, turns the state's changes into per-list windows, uploads the
-// windows to Pinterest (package pinterest), and commits offsets only after
-// the uploads that cover them have succeeded.
+// Package consumer is pinsync's sync engine: the two stages of every
+// pinsync process, joined by the changes topic the way Kafka Streams joins
+// two processors through a repartition topic.
+//
+//   - The profile stage (package profiles) consumes the input topic as the
+//     consumer group kafka.group, keyed by profile: it keeps per-profile
+//     state and its changelog, and writes each event's list changes to the
+//     changes topic keyed by list.
+//   - The list stage (package lists) consumes the changes topic as the
+//     group "<kafka.group>.lists", keyed by list, so each list has exactly
+//     one owner group-wide: it holds the list's window, creates the list
+//     once, uploads within its share of the app's write budget, and
+//     commits after the upload.
+//
+// An input offset is committed only once the list stage has committed past
+// every change of the records before it (package commit): the input
+// group's lag is the end-to-end lag.
 //
 // It does not parse configuration files or serve HTTP; see cmd/pinsync.
 package consumer
@@ -12,76 +24,67 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	"math/rand/v2"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
-	"golang.org/x/time/rate"
 
-	"github.com/pinsync/pinsync/pinterest"
-	"github.com/pinsync/pinsync/schemas"
-	"github.com/pinsync/pinsync/schemas/ident"
+	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/consumer/lists"
+	"github.com/pinsync/pinsync/consumer/profiles"
+	"github.com/pinsync/pinsync/control"
 )
+
+// Pinterest is what the engine needs from the Pinterest API client: what
+// the list stage needs. *pinterest.Client implements it.
+type Pinterest = lists.Pinterest
+
+// Budget is one category of the app's Pinterest budget (see lists.Budget).
+type Budget = lists.Budget
 
 // Deps are the engine's collaborators.
 type Deps struct {
 	// Kafka holds the connection options (seed brokers, TLS, SASL, client
 	// id, group options such as the instance id and session timeout). The
-	// engine adds the consumer group, topics, callbacks and commit options.
+	// stages add their groups, topics, callbacks and commit options.
 	Kafka []kgo.Opt
 	// Pinterest uploads the changes.
 	Pinterest Pinterest
-	// WriteLimiter is the ads_write budget the Pinterest client waits on;
-	// the scheduler reads it so that due windows beyond the budget keep
-	// filling instead of queueing. Nil means no budget.
-	WriteLimiter *rate.Limiter
-	Logger       *slog.Logger
-	Registerer   prometheus.Registerer
+	// Writes and Reads are the app's ads_write and ads_read budgets as
+	// this process spends them; the list stage sets their shares. Nil
+	// means none.
+	Writes, Reads Budget
+	// Registry is the list registry; nil means the engine opens the
+	// control topic's own (unless Config.ControlTopic is "-").
+	Registry lists.Registry
+	// Guard wraps a context with a check before every Pinterest write
+	// (pinterest.WithWriteGuard); nil means none.
+	Guard  func(ctx context.Context, check func(context.Context) error) context.Context
+	Logger *slog.Logger
+	// Registerer receives the metrics.
+	Registerer prometheus.Registerer
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
 
-// Engine is one member of the sync consumer group. Create it with New and
-// run it with Run; an Engine runs once.
+// Engine is one pinsync process's share of both stages. Create it with New
+// and run it with Run; an Engine runs once.
 type Engine struct {
-	cfg   Config
-	log   *slog.Logger
-	pin   Pinterest
-	lim   *rate.Limiter
-	dec   *schemas.Decoder
-	kopts []kgo.Opt
-	now   func() time.Time
-	m     *metrics
-
-	auds  *audiences
-	tr    *tracker
-	ws    *windows
-	lists *lists
-
-	cl *kgo.Client
-	// uploadCtx outlives the run context so that the shutdown flush can
-	// finish; it ends when the grace period does.
-	uploadCtx context.Context
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	m    *sharedMetrics
 
 	mu       sync.Mutex
-	workers  map[partKey]*worker
-	joined   bool
-	flights  int
-	flightWG sync.WaitGroup
-	lastErr  error // the last upload error, for status
-
-	commitMu sync.Mutex
-	dlqParts int32
+	profiles *profiles.Stage
+	lists    *lists.Stage
+	topics   topicLayout
 }
 
-// New validates cfg and builds an engine.
+// New validates cfg and builds an engine. It connects to nothing.
 func New(cfg Config, deps Deps) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -90,15 +93,8 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		return nil, errors.New("consumer: Deps.Pinterest is required")
 	}
 	cfg = cfg.withDefaults()
-	dec, err := schemas.NewDecoder(cfg.Decoder)
-	if err != nil {
-		return nil, err
-	}
-	m, err := newMetrics(deps.Registerer, cfg.FlushInterval)
-	if err != nil {
-		return nil, err
-	}
-	ls, err := newLists(deps.Pinterest, cfg.ListNameTemplate)
+	e := &Engine{cfg: cfg, deps: deps}
+	m, err := newSharedMetrics(deps.Registerer, e.paused)
 	if err != nil {
 		return nil, err
 	}
@@ -106,656 +102,264 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	now := deps.Now
-	if now == nil {
-		now = time.Now
+	if deps.Now == nil {
+		deps.Now = time.Now
 	}
-	tr := newTracker()
-	return &Engine{
-		cfg: cfg, log: log.With("component", "consumer"), pin: deps.Pinterest, lim: deps.WriteLimiter,
-		dec: dec, kopts: deps.Kafka, now: now, m: m,
-		auds:  newAudiences(cfg.Allow, cfg.Deny, cfg.AdAccount, cfg.AudienceAdAccounts, cfg.AllowAudienceSettings),
-		tr:    tr,
-		ws:    newWindows(tr, cfg.MaxRecords),
-		lists: ls, workers: make(map[partKey]*worker),
-	}, nil
+	e.log, e.m = log, m
+	return e, nil
 }
 
-// Run consumes until ctx ends, then flushes within the shutdown grace,
-// commits what was uploaded and leaves the group. It returns nil after a
-// clean shutdown.
+// paused is 1 while either stage's fetching is paused.
+func (e *Engine) paused() float64 {
+	if ps, ls := e.stages(); ps != nil && (ps.Paused() || ls.Paused()) {
+		return 1
+	}
+	return 0
+}
+
+// Run starts both stages and runs until ctx ends; then it shuts down in
+// order within the shutdown grace: the profile stage stops fetching and
+// ends its transactions, the list stage flushes what it holds, the profile
+// stage commits what the list stage passed, and both leave their groups.
+// It returns nil after a clean shutdown.
 func (e *Engine) Run(ctx context.Context) error {
-	opts := append([]kgo.Opt{}, e.kopts...)
-	opts = append(opts,
-		kgo.ConsumerGroup(e.cfg.Group),
-		kgo.ConsumeTopics(e.cfg.Topics...),
-		kgo.DisableAutoCommit(),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.Balancers(kgo.CooperativeStickyBalancer()),
-		kgo.OnPartitionsAssigned(e.assigned),
-		kgo.OnPartitionsRevoked(e.revoked),
-		kgo.OnPartitionsLost(e.lost),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-	)
-	uploadCtx, cancelUploads := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelUploads()
-	e.uploadCtx = uploadCtx
-	if err := e.prepareTopics(ctx); err != nil {
+	topics, err := e.prepareTopics(ctx)
+	if err != nil {
 		return err
 	}
-	if e.cfg.ControlTopic != "-" {
-		c, err := openClaims(ctx, e.kopts, e.cfg.ControlTopic, e.cfg.ClaimTimeout, e.log)
+	reg := e.deps.Registry
+	if reg == nil && topicOn(e.cfg.ControlTopic) {
+		ct, err := control.Open(ctx, control.Config{Kafka: e.deps.Kafka, Topic: e.cfg.ControlTopic, Logger: e.log})
 		if err != nil {
 			return err
 		}
-		defer c.close()
-		e.lists.claims = c
+		defer ct.Close()
+		reg = ct.Registry()
 	}
-	cl, err := kgo.NewClient(opts...)
+	ls, err := lists.New(e.listsConfig(topics), lists.Deps{
+		Kafka: e.deps.Kafka, Pinterest: e.deps.Pinterest, Writes: e.deps.Writes, Reads: e.deps.Reads,
+		Registry: reg, Guard: e.deps.Guard, Logger: e.log, Registerer: e.deps.Registerer,
+		Commits: e.m.commits("lists"), Assigned: e.m.listPartitions, DeadLetters: e.m.deadLetters, Now: e.deps.Now,
+	})
 	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
+		return err
 	}
-	e.cl = cl
-	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
-	var bgWG sync.WaitGroup
-	bgWG.Add(3)
-	go func() { defer bgWG.Done(); e.schedule(bg) }()
-	go func() { defer bgWG.Done(); e.commitLoop(bg) }()
-	go func() { defer bgWG.Done(); e.pollLoop(bg) }()
+	ps, err := profiles.New(e.profilesConfig(topics), profiles.Deps{
+		Kafka: e.deps.Kafka, Logger: e.log, Registerer: e.deps.Registerer,
+		Commits: e.m.commits("profiles"), Assigned: e.m.assigned, DeadLetters: e.m.deadLetters, Now: e.deps.Now,
+	})
+	if err != nil {
+		return err
+	}
+	if err := ls.Start(ctx); err != nil {
+		return err
+	}
+	if err := ps.Start(ctx); err != nil {
+		_ = ls.Close(context.Background())
+		return err
+	}
+	e.mu.Lock()
+	e.profiles, e.lists, e.topics = ps, ls, topics
+	e.mu.Unlock()
 
-	e.poll(ctx)
-
-	// Shutdown: stop fetching, flush within the grace period, commit, leave.
+	<-ctx.Done()
 	e.log.Info("shutting down: flushing", "grace", e.cfg.ShutdownGrace)
+	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.ShutdownGrace)
+	defer cancel()
 	var errs []error
-	parts := e.stopWorkers(nil)
-	e.ws.markUrgent(nil)
-	graceCtx, cancelGrace := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.ShutdownGrace)
-	if !e.waitIdle(graceCtx, parts) {
-		errs = append(errs, fmt.Errorf("shutdown: changes still pending after %s; they were not committed and will be replayed", e.cfg.ShutdownGrace))
+	ps.Quiesce(grace)
+	ls.Hurry()
+	if !ps.Commit(grace) {
+		errs = append(errs, fmt.Errorf("shutdown: input records whose changes were not uploaded within %s stay uncommitted; the next owner resumes from the state, and their changes are uploaded from the changes topic", e.cfg.ShutdownGrace))
 	}
-	if err := e.commit(graceCtx, nil); err != nil {
+	ps.Close()
+	if err := ls.Close(grace); err != nil {
 		errs = append(errs, err)
 	}
-	cancelGrace()
-	cancelUploads()
-	// The scheduler stops before the flights are waited for: it would
-	// otherwise start new ones (Add concurrent with Wait) that outlive Run.
-	stopBG()
-	bgWG.Wait()
-	e.flightWG.Wait()
-	e.mu.Lock()
-	e.joined = false
-	e.mu.Unlock()
-	cl.Close()
 	return errors.Join(errs...)
 }
 
-// prepareTopics creates the dead-letter and changelog topics when missing
-// and learns the dead-letter topic's partition count, before the engine
-// joins the group.
-func (e *Engine) prepareTopics(ctx context.Context) error {
-	acl, err := kgo.NewClient(e.kopts...)
-	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
+func (e *Engine) listsConfig(t topicLayout) lists.Config {
+	c := e.cfg
+	return lists.Config{
+		Topic: c.ChangesTopic, Partitions: t.changes, Group: c.listsGroup(), DLQTopic: c.DLQTopic, DLQPartitions: t.dlq,
+		FlushInterval: c.FlushInterval, CommitInterval: c.CommitInterval, RevokeTimeout: c.RevokeTimeout,
+		MaxRecords: c.MaxRecords, MaxBuffered: c.MaxBuffered, MaxFlights: c.MaxFlights,
+		ListNameTemplate: c.ListNameTemplate, AudiencePollInterval: c.AudiencePollInterval,
 	}
-	defer acl.Close()
-	adm := kadm.NewClient(acl)
-	if err := e.prepareChangelog(ctx, adm); err != nil {
-		return err
+}
+
+func (e *Engine) profilesConfig(t topicLayout) profiles.Config {
+	c := e.cfg
+	changelog := c.ChangelogTopic
+	if !topicOn(changelog) {
+		changelog = ""
 	}
-	details, err := adm.ListTopics(ctx, e.cfg.DLQTopic)
-	if err != nil {
-		return fmt.Errorf("kafka: list topics: %w", err)
+	return profiles.Config{
+		Topic: c.Topics[0], Group: c.Group, ChangesTopic: c.ChangesTopic, ChangesPartitions: t.changes,
+		ListsGroup: c.listsGroup(), ChangelogTopic: changelog, DLQTopic: c.DLQTopic, DLQPartitions: t.dlq,
+		CommitInterval: c.CommitInterval, TransactionTimeout: c.TransactionTimeout, RevokeTimeout: c.RevokeTimeout,
+		MaxPending: c.MaxBuffered, MaxIdentifiersPerType: c.MaxIdentifiersPerType,
+		Allow: c.Allow, Deny: c.Deny, AdAccount: c.AdAccount, AudienceAdAccounts: c.AudienceAdAccounts,
+		AllowAudienceSettings: c.AllowAudienceSettings, Decoder: c.Decoder,
 	}
-	if d, ok := details[e.cfg.DLQTopic]; ok && d.Err == nil {
-		e.dlqParts = int32(len(d.Partitions))
-		return nil
+}
+
+func (e *Engine) stages() (*profiles.Stage, *lists.Stage) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.profiles, e.lists
+}
+
+// Status is a snapshot of what the engine is doing, for /status and the
+// status page. It holds no identifier and no secret.
+type Status struct {
+	// Joined reports that both stages are members of their groups.
+	Joined      bool   `json:"joined"`
+	Buffered    int    `json:"buffered_records"`
+	FetchPaused bool   `json:"fetch_paused"`
+	Flights     int    `json:"uploads_in_flight"`
+	LastError   string `json:"last_upload_error,omitempty"`
+	// Partitions are the input partitions this process's profile stage
+	// owns; ListPartitions the changes topic's partitions its list stage
+	// owns.
+	Partitions     []PartitionStatus `json:"partitions"`
+	ListPartitions []PartitionStatus `json:"list_partitions"`
+	// PendingChanges are changes the profile stage wrote that the list
+	// stage has not committed past.
+	PendingChanges int64 `json:"pending_changes"`
+	// Audiences are the audiences this process knows: as the profile
+	// stage sees them (members of its input partitions) and as the list
+	// stage owns their lists. Each list appears on its owner only.
+	Audiences []AudienceStatus `json:"audiences"`
+}
+
+// PartitionStatus describes one owned partition.
+type PartitionStatus = lists.PartitionStatus
+
+// AudienceStatus describes one audience and the lists of it this process
+// owns.
+type AudienceStatus struct {
+	Key       string `json:"key"`
+	Name      string `json:"name,omitempty"`
+	AdAccount string `json:"ad_account_id"`
+	Synced    bool   `json:"synced"`
+	// LocalMembers is the profiles in the audience on this process's
+	// input partitions: the sum over processes is the audience's members.
+	LocalMembers int64 `json:"local_members"`
+	// Lists are the audience's lists this process owns, with figures of
+	// the whole list.
+	Lists []ListStatus `json:"lists"`
+}
+
+// ListStatus describes one Pinterest list its owner holds.
+type ListStatus = lists.ListStatus
+
+// Status returns a snapshot of the engine.
+func (e *Engine) Status() Status {
+	ps, ls := e.stages()
+	var st Status
+	if ps == nil || ls == nil {
+		return st
 	}
-	resp, err := adm.CreateTopic(ctx, 1, -1, nil, e.cfg.DLQTopic)
-	if err == nil {
-		err = resp.Err
+	pst, lst := ps.Status(), ls.Status()
+	st.Joined = pst.Joined && lst.Joined
+	st.Buffered, st.Flights, st.LastError = lst.Buffered, lst.Flights, lst.LastError
+	st.FetchPaused = pst.FetchPaused || lst.FetchPaused
+	st.Partitions, st.ListPartitions = pst.Partitions, lst.Partitions
+	st.PendingChanges = pst.Pending
+	byKey := map[string]*AudienceStatus{}
+	for _, a := range pst.Audiences {
+		byKey[a.Key] = &AudienceStatus{Key: a.Key, Name: a.Name, AdAccount: a.AdAccount, Synced: a.Synced, LocalMembers: a.Members}
 	}
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("kafka: create dead-letter topic %q: %w", e.cfg.DLQTopic, err)
+	for _, l := range lst.Lists {
+		a := byKey[l.Audience]
+		if a == nil {
+			a = &AudienceStatus{Key: l.Audience, Name: l.Name, AdAccount: l.AdAccount, Synced: true}
+			byKey[l.Audience] = a
+		}
+		a.Lists = append(a.Lists, l)
 	}
-	e.dlqParts = 1
+	for _, a := range byKey {
+		sort.Slice(a.Lists, func(i, j int) bool { return a.Lists[i].ListType < a.Lists[j].ListType })
+		st.Audiences = append(st.Audiences, *a)
+	}
+	sort.Slice(st.Audiences, func(i, j int) bool { return st.Audiences[i].Key < st.Audiences[j].Key })
+	return st
+}
+
+// Ready reports why the engine is not ready to serve, or nil: both stages
+// have joined their groups.
+func (e *Engine) Ready() error {
+	ps, ls := e.stages()
+	if ps == nil || ls == nil {
+		return errors.New("not started yet")
+	}
+	if !ps.Status().Joined {
+		return errors.New("not yet a member of consumer group " + strconv.Quote(e.cfg.Group))
+	}
+	if !ls.Status().Joined {
+		return errors.New("not yet a member of consumer group " + strconv.Quote(e.cfg.listsGroup()))
+	}
 	return nil
 }
 
-// poll fetches records and hands each partition's batch to its worker,
-// pausing while the windows hold sync.max_buffered_records.
-func (e *Engine) poll(ctx context.Context) {
-	for ctx.Err() == nil {
-		if !e.credentialsOK(ctx) {
-			return
-		}
-		waited, err := e.ws.waitBelowFn(ctx, e.cfg.MaxBuffered, func() { e.m.fetchPaused.Set(1) })
-		if waited {
-			e.m.fetchPaused.Set(0)
-		}
-		if err != nil {
-			return
-		}
-		fetches := e.cl.PollRecords(ctx, min(max(e.cfg.MaxBuffered/10, 100), 10_000))
-		if fetches.IsClientClosed() || ctx.Err() != nil {
-			return
-		}
-		fetches.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
-				e.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
-			}
-		})
-		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			if len(p.Records) == 0 {
-				return
-			}
-			e.mu.Lock()
-			w := e.workers[partKey{p.Topic, p.Partition}]
-			e.mu.Unlock()
-			if w == nil {
-				return // revoked meanwhile: the next owner reads them
-			}
-			w.highWater.Store(p.HighWatermark)
-			select {
-			case w.in <- p.Records:
-			case <-w.quit:
-			case <-ctx.Done():
-			}
-		})
-	}
+// sharedMetrics are the series of both stages that one family holds:
+// per-partition commit progress (the topic label tells the stage: the input
+// topic is the profile stage's, the changes topic the list stage's), the
+// partitions each stage owns, whether fetching is paused, dead letters.
+type sharedMetrics struct {
+	committed      *prometheus.GaugeVec
+	lag            *prometheus.GaugeVec
+	lastCommit     prometheus.Gauge
+	assigned       prometheus.Gauge
+	listPartitions prometheus.Gauge
+	deadLetters    *prometheus.CounterVec
+	// paused is read from the stages when scraped.
+	paused prometheus.GaugeFunc
 }
 
-// credentialsOK pauses fetching while Pinterest rejects the credentials
-// for good (nothing could be uploaded, so buffering more only costs
-// memory); it returns false when ctx ends.
-func (e *Engine) credentialsOK(ctx context.Context) bool {
-	cr, ok := e.pin.(interface{ CredentialsError() error })
-	if !ok || cr.CredentialsError() == nil {
-		return true
+func newSharedMetrics(reg prometheus.Registerer, paused func() float64) (*sharedMetrics, error) {
+	m := &sharedMetrics{
+		committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pinsync_committed_offset", Help: "Next offset committed, per owned partition: of the input topic (profile stage) and of the changes topic (list stage).",
+		}, []string{"topic", "partition"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pinsync_consumer_lag", Help: "High watermark minus committed offset, per owned partition of the input topic (the end-to-end lag) and of the changes topic (the list stage's).",
+		}, []string{"topic", "partition"}),
+		lastCommit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pinsync_last_commit_timestamp_seconds", Help: "Unix time of the last successful commit of input offsets.",
+		}),
+		assigned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pinsync_assigned_partitions", Help: "Input partitions this instance owns (profile stage).",
+		}),
+		listPartitions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pinsync_list_partitions", Help: "Partitions of the changes topic this instance owns (list stage): its share of the lists and of the write budget.",
+		}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pinsync_dead_letters_total", Help: "Records sent to the dead-letter topic, by reason.",
+		}, []string{"reason"}),
+		paused: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pinsync_fetch_paused", Help: "1 while fetching is paused because sync.max_buffered_records changes wait (in windows, or for the list stage).",
+		}, paused),
 	}
-	e.m.fetchPaused.Set(1)
-	defer e.m.fetchPaused.Set(0)
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for cr.CredentialsError() != nil {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C:
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.committed, m.lag, m.lastCommit, m.assigned, m.listPartitions, m.deadLetters, m.paused} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
 		}
 	}
-	return true
+	return m, nil
 }
 
-// assigned starts a worker for each new partition.
-func (e *Engine) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.joined = true
-	for t, ps := range assigned {
-		for _, p := range ps {
-			k := partKey{t, p}
-			if e.workers[k] != nil {
-				continue
-			}
-			w := e.newWorker(k)
-			e.workers[k] = w
-			go w.run()
-		}
+// commits returns the commit series of a stage; only the profile stage's
+// commits are the end-to-end progress that the last-commit time reports.
+func (m *sharedMetrics) commits(stage string) commit.Metrics {
+	cm := commit.Metrics{Committed: m.committed, Lag: m.lag}
+	if stage == "profiles" {
+		cm.LastCommit = m.lastCommit
 	}
-	e.m.assigned.Set(float64(len(e.workers)))
-	e.log.Info("partitions assigned", "partitions", fmtParts(assigned))
-}
-
-// revoked flushes the revoked partitions' changes within the revoke
-// timeout and commits them; what cannot be flushed in time is dropped
-// uncommitted, for the next owner to replay. No upload holding their
-// changes is in flight when it returns.
-func (e *Engine) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
-	parts := e.stopWorkers(revoked)
-	if len(parts) == 0 {
-		return
-	}
-	e.ws.markUrgent(parts)
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RevokeTimeout)
-	idle := e.waitIdle(wctx, parts)
-	cancel()
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RevokeTimeout)
-	if err := e.commit(cctx, parts); err != nil {
-		e.log.Warn("commit on revoke failed", "err", err)
-	}
-	cancel()
-	if !idle {
-		e.log.Warn("revoke: changes not uploaded in time were dropped uncommitted; the next owner replays them",
-			"partitions", fmtParts(revoked), "timeout", e.cfg.RevokeTimeout)
-	}
-	e.forget(parts)
-	e.log.Info("partitions revoked", "partitions", fmtParts(revoked))
-}
-
-// lost drops the lost partitions' changes without committing.
-func (e *Engine) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	parts := e.stopWorkers(lost)
-	e.forget(parts)
-	e.log.Warn("partitions lost", "partitions", fmtParts(lost))
-}
-
-// forget drops partitions: their changes leave the windows, flights that
-// hold them are cancelled and waited for, and their bookkeeping goes.
-func (e *Engine) forget(parts map[*partTrack]bool) {
-	if len(parts) == 0 {
-		return
-	}
-	for p := range parts {
-		e.tr.remove(p)
-		e.m.committed.DeleteLabelValues(p.key.topic, strconv.Itoa(int(p.key.partition)))
-		e.m.lag.DeleteLabelValues(p.key.topic, strconv.Itoa(int(p.key.partition)))
-	}
-	// One step: marking their windows urgent first would let the scheduler
-	// start a flight of their changes that nobody waits for.
-	flights := e.ws.drop(parts)
-	for _, f := range flights {
-		f.cancel()
-	}
-	for _, f := range flights {
-		<-f.done
-	}
-}
-
-// stopWorkers stops the workers of the given partitions (all when nil),
-// each sealing its open epoch, and returns their trackers.
-func (e *Engine) stopWorkers(which map[string][]int32) map[*partTrack]bool {
-	e.mu.Lock()
-	var ws []*worker
-	if which == nil {
-		for k, w := range e.workers {
-			ws = append(ws, w)
-			delete(e.workers, k)
-		}
-	} else {
-		for t, ps := range which {
-			for _, p := range ps {
-				k := partKey{t, p}
-				if w := e.workers[k]; w != nil {
-					ws = append(ws, w)
-					delete(e.workers, k)
-				}
-			}
-		}
-	}
-	e.m.assigned.Set(float64(len(e.workers)))
-	e.mu.Unlock()
-	parts := make(map[*partTrack]bool, len(ws))
-	for _, w := range ws {
-		close(w.quit)
-	}
-	for _, w := range ws {
-		<-w.done
-		parts[w.pt] = true
-	}
-	return parts
-}
-
-// waitIdle waits until none of parts (all tracked when nil) has changes
-// pending, or ctx ends. It reports whether they became idle.
-func (e *Engine) waitIdle(ctx context.Context, parts map[*partTrack]bool) bool {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		idle := true
-		for p := range parts {
-			if !e.tr.idle(p) {
-				idle = false
-				break
-			}
-		}
-		if idle {
-			return true
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-		}
-	}
-}
-
-// commitLoop commits completed epochs periodically.
-//
-// It also commits as soon as an epoch may have completed, so that a
-// replica that dies replays as little as possible.
-func (e *Engine) commitLoop(ctx context.Context) {
-	t := time.NewTicker(e.cfg.CommitInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			e.exportMembers()
-		case <-e.tr.done:
-		}
-		if err := e.commit(ctx, nil); err != nil && ctx.Err() == nil {
-			e.log.Warn("commit failed", "err", err)
-		}
-	}
-}
-
-// exportMembers publishes each audience's count of local members (kept in
-// an atomic on the hot path, exported here once a commit interval).
-func (e *Engine) exportMembers() {
-	for _, a := range e.auds.all() {
-		e.m.localMembers.WithLabelValues(a.key).Set(float64(a.members.Load()))
-	}
-}
-
-// every calls fn every d until ctx ends.
-func every(ctx context.Context, d time.Duration, fn func()) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			fn()
-		}
-	}
-}
-
-// commit commits, for the given partitions (every tracked one when nil),
-// the next offset of their newest completed epoch.
-func (e *Engine) commit(ctx context.Context, parts map[*partTrack]bool) error {
-	e.commitMu.Lock()
-	defer e.commitMu.Unlock()
-	var list []*partTrack
-	if parts == nil {
-		list = e.tr.snapshot()
-	} else {
-		for p := range parts {
-			list = append(list, p)
-		}
-	}
-	offsets := make(map[string]map[int32]kgo.EpochOffset)
-	var done []*partTrack
-	var marks []*epochMark
-	for _, p := range list {
-		last, snaps := e.tr.completed(p)
-		snaps = append(p.unwritten, snaps...)
-		p.unwritten = nil
-		if err := e.writeState(ctx, p, snaps); err != nil {
-			// Nothing of this partition is committed until its state is in
-			// the changelog; the snapshots wait for the next round.
-			p.unwritten = snaps
-			if last != nil {
-				p.unwrittenMark = last
-			}
-			e.log.Warn("changelog write failed; commit of the partition waits", "topic", p.key.topic, "partition", p.key.partition, "err", err)
-			continue
-		}
-		if last == nil {
-			last, p.unwrittenMark = p.unwrittenMark, nil
-		} else {
-			p.unwrittenMark = nil
-		}
-		if last == nil || last.next <= p.committed.Load() {
-			continue
-		}
-		if offsets[p.key.topic] == nil {
-			offsets[p.key.topic] = make(map[int32]kgo.EpochOffset)
-		}
-		offsets[p.key.topic][p.key.partition] = kgo.EpochOffset{Epoch: last.leaderEpoch, Offset: last.next}
-		done = append(done, p)
-		marks = append(marks, last)
-	}
-	if len(offsets) == 0 {
-		return nil
-	}
-	var commitErr error
-	e.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-		if err != nil {
-			commitErr = err
-			return
-		}
-		for _, t := range resp.Topics {
-			for _, p := range t.Partitions {
-				if p.ErrorCode != 0 {
-					commitErr = errors.Join(commitErr, fmt.Errorf("commit %s/%d: %w", t.Topic, p.Partition, kerr.ErrorForCode(p.ErrorCode)))
-				}
-			}
-		}
-	})
-	if commitErr != nil {
-		return commitErr
-	}
-	for i, p := range done {
-		p.committed.Store(marks[i].next)
-		e.m.committed.WithLabelValues(p.key.topic, strconv.Itoa(int(p.key.partition))).Set(float64(marks[i].next))
-	}
-	e.m.lastCommit.Set(float64(e.now().UnixNano()) / 1e9)
-	e.updateLag()
-	return nil
-}
-
-func (e *Engine) updateLag() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for k, w := range e.workers {
-		hw := w.highWater.Load()
-		if hw <= 0 {
-			continue
-		}
-		c := w.pt.committed.Load()
-		if c < 0 {
-			c = 0
-		}
-		e.m.lag.WithLabelValues(k.topic, strconv.Itoa(int(k.partition))).Set(float64(max(hw-c, 0)))
-	}
-}
-
-// schedule dispatches due windows: on a tick, when a window fills, and
-// when a flight ends.
-func (e *Engine) schedule(ctx context.Context) {
-	tick := min(max(e.cfg.FlushInterval/20, 5*time.Millisecond), 250*time.Millisecond)
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-e.ws.wake:
-		}
-		e.dispatch()
-	}
-}
-
-// dispatch starts flights for the windows due now, within the write budget
-// and the flight limit.
-func (e *Engine) dispatch() {
-	now := e.now()
-	budget := math.Inf(1)
-	if e.lim != nil && e.lim.Limit() != rate.Inf {
-		budget = math.Floor(e.lim.TokensAt(now))
-	}
-	e.mu.Lock()
-	free := e.cfg.MaxFlights - e.flights
-	e.mu.Unlock()
-	if free <= 0 {
-		return
-	}
-	buffered, _ := e.ws.stats()
-	e.m.buffered.Set(float64(buffered))
-	for _, w := range e.ws.due(now, e.cfg.FlushInterval, budget, free) {
-		// Workers change windows concurrently: read them under the lock.
-		urgent, full := e.ws.kind(w)
-		reason := "interval"
-		switch {
-		case urgent && e.uploadCtx.Err() == nil && e.shuttingDown():
-			reason = "shutdown"
-		case urgent:
-			reason = "revoke"
-		case full:
-			reason = "full"
-		}
-		f, ctx := e.ws.take(w, reason, e.uploadCtx)
-		e.mu.Lock()
-		e.flights++
-		e.mu.Unlock()
-		e.flightWG.Add(1)
-		go e.fly(ctx, f)
-	}
-}
-
-func (e *Engine) shuttingDown() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.workers) == 0
-}
-
-// fly uploads one flight and finishes it.
-func (e *Engine) fly(ctx context.Context, f *flight) {
-	defer e.flightWG.Done()
-	start := e.now()
-	addsOK, removesOK, err := e.upload(ctx, f)
-	end := e.now()
-	cancelled := ctx.Err() != nil // finish cancels ctx
-	ok := func(i int) bool {
-		if i < len(f.adds) {
-			return addsOK
-		}
-		return removesOK
-	}
-	failed := err != nil
-	e.ws.finish(f, ok, failed, end, e.backoff)
-	e.mu.Lock()
-	e.flights--
-	if failed {
-		e.lastErr = err
-	}
-	e.mu.Unlock()
-	outcome := "ok"
-	if failed {
-		outcome = "error"
-		if !cancelled {
-			e.log.Warn("upload failed; the window keeps its changes and retries", "audience", e.audKey(f.w.key.aud), "list_type", f.w.key.typ.String(), "records", f.records(), "err", err)
-		}
-	}
-	e.m.flushes.WithLabelValues(f.reason, outcome).Inc()
-	e.m.uploadDuration.Observe(end.Sub(start).Seconds())
-	if addsOK || removesOK {
-		e.observeLatency(f, ok, end)
-	}
-}
-
-func (e *Engine) audKey(id uint32) string {
-	if a := e.auds.get(id); a != nil {
-		return a.key
-	}
-	return ""
-}
-
-func (e *Engine) observeLatency(f *flight, ok func(int) bool, end time.Time) {
-	endMS := end.UnixMilli()
-	for i, m := range f.meta {
-		if m.ts > 0 && ok(i) {
-			e.m.eventToUpload.Observe(float64(endMS-m.ts) / 1000)
-		}
-	}
-}
-
-// upload sends a flight's adds and removes to its list, creating the list
-// with the adds when it does not exist yet.
-func (e *Engine) upload(ctx context.Context, f *flight) (addsOK, removesOK bool, err error) {
-	a := e.auds.get(f.w.key.aud)
-	typ := f.w.key.typ.String()
-	listID, created, err := e.lists.ensure(ctx, a, f.w.key, f.adds)
-	if created {
-		e.m.uploads.WithLabelValues("create", "ok").Inc()
-		e.m.perRequest.Observe(float64(len(f.adds)))
-		e.m.uploaded.WithLabelValues(a.key, typ, "add").Add(float64(len(f.adds)))
-		// A list this flight created holds only its adds: the removals,
-		// disjoint from them, have nothing to remove.
-		return true, true, err
-	}
-	if err != nil {
-		return false, false, err
-	}
-	if listID == "" { // no list and nothing to add: removals are moot
-		return true, true, nil
-	}
-	if !addsOK {
-		if err := e.uploadOp(ctx, a, f.w.key.typ, listID, pinterest.Add, f.adds); err != nil {
-			return false, false, err
-		}
-		addsOK = true
-	}
-	if err := e.uploadOp(ctx, a, f.w.key.typ, listID, pinterest.Remove, f.removes); err != nil {
-		return addsOK, false, err
-	}
-	return addsOK, true, nil
-}
-
-// uploadOp writes records with op; a batch Pinterest rejects for good is
-// bisected and the records it rejects alone are dead-lettered.
-func (e *Engine) uploadOp(ctx context.Context, a *audience, typ ident.Type, listID string, o pinterest.Operation, hs []ident.Hash) error {
-	if len(hs) == 0 {
-		return nil
-	}
-	label := "add"
-	if o == pinterest.Remove {
-		label = "remove"
-	}
-	err := e.pin.UpdateCustomerList(ctx, a.adAccount, listID, o, hs)
-	if err == nil {
-		e.m.uploads.WithLabelValues(label, "ok").Inc()
-		e.m.perRequest.Observe(float64(len(hs)))
-		e.m.uploaded.WithLabelValues(a.key, typ.String(), label).Add(float64(len(hs)))
-		return nil
-	}
-	e.m.uploads.WithLabelValues(label, "error").Inc()
-	if !rejected(err) {
-		return err
-	}
-	if len(hs) == 1 {
-		return e.deadLetterHash(ctx, a, listID, o, hs[0], err)
-	}
-	mid := len(hs) / 2
-	if err := e.uploadOp(ctx, a, typ, listID, o, hs[:mid]); err != nil {
-		return err
-	}
-	return e.uploadOp(ctx, a, typ, listID, o, hs[mid:])
-}
-
-// rejected reports whether err is Pinterest refusing the request's content
-// for good: neither authentication, permission, rate nor availability.
-func rejected(err error) bool {
-	var pe *pinterest.Error
-	if !errors.As(err, &pe) || pinterest.IsRetryable(err) {
-		return false
-	}
-	return pe.StatusCode != 401 && pe.StatusCode != 403 && pe.StatusCode != 404 && pe.StatusCode != 429
-}
-
-// backoff is the wait before a failed window is flushed again.
-func (e *Engine) backoff(fails int) time.Duration {
-	d := 500 * time.Millisecond << min(fails-1, 7)
-	d = min(d, time.Minute)
-	return d/2 + rand.N(d/2+1)
-}
-
-// fmtParts renders a partition map for logs: topic:[0 1 2].
-func fmtParts(m map[string][]int32) string {
-	var b []byte
-	for t, ps := range m {
-		if len(b) > 0 {
-			b = append(b, ' ')
-		}
-		b = append(b, t...)
-		b = append(b, ':')
-		b = append(b, fmt.Sprint(ps)...)
-	}
-	return string(b)
+	return cm
 }

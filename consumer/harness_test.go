@@ -2,7 +2,9 @@ package consumer_test
 
 import (
 	"context"
+	"log/slog"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"sort"
 	"testing"
@@ -120,9 +122,13 @@ func (r *rig) start(cfg consumer.Config, extra ...kgo.Opt) *member {
 	r.t.Helper()
 	reg := prometheus.NewRegistry()
 	pin, _ := r.client(reg)
+	var log *slog.Logger
+	if os.Getenv("PINSYNC_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	eng, err := consumer.New(cfg, consumer.Deps{
 		Kafka:     append([]kgo.Opt{kgo.SeedBrokers(r.brokers...)}, extra...),
-		Pinterest: pin, Registerer: reg,
+		Pinterest: pin, Registerer: reg, Logger: log,
 	})
 	if err != nil {
 		r.t.Fatal(err)

@@ -1,14 +1,18 @@
-// Package control is the replicas' shared control log: a single-partition,
-// compacted Kafka topic where the replicas of one consumer group append
-// claims and results and read them back in offset order. The order of the
-// log is the order every replica agrees on, so "the first claim in the log
-// wins" needs no other coordination.
+// Package control owns the control topic: a single-partition, compacted
+// Kafka topic shared by every replica of a deployment, read by each from its
+// start. It holds two things:
 //
-// A Log tails the topic from its start and hands every record, in offset
-// order, to one Apply function; callers keep their own state and wait for
-// it with WaitFor. It does not interpret records: the list claims
-// (package consumer) and the shared token store (package
-// pinterest/kafkastore) give them meaning.
+//   - the list registry (Registry): each Pinterest list's customer list and
+//     audience ids, written by the list's owner when it creates or finds
+//     them, so that a new owner never looks a list up by name;
+//   - the shared OAuth token (TokenStore), encrypted, and the claims with
+//     which replicas take turns to refresh it.
+//
+// Log is the primitive below both: it tails the topic and hands every
+// record, in offset order, to one Apply function. The order of the log is
+// the order every replica agrees on, so "the first claim in the log wins"
+// needs no other coordination. Topic dispatches the records of one Log to
+// the registry and the token store, so a process reads the topic once.
 package control
 
 import (
@@ -33,8 +37,8 @@ type Record struct {
 	Time time.Time
 }
 
-// Config configures a Log.
-type Config struct {
+// LogConfig configures a Log.
+type LogConfig struct {
 	// Kafka holds the connection options (brokers, TLS, SASL, client id).
 	// Group options are ignored: the log is read without a group.
 	Kafka []kgo.Opt
@@ -50,7 +54,7 @@ type Config struct {
 }
 
 // Validate reports a missing field.
-func (c Config) Validate() error {
+func (c LogConfig) Validate() error {
 	var errs []error
 	if c.Topic == "" {
 		errs = append(errs, errors.New("control: Topic is required"))
@@ -71,7 +75,7 @@ const compactionLag = "86400000" // 24h in ms
 
 // Log is a tailed control topic. Its methods are safe for concurrent use.
 type Log struct {
-	cfg    Config
+	cfg    LogConfig
 	cl     *kgo.Client
 	log    *slog.Logger
 	cancel context.CancelFunc
@@ -83,9 +87,9 @@ type Log struct {
 	err     error         // set when the tail stopped
 }
 
-// Open creates the topic when missing and starts tailing it from its
+// OpenLog creates the topic when missing and starts tailing it from its
 // start. Close the Log when done.
-func Open(ctx context.Context, cfg Config) (*Log, error) {
+func OpenLog(ctx context.Context, cfg LogConfig) (*Log, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

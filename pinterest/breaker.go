@@ -28,10 +28,10 @@ func newBreakers(failures uint32, timeout time.Duration, m *metrics, log *slog.L
 	return &breakers{failures: failures, timeout: timeout, m: m, log: log, by: make(map[string]*breaker)}
 }
 
-// breaker guards the writes to one ad account. Only retryable failures
-// (429, 5xx, transport errors) count against it: a permanent 4xx proves the
-// API is up, and a request abandoned because its context ended proves
-// nothing.
+// breaker guards the writes to one ad account. Only unavailability (5xx,
+// timeouts, transport errors) counts against it: a permanent 4xx proves
+// the API is up, a 429 is pacing (the budget pauses instead), and a
+// request abandoned because its context ended proves nothing.
 type breaker struct {
 	adAccount string
 	cb        *gobreaker.CircuitBreaker[struct{}]
@@ -62,11 +62,11 @@ func (bs *breakers) get(adAccount string) *breaker {
 		Timeout:     bs.timeout,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= bs.failures },
 		IsSuccessful: func(err error) bool {
-			return err == nil || !IsRetryable(err)
+			return Classify(err) != ClassUnavailable
 		},
 		IsExcluded: func(err error) bool {
 			var a *abandoned
-			return errors.As(err, &a)
+			return errors.As(err, &a) || Classify(err) == ClassRateLimited
 		},
 		// Called with the breaker's lock held: it must not call back into cb.
 		OnStateChange: func(name string, from, to gobreaker.State) {

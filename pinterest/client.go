@@ -29,7 +29,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/oauth2"
-	"golang.org/x/time/rate"
 )
 
 // Defaults for Config fields left zero.
@@ -70,16 +69,17 @@ type Config struct {
 	// HTTPClient sends the requests; nil means a client with a 60 s timeout.
 	// Its Transport is wrapped (for metrics), not modified.
 	HTTPClient *http.Client
-	// WriteLimiter paces ads_write requests; share it with whoever schedules
-	// uploads so they can see the remaining budget. Nil means one built from
-	// WritesPerMinute.
-	WriteLimiter *rate.Limiter
-	// WritesPerMinute is the ads_write budget when WriteLimiter is nil:
-	// default 400, negative means unlimited.
+	// WritesPerMinute is the app's ads_write budget: default 400, negative
+	// means unlimited. The client holds all of it until its WriteBudget's
+	// share is set (see Budget).
 	WritesPerMinute float64
-	// ReadsPerMinute is the ads_read budget: default 1000, negative means
-	// unlimited.
+	// ReadsPerMinute is the app's ads_read budget: default 1000, negative
+	// means unlimited.
 	ReadsPerMinute float64
+	// UserAgent is sent with every request (default "pinsync"); naming the
+	// instance in it lets Pinterest's (and the sandbox's) request logs tell
+	// processes apart.
+	UserAgent string
 	// MaxRecords caps the records in one request (default 5000).
 	MaxRecords int
 	// MaxBytes caps one request body (default 512 KiB, at least MinMaxBytes).
@@ -152,6 +152,9 @@ func (c Config) withDefaults() Config {
 	if c.ReadsPerMinute == 0 {
 		c.ReadsPerMinute = DefaultReadsPerMinute
 	}
+	if c.UserAgent == "" {
+		c.UserAgent = "pinsync"
+	}
 	if c.MaxRecords == 0 {
 		c.MaxRecords = DefaultMaxRecords
 	}
@@ -182,29 +185,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// NewLimiter returns a limiter allowing at most perMinute requests in any
-// minute, fixed or sliding: a small burst b (about one second's worth) and
-// a rate of (perMinute - b) a minute, since a token bucket lets through its
-// burst plus its rate times the window. Negative means unlimited. It is
-// what New builds when Config.WriteLimiter is nil.
-func NewLimiter(perMinute float64) *rate.Limiter {
-	if perMinute < 0 {
-		return rate.NewLimiter(rate.Inf, 1)
-	}
-	b := max(1, int(perMinute/60))
-	if r := perMinute - float64(b); r > 0 {
-		return rate.NewLimiter(rate.Limit(r/60), b)
-	}
-	return rate.NewLimiter(rate.Limit(perMinute/60), 1)
-}
-
 // Client calls the Pinterest Ads API. It is safe for concurrent use.
 type Client struct {
 	cfg      Config
 	hc       *http.Client
 	auth     *tokens
-	writes   *rate.Limiter
-	reads    *rate.Limiter
+	writes   *Budget
+	reads    *Budget
 	breakers *breakers
 	m        *metrics
 	log      *slog.Logger
@@ -233,21 +220,25 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		cfg:    cfg,
 		hc:     &hc,
-		writes: cfg.WriteLimiter,
-		reads:  NewLimiter(cfg.ReadsPerMinute),
+		writes: NewBudget(cfg.WritesPerMinute),
+		reads:  NewBudget(cfg.ReadsPerMinute),
 		m:      m,
 		log:    log,
 	}
-	if c.writes == nil {
-		c.writes = NewLimiter(cfg.WritesPerMinute)
-	}
+	c.writes.gauge = m.budget.WithLabelValues(categoryWrite)
+	c.reads.gauge = m.budget.WithLabelValues(categoryRead)
+	c.writes.gauge.Set(c.writes.PerMinute())
+	c.reads.gauge.Set(c.reads.PerMinute())
 	c.auth = newTokens(&cfg, &hc, m, log)
 	c.breakers = newBreakers(cfg.BreakerFailures, cfg.BreakerOpenTimeout, m, log)
 	return c, nil
 }
 
-// WriteLimiter returns the limiter pacing ads_write requests.
-func (c *Client) WriteLimiter() *rate.Limiter { return c.writes }
+// WriteBudget returns the budget pacing ads_write requests.
+func (c *Client) WriteBudget() *Budget { return c.writes }
+
+// ReadBudget returns the budget pacing ads_read requests.
+func (c *Client) ReadBudget() *Budget { return c.reads }
 
 // TokenExpiry returns when the current access token expires; zero before
 // the first token is loaded.
@@ -341,13 +332,14 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 }
 
 // attempt sends r once, after waiting for its rate budget; writes go
-// through the ad account's breaker.
+// through the ad account's breaker, and the write guard of ctx (if any)
+// runs just before a write is sent. A 429 pauses the whole category.
 func (c *Client) attempt(ctx context.Context, r request, out any) error {
 	if r.method == http.MethodGet {
 		if err := c.reads.Wait(ctx); err != nil {
 			return fmt.Errorf("pinterest: ads_read budget: %w", err)
 		}
-		return c.send(ctx, r, out)
+		return c.paced(c.reads, c.send(ctx, r, out))
 	}
 	b := c.breakers.get(r.adAccount)
 	if err := b.allow(); err != nil {
@@ -356,7 +348,29 @@ func (c *Client) attempt(ctx context.Context, r request, out any) error {
 	if err := c.writes.Wait(ctx); err != nil {
 		return fmt.Errorf("pinterest: ads_write budget: %w", err)
 	}
-	return b.run(ctx, func() error { return c.send(ctx, r, out) })
+	if g := writeGuardOf(ctx); g != nil {
+		if err := g(ctx); err != nil {
+			return &guardError{err: err}
+		}
+	}
+	return c.paced(c.writes, b.run(ctx, func() error { return c.send(ctx, r, out) }))
+}
+
+// rateLimitPause is how long a category stops after a 429 that names no
+// reset (the retry loop's first backoff).
+const rateLimitPause = baseBackoff
+
+// paced pauses budget until the reset a 429 names, and returns err.
+func (c *Client) paced(budget *Budget, err error) error {
+	var e *Error
+	if errors.As(err, &e) && e.RateLimited() {
+		d := e.RetryAfter
+		if d <= 0 {
+			d = rateLimitPause
+		}
+		budget.Pause(c.cfg.Now().Add(d))
+	}
+	return err
 }
 
 // send makes one request with a current access token; on a 401 it
@@ -419,7 +433,7 @@ func (c *Client) roundTrip(ctx context.Context, r request, accessToken string) (
 	}
 	req.Header.Set("Authorization", "Bearer "+accessToken)
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "pinsync")
+	req.Header.Set("User-Agent", c.cfg.UserAgent)
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
 		req.Body = r.body.reader()

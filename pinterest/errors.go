@@ -1,6 +1,7 @@
 package pinterest
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -128,28 +129,113 @@ func (e *transportError) Error() string { return "pinterest: transport: " + e.er
 // Unwrap returns the transport failure.
 func (e *transportError) Unwrap() error { return e.err }
 
-// IsRetryable reports whether err is worth retrying later: a retryable
-// *Error (429, 408, 5xx), a transport failure, or an open circuit breaker.
-// Credential rejections, permission errors, other 4xx responses and
-// context cancellation are not.
-func IsRetryable(err error) bool {
-	if err == nil {
-		return false
+// Class is what a failed Pinterest call means to its caller. Classify is
+// the one place that decides it; callers switch on the class, never on
+// status codes.
+type Class int
+
+// The classes, from the most to the least specific.
+const (
+	// ClassNone is no error.
+	ClassNone Class = iota
+	// ClassCredentials: Pinterest refused pinsync's credentials for good
+	// (the refresh token was refused, or a request still answered 401
+	// after a refresh). Nothing can be sent until `pinsync auth` stores a
+	// new token; the request's content was not judged.
+	ClassCredentials
+	// ClassPermission: the token's user lacks a role on the ad account
+	// (403, or write access checked and missing).
+	ClassPermission
+	// ClassNotFound: the ad account, customer list or audience does not
+	// exist (404).
+	ClassNotFound
+	// ClassRateLimited: Pinterest answered 429; wait for the reset.
+	ClassRateLimited
+	// ClassUnavailable: a server error, a timeout, no response at all, or
+	// the ad account's circuit breaker is open. The same request may
+	// succeed later.
+	ClassUnavailable
+	// ClassRefused: Pinterest refused the request's content for good
+	// (another 4xx): sending it again cannot succeed.
+	ClassRefused
+	// ClassCanceled: the caller's context ended first.
+	ClassCanceled
+	// ClassOther: an error that is none of the above (a bug, a response
+	// that could not be decoded).
+	ClassOther
+)
+
+var classNames = [...]string{"none", "credentials", "permission", "not_found", "rate_limited", "unavailable", "refused", "canceled", "other"}
+
+// String returns the class's name, as used in logs and metric labels.
+func (c Class) String() string {
+	if c >= 0 && int(c) < len(classNames) {
+		return classNames[c]
 	}
+	return "unknown"
+}
+
+// Classify says what err, returned by a Client method, means.
+func Classify(err error) Class {
+	if err == nil {
+		return ClassNone
+	}
+	// The credential and permission types wrap the *Error that showed
+	// them: they decide before its status does (a refused refresh is a
+	// 400 of the token endpoint, not a refused request).
 	var ae *AuthError
 	if errors.As(err, &ae) {
-		return false
+		return ClassCredentials
+	}
+	var pe *PermissionError
+	if errors.As(err, &pe) {
+		return ClassPermission
+	}
+	if errors.Is(err, ErrBreakerOpen) {
+		return ClassUnavailable
 	}
 	var e *Error
 	if errors.As(err, &e) {
-		return e.Retryable()
+		switch {
+		case e.StatusCode == http.StatusUnauthorized:
+			// Still refused after a refresh, or a missing scope: a new
+			// consent is needed either way.
+			return ClassCredentials
+		case e.StatusCode == http.StatusForbidden:
+			return ClassPermission
+		case e.StatusCode == http.StatusNotFound:
+			return ClassNotFound
+		case e.StatusCode == http.StatusTooManyRequests:
+			return ClassRateLimited
+		case e.Retryable():
+			return ClassUnavailable
+		case e.StatusCode >= 400 && e.StatusCode < 500:
+			return ClassRefused
+		}
+		return ClassOther
 	}
 	var te *transportError
 	if errors.As(err, &te) {
-		return true
+		return ClassUnavailable
 	}
-	return errors.Is(err, ErrBreakerOpen)
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return ClassCanceled
+	}
+	return ClassOther
 }
+
+// IsRetryable reports whether err is worth retrying later: rate limiting,
+// unavailability (5xx, 408, transport failures) or an open circuit breaker.
+// Credential rejections, permission errors, other 4xx responses and
+// context cancellation are not.
+func IsRetryable(err error) bool {
+	c := Classify(err)
+	return c == ClassRateLimited || c == ClassUnavailable
+}
+
+// IsRefused reports whether Pinterest refused the request's content for
+// good: the only failure for which the records themselves are at fault.
+func IsRefused(err error) bool { return Classify(err) == ClassRefused }
 
 // checkResponse is the one place where a response becomes an error: it
 // returns nil for a 2xx and an *Error for anything else, reading at most

@@ -28,6 +28,7 @@ type metrics struct {
 	credsRejected prometheus.Gauge
 	tokenExpiry   prometheus.Gauge
 	breakerState  *prometheus.GaugeVec
+	budget        *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -61,6 +62,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "pinsync_breaker_state",
 			Help: "Circuit breaker around writes per ad account: 0 closed, 1 half-open, 2 open.",
 		}, []string{"ad_account"}),
+		budget: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pinsync_budget_per_minute",
+			Help: "Requests a minute this instance may send, by rate-limit category: its share of the app's budget (-1: unlimited).",
+		}, []string{"category"}),
 	}
 	m.refreshes.WithLabelValues("ok")
 	m.refreshes.WithLabelValues("error")
@@ -68,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.rateLimited, m.refreshes, m.credsRejected, m.tokenExpiry, m.breakerState} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.rateLimited, m.refreshes, m.credsRejected, m.tokenExpiry, m.breakerState, m.budget} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

@@ -242,10 +242,10 @@ func TestBreakerIgnoresClientErrorsAndCancellation(t *testing.T) {
 
 func TestWritesWaitForTheWriteBudget(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lim := NewLimiter(61) // burst 1, then one a second
-		e := newEnv(t, envOpts{inMemory: true, config: func(c *Config) { c.WriteLimiter = lim; c.MaxRecords = 1 }})
-		if e.client.WriteLimiter() != lim {
-			t.Fatal("WriteLimiter is not the configured one")
+		// burst 1, then one a second
+		e := newEnv(t, envOpts{inMemory: true, config: func(c *Config) { c.WritesPerMinute = 61; c.MaxRecords = 1 }})
+		if got := e.client.WriteBudget().PerMinute(); got != 61 {
+			t.Fatalf("the write budget is %v a minute, want the configured 61", got)
 		}
 		start := time.Now()
 		if _, err := e.client.CreateCustomerList(context.Background(), testAccount, "paced", ident.Email, hashes("p", 5)); err != nil {

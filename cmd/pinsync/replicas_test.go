@@ -32,7 +32,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/oauth2"
 
-	"github.com/pinsync/pinsync/pinterest/kafkastore"
+	"github.com/pinsync/pinsync/control"
 	"github.com/pinsync/pinsync/pinterest/sandbox"
 	"github.com/pinsync/pinsync/schemas"
 	"github.com/pinsync/pinsync/schemas/ident"
@@ -128,14 +128,17 @@ func newFleet(t *testing.T, partitions int) *fleet {
 	t.Cleanup(kcl.Close)
 	f := &fleet{t: t, bin: bin, dir: t.TempDir(), brokers: c.ListenAddrs(), partitions: partitions,
 		sb: sb, sbURL: srv.URL, kcl: kcl, procs: map[int]*replica{},
-		key: base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a}, kafkastore.KeySize))}
+		key: base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a}, control.KeySize))}
 	// Seed the shared token store as `pinsync auth` would.
-	ks, err := kafkastore.New(t.Context(), kafkastore.Config{Kafka: []kgo.Opt{kgo.SeedBrokers(f.brokers...)},
-		Topic: replicaGroup + ".control", Key: bytes.Repeat([]byte{0x5a}, kafkastore.KeySize)})
+	ct, err := control.Open(t.Context(), control.Config{Kafka: []kgo.Opt{kgo.SeedBrokers(f.brokers...)}, Topic: replicaGroup + ".control"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ks.Close()
+	defer ct.Close()
+	ks, err := ct.TokenStore(bytes.Repeat([]byte{0x5a}, control.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := ks.Save(t.Context(), &oauth2.Token{RefreshToken: sandbox.DefaultRefreshToken, Expiry: time.Unix(1, 0)}); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pinsync/pinsync/consumer"
+	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/pinterest/sandbox"
 	"github.com/pinsync/pinsync/schemas"
 	"github.com/pinsync/pinsync/schemas/ident"
@@ -21,8 +22,8 @@ import (
 )
 
 var (
-	consumerMeasureState   = consumer.MeasureState
-	consumerMeasureRestore = consumer.MeasureRestore
+	consumerMeasureState   = profiles.MeasureState
+	consumerMeasureRestore = profiles.MeasureRestore
 )
 
 type pipelineRun struct {

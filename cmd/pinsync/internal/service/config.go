@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/pinsync/pinsync/consumer"
+	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/schemas"
 )
 
@@ -48,18 +49,21 @@ type Config struct {
 
 // KafkaConfig is the kafka section.
 type KafkaConfig struct {
-	Brokers          []string   `yaml:"brokers"`
-	Topics           []string   `yaml:"topics"`
-	Group            string     `yaml:"group"`
-	ClientID         string     `yaml:"client_id"`
-	InstanceID       string     `yaml:"instance_id"`
-	SessionTimeout   Duration   `yaml:"session_timeout"`
-	RebalanceTimeout Duration   `yaml:"rebalance_timeout"`
-	DLQTopic         string     `yaml:"dlq_topic"`
-	ChangelogTopic   string     `yaml:"changelog_topic"`
-	ControlTopic     string     `yaml:"control_topic"`
-	TLS              TLSConfig  `yaml:"tls"`
-	SASL             SASLConfig `yaml:"sasl"`
+	Brokers            []string   `yaml:"brokers"`
+	Topics             []string   `yaml:"topics"`
+	Group              string     `yaml:"group"`
+	ClientID           string     `yaml:"client_id"`
+	InstanceID         string     `yaml:"instance_id"`
+	SessionTimeout     Duration   `yaml:"session_timeout"`
+	RebalanceTimeout   Duration   `yaml:"rebalance_timeout"`
+	DLQTopic           string     `yaml:"dlq_topic"`
+	ChangelogTopic     string     `yaml:"changelog_topic"`
+	ChangesTopic       string     `yaml:"changes_topic"`
+	ChangesPartitions  int        `yaml:"changes_partitions"`
+	ControlTopic       string     `yaml:"control_topic"`
+	TransactionTimeout Duration   `yaml:"transaction_timeout"`
+	TLS                TLSConfig  `yaml:"tls"`
+	SASL               SASLConfig `yaml:"sasl"`
 }
 
 // TLSConfig is kafka.tls.
@@ -96,6 +100,7 @@ type PinterestConfig struct {
 	AppSecretFile         string            `yaml:"app_secret_file"`
 	TokenStore            TokenStoreConfig  `yaml:"token_store"`
 	WritesPerMinute       float64           `yaml:"writes_per_minute"`
+	ReadsPerMinute        float64           `yaml:"reads_per_minute"`
 	MaxRecords            int               `yaml:"max_records"`
 	MaxBytes              int               `yaml:"max_bytes"`
 	BreakerFailures       uint32            `yaml:"breaker_failures"`
@@ -124,6 +129,7 @@ type SyncConfig struct {
 	RevokeTimeout         Duration       `yaml:"revoke_timeout"`
 	AudiencePollInterval  Duration       `yaml:"audience_poll_interval"`
 	MaxFlights            int            `yaml:"max_flights"`
+	CommitInterval        Duration       `yaml:"commit_interval"`
 }
 
 // HTTPConfig is the http section.
@@ -136,25 +142,31 @@ type LogConfig struct {
 	Level string `yaml:"level"`
 }
 
-// Default returns the configuration with every default filled in.
+// Default returns the configuration with every default filled in. The
+// defaults come from the packages that own them (consumer.Defaults and
+// the pinterest package's constants); this only adds the file's own.
 func Default() Config {
+	sd := consumer.Defaults()
 	return Config{
 		Kafka: KafkaConfig{
 			Brokers: []string{"localhost:9092"}, Topics: []string{"pinsync.events"}, Group: "pinsync",
 			ClientID: "pinsync", SessionTimeout: Duration(45 * time.Second), RebalanceTimeout: Duration(60 * time.Second),
+			TransactionTimeout: Duration(sd.TransactionTimeout),
 		},
 		Pinterest: PinterestConfig{
-			BaseURL: "https://api.pinterest.com", AuthURL: "https://www.pinterest.com/oauth/",
+			BaseURL: pinterest.DefaultBaseURL, AuthURL: pinterest.DefaultAuthURL,
 			TokenStore:      TokenStoreConfig{Kind: "file", Path: "pinsync-token.json", KeyEnv: "PINSYNC_PINTEREST_TOKEN_KEY"},
-			WritesPerMinute: 400, MaxRecords: 5000, MaxBytes: 512 << 10,
-			BreakerFailures: 5, BreakerOpenTimeout: Duration(30 * time.Second),
+			WritesPerMinute: pinterest.DefaultWritesPerMinute, ReadsPerMinute: pinterest.DefaultReadsPerMinute,
+			MaxRecords: sd.MaxRecords, MaxBytes: pinterest.DefaultMaxBytes,
+			BreakerFailures: pinterest.DefaultBreakerFailures, BreakerOpenTimeout: Duration(pinterest.DefaultBreakerOpenTimeout),
 		},
 		Sync: SyncConfig{
-			FlushInterval: Duration(10 * time.Second), MaxBufferedRecords: 1_000_000, MaxIdentifiersPerType: 5,
-			ListNameTemplate: consumer.DefaultListNameTemplate, Audiences: AudienceFilter{Allow: []string{"*"}},
-			EnteredEvent: "Audience Entered", ExitedEvent: "Audience Exited",
-			ShutdownGrace: Duration(30 * time.Second), RevokeTimeout: Duration(10 * time.Second),
-			AudiencePollInterval: Duration(15 * time.Minute), MaxFlights: 8,
+			FlushInterval: Duration(sd.FlushInterval), MaxBufferedRecords: sd.MaxBuffered, MaxIdentifiersPerType: sd.MaxIdentifiersPerType,
+			ListNameTemplate: sd.ListNameTemplate, Audiences: AudienceFilter{Allow: []string{"*"}},
+			EnteredEvent: schemas.DefaultEnteredEvent, ExitedEvent: schemas.DefaultExitedEvent,
+			ShutdownGrace: Duration(sd.ShutdownGrace), RevokeTimeout: Duration(sd.RevokeTimeout),
+			AudiencePollInterval: Duration(sd.AudiencePollInterval), MaxFlights: sd.MaxFlights,
+			CommitInterval: Duration(sd.CommitInterval),
 		},
 		HTTP: HTTPConfig{Listen: ":8080"},
 		Log:  LogConfig{Level: "info"},
@@ -427,7 +439,8 @@ func (c Config) ValidatePinterest() error {
 func (c Config) Engine() consumer.Config {
 	return consumer.Config{
 		Topics: c.Kafka.Topics, Group: c.Kafka.Group, DLQTopic: c.Kafka.DLQTopic, ChangelogTopic: c.Kafka.ChangelogTopic,
-		ControlTopic:  c.Kafka.ControlTopic,
+		ChangesTopic: c.Kafka.ChangesTopic, ChangesPartitions: c.Kafka.ChangesPartitions, ControlTopic: c.Kafka.ControlTopic,
+		TransactionTimeout: time.Duration(c.Kafka.TransactionTimeout), CommitInterval: time.Duration(c.Sync.CommitInterval),
 		FlushInterval: time.Duration(c.Sync.FlushInterval), MaxRecords: c.Pinterest.MaxRecords,
 		MaxBuffered: c.Sync.MaxBufferedRecords, MaxIdentifiersPerType: c.Sync.MaxIdentifiersPerType,
 		ListNameTemplate: c.Sync.ListNameTemplate, Allow: c.Sync.Audiences.Allow, Deny: c.Sync.Audiences.Deny,

@@ -22,8 +22,8 @@ import (
 	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/pinsync/pinsync/consumer"
+	"github.com/pinsync/pinsync/control"
 	"github.com/pinsync/pinsync/pinterest"
-	"github.com/pinsync/pinsync/pinterest/kafkastore"
 )
 
 // Options are what Run takes besides the configuration; all optional.
@@ -73,33 +73,47 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	if err != nil {
 		return err
 	}
+	var ctl *control.Topic
+	if cfg.Kafka.ControlTopic != "-" {
+		if ctl, err = control.Open(ctx, control.Config{Kafka: kopts, Topic: controlTopic(cfg), Logger: log.With("component", "control")}); err != nil {
+			return err
+		}
+		defer ctl.Close()
+	}
 	store := o.TokenStore
 	if store == nil {
 		getenv := o.Getenv
 		if getenv == nil {
 			getenv = os.Getenv
 		}
-		var closeStore func()
-		if store, closeStore, err = OpenTokenStore(ctx, cfg, getenv, log); err != nil {
+		if store, err = tokenStore(cfg, ctl, getenv); err != nil {
 			return err
 		}
-		defer closeStore()
 	}
-	limiter := pinterest.NewLimiter(cfg.Pinterest.WritesPerMinute)
+	userAgent := "pinsync"
+	if cfg.Kafka.InstanceID != "" {
+		userAgent += " (instance " + cfg.Kafka.InstanceID + ")"
+	}
 	pin, err := pinterest.New(pinterest.Config{
 		BaseURL: cfg.Pinterest.BaseURL, AuthURL: cfg.Pinterest.AuthURL,
 		AppID: cfg.Pinterest.AppID, AppSecret: pinterest.Secret(cfg.Pinterest.AppSecret),
-		TokenStore: store, HTTPClient: o.HTTPClient, WriteLimiter: limiter,
+		TokenStore: store, HTTPClient: o.HTTPClient,
+		WritesPerMinute: cfg.Pinterest.WritesPerMinute, ReadsPerMinute: cfg.Pinterest.ReadsPerMinute,
 		MaxRecords: cfg.Pinterest.MaxRecords, MaxBytes: cfg.Pinterest.MaxBytes,
 		BreakerFailures: cfg.Pinterest.BreakerFailures, BreakerOpenTimeout: time.Duration(cfg.Pinterest.BreakerOpenTimeout),
-		Logger: log, Registerer: reg,
+		UserAgent: userAgent, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return err
 	}
-	eng, err := consumer.New(cfg.Engine(), consumer.Deps{
-		Kafka: kopts, Pinterest: pin, WriteLimiter: limiter, Logger: log, Registerer: reg,
-	})
+	deps := consumer.Deps{
+		Kafka: kopts, Pinterest: pin, Writes: pin.WriteBudget(), Reads: pin.ReadBudget(),
+		Guard: pinterest.WithWriteGuard, Logger: log, Registerer: reg,
+	}
+	if ctl != nil {
+		deps.Registry = ctl.Registry()
+	}
+	eng, err := consumer.New(cfg.Engine(), deps)
 	if err != nil {
 		return err
 	}
@@ -131,35 +145,66 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	return runErr
 }
 
-// OpenTokenStore builds the configured token store (pinterest.token_store)
-// of any kind and the func that closes it. Kind kafka shares the token
+// controlTopic is the configured control topic, with its default.
+func controlTopic(cfg Config) string {
+	if cfg.Kafka.ControlTopic != "" {
+		return cfg.Kafka.ControlTopic
+	}
+	return cfg.Kafka.Group + ".control"
+}
+
+// tokenStore builds the configured token store (pinterest.token_store) on
+// the control topic ctl (nil when disabled). Kind kafka shares the token
 // between the replicas through the control topic, encrypted under the key
-// (32 bytes, standard base64) in the environment variable named by key_env.
-func OpenTokenStore(ctx context.Context, cfg Config, getenv func(string) string, log *slog.Logger) (pinterest.TokenStore, func(), error) {
+// (32 bytes, standard base64) in the environment variable named by
+// key_env.
+func tokenStore(cfg Config, ctl *control.Topic, getenv func(string) string) (pinterest.TokenStore, error) {
 	c := cfg.Pinterest.TokenStore
 	switch c.Kind {
 	case "file", "":
-		return pinterest.NewFileTokenStore(c.Path), func() {}, nil
+		return pinterest.NewFileTokenStore(c.Path), nil
 	case "kafka":
-		kopts, err := KafkaOptions(cfg.Kafka, log)
+		if ctl == nil {
+			return nil, errors.New("pinterest.token_store.kind kafka needs the control topic, but kafka.control_topic is \"-\"")
+		}
+		key, err := control.KeyFromEnv(getenv, c.KeyEnv)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		key, err := kafkastore.KeyFromEnv(getenv, c.KeyEnv)
+		s, err := ctl.TokenStore(key)
 		if err != nil {
-			return nil, nil, err
+			return nil, fmt.Errorf("pinterest.token_store: %w", err)
 		}
-		topic := cfg.Kafka.ControlTopic
-		if topic == "" {
-			topic = cfg.Kafka.Group + ".control"
-		}
-		s, err := kafkastore.New(ctx, kafkastore.Config{Kafka: kopts, Topic: topic, Key: key, Logger: log.With("component", "tokenstore")})
-		if err != nil {
-			return nil, nil, fmt.Errorf("pinterest.token_store: %w", err)
-		}
-		return s, s.Close, nil
+		return s, nil
 	}
-	return nil, nil, fmt.Errorf("pinterest.token_store.kind %q is not supported", c.Kind)
+	return nil, fmt.Errorf("pinterest.token_store.kind %q is not supported", c.Kind)
+}
+
+// OpenTokenStore builds the configured token store of any kind and the func
+// that closes it, for the commands that need only the token (pinsync
+// auth, pinsync accounts).
+func OpenTokenStore(ctx context.Context, cfg Config, getenv func(string) string, log *slog.Logger) (pinterest.TokenStore, func(), error) {
+	if cfg.Pinterest.TokenStore.Kind != "kafka" {
+		s, err := tokenStore(cfg, nil, getenv)
+		return s, func() {}, err
+	}
+	kopts, err := KafkaOptions(cfg.Kafka, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := control.KeyFromEnv(getenv, cfg.Pinterest.TokenStore.KeyEnv); err != nil {
+		return nil, nil, err
+	}
+	ctl, err := control.Open(ctx, control.Config{Kafka: kopts, Topic: controlTopic(cfg), Logger: log.With("component", "control")})
+	if err != nil {
+		return nil, nil, fmt.Errorf("pinterest.token_store: %w", err)
+	}
+	s, err := tokenStore(cfg, ctl, getenv)
+	if err != nil {
+		ctl.Close()
+		return nil, nil, err
+	}
+	return s, ctl.Close, nil
 }
 
 // KafkaOptions turns the kafka section into franz-go connection options.

@@ -1,0 +1,121 @@
+package changes
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/pinsync/pinsync/schemas/ident"
+	"github.com/pinsync/pinsync/schemas/stream"
+)
+
+func randomChanges(rng *rand.Rand, n int) []Change {
+	cs := make([]Change, n)
+	base := rng.Int64N(1 << 41)
+	for i := range cs {
+		for j := range cs[i].Hash {
+			cs[i].Hash[j] = byte(rng.Uint32())
+		}
+		cs[i].Op = Op(rng.IntN(2) + 1)
+		cs[i].Vouched = rng.IntN(2) == 0
+		cs[i].TS = base + rng.Int64N(20_000) - 10_000
+	}
+	return cs
+}
+
+func TestValueRoundTrips(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{0, 1, 2, 17, MaxChanges} {
+		for _, h := range []Header{{}, {AdAccount: "549755885175"}, {AdAccount: "1", Name: "VIP customers ✨"}} {
+			cs := randomChanges(rng, n)
+			v, err := Parse(AppendValue(nil, h, cs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Header != h || v.Len() != n {
+				t.Fatalf("header %+v, %d changes; want %+v, %d", v.Header, v.Len(), h, n)
+			}
+			var got []Change
+			if err := v.Each(func(c Change) { got = append(got, c) }); err != nil {
+				t.Fatal(err)
+			}
+			for i := range cs {
+				if got[i] != cs[i] {
+					t.Fatalf("change %d: got %+v, want %+v", i, got[i], cs[i])
+				}
+			}
+		}
+	}
+}
+
+func TestMalformedValuesAreRefused(t *testing.T) {
+	good := AppendValue(nil, Header{AdAccount: "1", Name: "n"}, randomChanges(rand.New(rand.NewPCG(3, 4)), 3))
+	cases := map[string][]byte{
+		"empty":           nil,
+		"unknown version": append([]byte{9}, good[1:]...),
+		"truncated":       good[:len(good)-5],
+		"header only":     good[:4],
+		"bad op":          func() []byte { b := bytes.Clone(good); b[len(b)-3*34-3+0] = 0; return b }(),
+	}
+	for name, b := range cases {
+		t.Run(name, func(t *testing.T) {
+			v, err := Parse(b)
+			if err == nil {
+				err = v.Each(func(Change) {})
+			}
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("got %v, want ErrMalformed", err)
+			}
+		})
+	}
+}
+
+func TestKeysRoundTrip(t *testing.T) {
+	for _, l := range []List{{"vip", ident.Email}, {"a:b/c", ident.MAID}, {"x", ident.IDFA}} {
+		got, err := ParseKey(l.AppendKey(nil))
+		if err != nil || got != l {
+			t.Fatalf("ParseKey(%q) = %+v, %v", l.String(), got, err)
+		}
+	}
+	for _, k := range []string{"", "EMAIL", "EMAIL:", "PHONE:vip"} {
+		if _, err := ParseKey([]byte(k)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("ParseKey(%q): %v, want ErrMalformed", k, err)
+		}
+	}
+}
+
+// TestPartitionIsMurmur2OfTheKey: every replica places a list where the
+// Java client's and franz-go's default partitioner would put its key.
+func TestPartitionIsMurmur2OfTheKey(t *testing.T) {
+	for _, n := range []int{1, 6, 12, 64} {
+		p := NewPartitioner(n)
+		for i := range 500 {
+			k := List{Audience: "audience_" + string(rune('a'+i%26)) + string(rune('0'+i/26)), Type: ident.Types[i%3]}.AppendKey(nil)
+			if got, want := p.Partition(k), stream.Partition(k, n); got != want {
+				t.Fatalf("key %q of %d partitions: %d, want %d", k, n, got, want)
+			}
+		}
+	}
+}
+
+func BenchmarkAppendValue(b *testing.B) {
+	cs := randomChanges(rand.New(rand.NewPCG(5, 6)), 200)
+	var buf []byte
+	b.SetBytes(int64(len(cs)))
+	for b.Loop() {
+		buf = AppendValue(buf[:0], Header{AdAccount: "549755885175"}, cs)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(cs)), "ns/change")
+}
+
+func BenchmarkEach(b *testing.B) {
+	cs := randomChanges(rand.New(rand.NewPCG(5, 6)), 200)
+	val := AppendValue(nil, Header{AdAccount: "549755885175"}, cs)
+	n := 0
+	for b.Loop() {
+		v, _ := Parse(val)
+		_ = v.Each(func(Change) { n++ })
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(cs)), "ns/change")
+}

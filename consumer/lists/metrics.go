@@ -1,0 +1,92 @@
+package lists
+
+import (
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the list stage's Prometheus series. Labels come from closed
+// sets, except audience keys, which are bounded by the audiences synced
+// (one series per audience and list type).
+type metrics struct {
+	read           *prometheus.CounterVec
+	malformed      prometheus.Counter
+	buffered       prometheus.Gauge
+	flushes        *prometheus.CounterVec
+	perRequest     prometheus.Histogram
+	uploads        *prometheus.CounterVec
+	uploadDuration prometheus.Histogram
+	eventToUpload  prometheus.Histogram
+	uploaded       *prometheus.CounterVec
+	pinSize        *prometheus.GaugeVec
+	pinReady       *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer, flushInterval time.Duration) (*metrics, error) {
+	m := &metrics{
+		read: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pinsync_changes_read_total", Help: "List changes the list stage read from the changes topic, by operation.",
+		}, []string{"op"}),
+		malformed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pinsync_changes_malformed_total", Help: "Records of the changes topic skipped because they are not changes records.",
+		}),
+		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pinsync_buffered_records", Help: "Records waiting in windows or in flight, all windows of this member.",
+		}),
+		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pinsync_flushes_total", Help: "Window flushes, by reason (full, interval, revoke, shutdown) and outcome (ok, error, not_owner).",
+		}, []string{"reason", "outcome"}),
+		perRequest: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "pinsync_records_per_request", Help: "Records per Pinterest write request.",
+			Buckets: []float64{1, 10, 50, 100, 500, 1000, 2000, 3000, 4000, 5000, 10000},
+		}),
+		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pinsync_uploads_total", Help: "Pinterest list writes, by operation (add, remove, create) and outcome.",
+		}, []string{"op", "outcome"}),
+		uploadDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "pinsync_upload_duration_seconds", Help: "Duration of one window flush, including retries.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 12),
+		}),
+		eventToUpload: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "pinsync_event_to_upload_seconds", Help: "Time from an event's timestamp to the upload that carried its change.",
+			Buckets: latencyBuckets(flushInterval),
+		}),
+		uploaded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pinsync_audience_uploaded_records_total", Help: "Records uploaded per audience, list type and operation.",
+		}, []string{"audience", "list_type", "op"}),
+		pinSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pinsync_audience_pinterest_size", Help: "Matched users Pinterest reports for the audience (not uploads).",
+		}, []string{"audience", "list_type"}),
+		pinReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pinsync_audience_ready", Help: "1 when Pinterest reports the audience READY.",
+		}, []string{"audience", "list_type"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{
+		m.read, m.malformed, m.buffered, m.flushes, m.perRequest, m.uploads, m.uploadDuration, m.eventToUpload,
+		m.uploaded, m.pinSize, m.pinReady,
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// latencyBuckets are the event-to-upload buckets: a wide range, plus fine
+// ones around the flush interval, the wait a change is designed to have, so
+// that "p99 within the flush interval plus a second" can be read off them.
+func latencyBuckets(flush time.Duration) []float64 {
+	b := []float64{0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 900, 3600}
+	f := flush.Seconds()
+	for _, m := range []float64{0.5, 0.9, 1, 1.05, 1.1} {
+		b = append(b, f*m)
+	}
+	b = append(b, f+0.25, f+0.5, f+1, f+2)
+	slices.Sort(b)
+	return slices.Compact(b)
+}

@@ -1,0 +1,387 @@
+package lists
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"text/template"
+	"time"
+
+	"github.com/pinsync/pinsync/consumer/changes"
+	"github.com/pinsync/pinsync/control"
+	"github.com/pinsync/pinsync/pinterest"
+	"github.com/pinsync/pinsync/schemas/ident"
+)
+
+// Pinterest is what the list stage needs from the Pinterest API client.
+// *pinterest.Client implements it.
+type Pinterest interface {
+	CheckWriteAccess(ctx context.Context, adAccountID string) error
+	CustomerLists(ctx context.Context, adAccountID string) ([]pinterest.CustomerList, error)
+	CreateCustomerList(ctx context.Context, adAccountID, name string, t ident.Type, records []ident.Hash) (pinterest.CustomerList, error)
+	UpdateCustomerList(ctx context.Context, adAccountID, listID string, op pinterest.Operation, records []ident.Hash) error
+	Audiences(ctx context.Context, adAccountID string) ([]pinterest.Audience, error)
+	CreateAudience(ctx context.Context, adAccountID, name, customerListID string) (pinterest.Audience, error)
+	Audience(ctx context.Context, adAccountID, audienceID string) (pinterest.Audience, error)
+}
+
+// Registry keeps each list's Pinterest ids across owners, so that a new
+// owner does not look lists up by name. *control.Registry implements it.
+type Registry interface {
+	// Lookup returns the entry of k, having read every entry written
+	// before the call when k was not already known.
+	Lookup(ctx context.Context, k control.ListKey) (control.ListEntry, bool, error)
+	// Record writes the entry of k and returns once it is durable.
+	Record(ctx context.Context, k control.ListKey, e control.ListEntry) error
+}
+
+// DefaultListNameTemplate is the default Pinterest list name.
+const DefaultListNameTemplate = "pinsync {{.Audience}} {{.ListType}}"
+
+func parseTemplate(s string) (*template.Template, error) {
+	return template.New("list").Option("missingkey=error").Parse(s)
+}
+
+// listInfo is what the stage knows of one list: its key, where it lives
+// and, once resolved, its Pinterest ids.
+type listInfo struct {
+	id        listID
+	key       changes.List
+	partition int32
+
+	mu     sync.Mutex
+	header changes.Header
+	pids   listIDs
+	size   int64
+	status string
+}
+
+// listIDs are a list's Pinterest ids and name.
+type listIDs struct {
+	name, listID, audienceID string
+}
+
+func (li *listInfo) adAccount() string {
+	li.mu.Lock()
+	defer li.mu.Unlock()
+	return li.header.AdAccount
+}
+
+func (li *listInfo) ids() listIDs {
+	li.mu.Lock()
+	defer li.mu.Unlock()
+	return li.pids
+}
+
+func (li *listInfo) setIDs(ids listIDs) {
+	li.mu.Lock()
+	defer li.mu.Unlock()
+	li.pids = ids
+}
+
+func (li *listInfo) setAudience(au pinterest.Audience) {
+	li.mu.Lock()
+	defer li.mu.Unlock()
+	li.pids.audienceID = au.ID
+	if au.Size != nil {
+		li.size = *au.Size
+	}
+	li.status = au.Status
+}
+
+// listTable interns the lists the stage has read changes of. Safe for
+// concurrent use.
+type listTable struct {
+	mu    sync.Mutex
+	byKey map[changes.List]*listInfo
+	byID  []*listInfo
+	// assignedAt is when partitions were last assigned: a name lookup
+	// made before it may miss a list an earlier owner created.
+	assignedAt time.Time
+}
+
+func newListTable() *listTable {
+	return &listTable{byKey: make(map[changes.List]*listInfo)}
+}
+
+// intern returns the list of key l, registering it on first sight with
+// the header of the record that carried it. The first ad account seen for
+// a list is its account; a display name fills in when one arrives.
+func (t *listTable) intern(l changes.List, h changes.Header, partition int32) *listInfo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if li := t.byKey[l]; li != nil {
+		if h.Name != "" && li.header.Name == "" {
+			li.mu.Lock()
+			li.header.Name = h.Name
+			li.mu.Unlock()
+		}
+		return li
+	}
+	li := &listInfo{id: listID(len(t.byID)), key: l, partition: partition, header: h}
+	t.byKey[l] = li
+	t.byID = append(t.byID, li)
+	return li
+}
+
+func (t *listTable) get(id listID) *listInfo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byID[id]
+}
+
+func (t *listTable) all() []*listInfo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]*listInfo(nil), t.byID...)
+}
+
+func (t *listTable) assigned(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.assignedAt = now
+}
+
+func (t *listTable) lastAssigned() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.assignedAt
+}
+
+// resolver finds or creates the Pinterest list and CUSTOMER_LIST audience
+// of each list, once: from the registry when it knows the list; else by
+// name, from one listing of the ad account's lists taken after this member
+// was assigned the list (an earlier owner may have created it and died
+// before recording it); else by creating it with its first adds and
+// recording it.
+type resolver struct {
+	pin  Pinterest
+	reg  Registry
+	tmpl *template.Template
+	now  func() time.Time
+	// assignedAt is when this member was last assigned partitions.
+	assignedAt func() time.Time
+
+	mu      sync.Mutex
+	checked map[string]bool // ad accounts whose write access was checked
+	names   map[string]*nameIndex
+}
+
+// nameIndex is one listing of an ad account's customer lists and
+// audiences, by name and by customer list.
+type nameIndex struct {
+	taken     time.Time
+	lists     map[string]string             // name → customer list id
+	audiences map[string]pinterest.Audience // customer list id → audience
+}
+
+func newResolver(pin Pinterest, reg Registry, tmpl *template.Template, now, assignedAt func() time.Time) *resolver {
+	return &resolver{pin: pin, reg: reg, tmpl: tmpl, now: now, assignedAt: assignedAt,
+		checked: make(map[string]bool), names: make(map[string]*nameIndex)}
+}
+
+// name renders the list name of li.
+func (r *resolver) name(li *listInfo) (string, error) {
+	li.mu.Lock()
+	display := li.header.Name
+	li.mu.Unlock()
+	if display == "" {
+		display = li.key.Audience
+	}
+	var b strings.Builder
+	err := r.tmpl.Execute(&b, struct{ Audience, Name, ListType string }{li.key.Audience, display, li.key.Type.String()})
+	return b.String(), err
+}
+
+// ensure returns the customer list id of li, creating the list with adds
+// when it does not exist. created reports that adds went into a new list.
+// An empty id with no error means there is no list and nothing to add: a
+// removal from a list that does not exist has nothing to do. Flushes of one
+// window never run concurrently, so one list is never resolved twice at
+// once.
+func (r *resolver) ensure(ctx context.Context, li *listInfo, adds []ident.Hash) (id string, created bool, err error) {
+	ids := li.ids()
+	if ids.listID != "" && ids.audienceID != "" {
+		return ids.listID, false, nil
+	}
+	acct := li.adAccount()
+	if err := r.checkAccess(ctx, acct); err != nil {
+		return "", false, err
+	}
+	key := control.ListKey{AdAccount: acct, Audience: li.key.Audience, Type: li.key.Type}
+	if ids.listID == "" && r.reg != nil {
+		e, ok, err := r.reg.Lookup(ctx, key)
+		if err != nil {
+			return "", false, fmt.Errorf("list registry: %w", err)
+		}
+		if ok {
+			ids = listIDs{name: e.Name, listID: e.CustomerListID, audienceID: e.AudienceID}
+			li.setIDs(ids)
+			if ids.audienceID != "" {
+				return ids.listID, false, nil
+			}
+		}
+	}
+	if ids.name == "" {
+		if ids.name, err = r.name(li); err != nil {
+			return "", false, fmt.Errorf("list name for audience %q: %w", li.key.Audience, err)
+		}
+	}
+	if ids.listID == "" {
+		idx, err := r.fresh(ctx, acct)
+		if err != nil {
+			return "", false, err
+		}
+		if ids.listID = idx.lists[ids.name]; ids.listID != "" {
+			li.setIDs(ids)
+			if err := r.record(ctx, key, ids); err != nil {
+				return "", false, err
+			}
+		}
+	}
+	if ids.listID == "" {
+		if len(adds) == 0 {
+			return "", false, nil
+		}
+		cl, err := r.pin.CreateCustomerList(ctx, acct, ids.name, li.key.Type, adds)
+		if cl.ID == "" {
+			return "", false, err
+		}
+		// The list exists (and may hold adds) even when err says a later
+		// chunk failed: record it before anything else.
+		ids.listID, created = cl.ID, true
+		r.learnList(acct, ids.name, cl.ID)
+		li.setIDs(ids)
+		if rerr := r.record(ctx, key, ids); rerr != nil || err != nil {
+			return cl.ID, true, firstErr(err, rerr)
+		}
+	}
+	au, err := r.ensureAudience(ctx, acct, ids, !created)
+	if err != nil {
+		return ids.listID, created, err
+	}
+	li.setAudience(au)
+	if err := r.record(ctx, key, li.ids()); err != nil {
+		return ids.listID, created, err
+	}
+	return ids.listID, created, nil
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func (r *resolver) record(ctx context.Context, k control.ListKey, ids listIDs) error {
+	if r.reg == nil {
+		return nil
+	}
+	if err := r.reg.Record(ctx, k, control.ListEntry{CustomerListID: ids.listID, AudienceID: ids.audienceID, Name: ids.name}); err != nil {
+		return fmt.Errorf("list registry: %w", err)
+	}
+	return nil
+}
+
+// checkAccess checks, once per ad account, that the token may manage its
+// audiences.
+func (r *resolver) checkAccess(ctx context.Context, acct string) error {
+	r.mu.Lock()
+	ok := r.checked[acct]
+	r.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := r.pin.CheckWriteAccess(ctx, acct); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.checked[acct] = true
+	r.mu.Unlock()
+	return nil
+}
+
+// fresh returns a listing of acct's customer lists taken after the last
+// assignment, listing them again if the one held is older: a list an
+// earlier owner created but did not record is then in it.
+func (r *resolver) fresh(ctx context.Context, acct string) (*nameIndex, error) {
+	r.mu.Lock()
+	idx := r.names[acct]
+	r.mu.Unlock()
+	if idx != nil && !idx.taken.Before(r.assignedAt()) {
+		return idx, nil
+	}
+	taken := r.now()
+	ls, err := r.pin.CustomerLists(ctx, acct)
+	if err != nil {
+		return nil, err
+	}
+	idx = &nameIndex{taken: taken, lists: make(map[string]string, len(ls))}
+	for _, l := range ls {
+		if _, dup := idx.lists[l.Name]; !dup {
+			idx.lists[l.Name] = l.ID
+		}
+	}
+	r.mu.Lock()
+	r.names[acct] = idx
+	r.mu.Unlock()
+	return idx, nil
+}
+
+// learnList adds a list this member created to the index of its account.
+func (r *resolver) learnList(acct, name, id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if idx := r.names[acct]; idx != nil {
+		idx.lists[name] = id
+	}
+}
+
+// ensureAudience returns the CUSTOMER_LIST audience following the list,
+// creating it when there is none. look says whether one may exist already
+// (a list found rather than created now).
+func (r *resolver) ensureAudience(ctx context.Context, acct string, ids listIDs, look bool) (pinterest.Audience, error) {
+	if look {
+		auds, err := r.audiences(ctx, acct)
+		if err != nil {
+			return pinterest.Audience{}, err
+		}
+		if au, ok := auds[ids.listID]; ok {
+			return au, nil
+		}
+	}
+	return r.pin.CreateAudience(ctx, acct, ids.name, ids.listID)
+}
+
+// audiences returns acct's audiences by customer list, from a listing
+// taken after the last assignment.
+func (r *resolver) audiences(ctx context.Context, acct string) (map[string]pinterest.Audience, error) {
+	idx, err := r.fresh(ctx, acct)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	have := idx.audiences
+	r.mu.Unlock()
+	if have != nil {
+		return have, nil
+	}
+	auds, err := r.pin.Audiences(ctx, acct)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]pinterest.Audience, len(auds))
+	for _, au := range auds {
+		if au.Rule.CustomerListID != "" {
+			m[au.Rule.CustomerListID] = au
+		}
+	}
+	r.mu.Lock()
+	idx.audiences = m
+	r.mu.Unlock()
+	return m, nil
+}

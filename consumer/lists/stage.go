@@ -1,0 +1,765 @@
+// Package lists is pinsync's list stage: a member of the list stage's
+// consumer group, which reads the changes topic (package changes), keyed by
+// list, so that each Pinterest list has exactly one owner group-wide. The
+// owner of a list holds its window (the last change to each record, add
+// then remove = remove), finds or creates the list and its CUSTOMER_LIST
+// audience once (through the list registry), schedules flushes within its
+// share of the app's write budget, uploads, and commits an offset of the
+// changes topic only after every upload covering the changes before it
+// succeeded (package commit).
+//
+// Before every Pinterest write the owner checks, with a commit to the
+// group coordinator, that it still owns the list's partition: a member that
+// was paused past its session timeout and woke after its partitions moved
+// writes nothing for them.
+//
+// It does not decode events or keep profile state (package profiles), and
+// it does not talk HTTP itself (package pinterest).
+package lists
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/pinsync/pinsync/consumer/changes"
+	"github.com/pinsync/pinsync/consumer/commit"
+)
+
+// Config configures the list stage. Every field is required unless its
+// comment says otherwise; package consumer fills them from its Config.
+type Config struct {
+	// Topic is the changes topic and Partitions its partition count.
+	Topic      string
+	Partitions int
+	// Group is the list stage's consumer group.
+	Group string
+	// DLQTopic receives the records Pinterest refused for good, and
+	// DLQPartitions is its partition count.
+	DLQTopic      string
+	DLQPartitions int32
+	// FlushInterval is the longest a change waits in a window.
+	FlushInterval time.Duration
+	// CommitInterval is how often epochs are sealed and committed.
+	CommitInterval time.Duration
+	// RevokeTimeout bounds the flush of revoked partitions.
+	RevokeTimeout time.Duration
+	// MaxRecords is the per-request maximum of records.
+	MaxRecords int
+	// MaxBuffered caps the records waiting in windows; fetching pauses at
+	// the cap.
+	MaxBuffered int
+	// MaxFlights bounds concurrent uploads.
+	MaxFlights int
+	// ListNameTemplate names a Pinterest list (and its audience).
+	ListNameTemplate string
+	// AudiencePollInterval is how often each list's audience size and
+	// status are read; negative disables.
+	AudiencePollInterval time.Duration
+}
+
+// Validate reports a missing or impossible field.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(f string) { errs = append(errs, fmt.Errorf("lists: Config.%s is required", f)) }
+	if c.Topic == "" {
+		bad("Topic")
+	}
+	if c.Partitions < 1 {
+		bad("Partitions")
+	}
+	if c.Group == "" {
+		bad("Group")
+	}
+	if c.DLQTopic == "" {
+		bad("DLQTopic")
+	}
+	if c.DLQPartitions < 1 {
+		bad("DLQPartitions")
+	}
+	if c.FlushInterval <= 0 {
+		bad("FlushInterval")
+	}
+	if c.CommitInterval <= 0 {
+		bad("CommitInterval")
+	}
+	if c.RevokeTimeout <= 0 {
+		bad("RevokeTimeout")
+	}
+	if c.MaxRecords < 1 {
+		bad("MaxRecords")
+	}
+	if c.MaxBuffered < c.MaxRecords {
+		errs = append(errs, errors.New("lists: Config.MaxBuffered must be at least MaxRecords"))
+	}
+	if c.MaxFlights < 1 {
+		bad("MaxFlights")
+	}
+	if _, err := parseTemplate(c.ListNameTemplate); err != nil {
+		errs = append(errs, fmt.Errorf("lists: Config.ListNameTemplate: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Budget is one category of the app's Pinterest budget as this member
+// spends it. *pinterest.Budget implements it.
+type Budget interface {
+	// SetShare sets the fraction of the group's budget this member may
+	// spend.
+	SetShare(fraction float64)
+	// Tokens is how many requests may be sent at now without waiting.
+	Tokens(now time.Time) float64
+}
+
+// Deps are the stage's collaborators.
+type Deps struct {
+	// Kafka holds the connection options; the stage adds its group.
+	Kafka []kgo.Opt
+	// Pinterest uploads.
+	Pinterest Pinterest
+	// Writes is the ads_write budget the scheduler reads, and Reads the
+	// ads_read one. The stage sets each one's share to the fraction of the
+	// changes topic's partitions it owns. Nil means no budget.
+	Writes, Reads Budget
+	// Registry keeps list ids across owners; nil means lists are found by
+	// name.
+	Registry Registry
+	// Guard returns ctx with a check run before every Pinterest write
+	// (pinterest.WithWriteGuard). Nil means no check.
+	Guard  func(ctx context.Context, check func(context.Context) error) context.Context
+	Logger *slog.Logger
+	// Registerer receives the stage's own metrics; Commits, Assigned and
+	// DeadLetters are series the caller shares between the stages.
+	Registerer  prometheus.Registerer
+	Commits     commit.Metrics
+	Assigned    prometheus.Gauge
+	DeadLetters *prometheus.CounterVec
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// finalCommitTimeout bounds the last commit of Close.
+const finalCommitTimeout = 5 * time.Second
+
+// ErrNotOwner is returned (wrapped) by a write this member refused to send
+// because the group coordinator no longer counts it as the owner of the
+// list's partition.
+var ErrNotOwner = errors.New("lists: not the owner of the list's partition")
+
+// Stage is one member of the list stage's group. Create it with New, start
+// it with Start and stop it with Close; a Stage runs once.
+type Stage struct {
+	cfg    Config
+	log    *slog.Logger
+	pin    Pinterest
+	now    func() time.Time
+	m      *metrics
+	cm     commit.Metrics
+	deps   Deps
+	writes Budget
+	reads  Budget
+	guard  func(context.Context, func(context.Context) error) context.Context
+	kopts  []kgo.Opt
+
+	tr    *commit.Tracker
+	ws    *windows
+	lists *listTable
+	res   *resolver
+
+	cl *kgo.Client
+	// uploadCtx outlives the run so that the shutdown flush can finish;
+	// it ends when Close's deadline does.
+	uploadCtx     context.Context
+	cancelUploads context.CancelFunc
+	bg            sync.WaitGroup
+	stopBG        context.CancelFunc
+	pollDone      chan struct{}
+
+	paused atomic.Bool
+
+	mu       sync.Mutex
+	workers  map[int32]*worker
+	joined   bool
+	closing  bool
+	flights  int
+	flightWG sync.WaitGroup
+	lastErr  error
+
+	// commitMu serialises commits: the periodic ones and the ownership
+	// checks, which commit what was last committed.
+	commitMu sync.Mutex
+	// started is closed once Start has set cl: the group's callbacks,
+	// which may run as soon as the client exists, wait for it.
+	started chan struct{}
+}
+
+// New validates cfg and builds a stage.
+func New(cfg Config, deps Deps) (*Stage, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Pinterest == nil {
+		return nil, errors.New("lists: Deps.Pinterest is required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "lists")
+	now := deps.Now
+	if now == nil {
+		now = time.Now
+	}
+	m, err := newMetrics(deps.Registerer, cfg.FlushInterval)
+	if err != nil {
+		return nil, err
+	}
+	deps.Commits = deps.Commits.OrDefaults()
+	if deps.Assigned == nil {
+		deps.Assigned = prometheus.NewGauge(prometheus.GaugeOpts{Name: "unregistered_assigned"})
+	}
+	if deps.DeadLetters == nil {
+		deps.DeadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "unregistered_dead_letters"}, []string{"reason"})
+	}
+	tmpl, _ := parseTemplate(cfg.ListNameTemplate)
+	guard := deps.Guard
+	if guard == nil {
+		guard = func(ctx context.Context, _ func(context.Context) error) context.Context { return ctx }
+	}
+	s := &Stage{
+		cfg: cfg, log: log, pin: deps.Pinterest, now: now, m: m, cm: deps.Commits, deps: deps,
+		writes: deps.Writes, reads: deps.Reads, guard: guard, kopts: deps.Kafka,
+		tr: commit.NewTracker(), ws: newWindows(cfg.MaxRecords), lists: newListTable(),
+		workers: make(map[int32]*worker), pollDone: make(chan struct{}), started: make(chan struct{}),
+	}
+	s.res = newResolver(deps.Pinterest, deps.Registry, tmpl, now, s.lists.lastAssigned)
+	s.setShare(0)
+	return s, nil
+}
+
+// Start joins the group and starts consuming, scheduling, uploading and
+// committing in the background. ctx bounds only the start.
+func (s *Stage) Start(ctx context.Context) error {
+	opts := append([]kgo.Opt{}, s.kopts...)
+	opts = append(opts,
+		kgo.ConsumerGroup(s.cfg.Group),
+		kgo.ConsumeTopics(s.cfg.Topic),
+		kgo.DisableAutoCommit(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Transaction markers count as records: a partition's commit then
+		// reaches its end, and the end a restored profile stage waits for.
+		kgo.KeepControlRecords(),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.OnPartitionsAssigned(s.assigned),
+		kgo.OnPartitionsRevoked(s.revoked),
+		kgo.OnPartitionsLost(s.lost),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+	)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.uploadCtx, s.cancelUploads = context.WithCancel(context.Background())
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("lists: kafka client: %w", err)
+	}
+	s.cl = cl
+	close(s.started)
+	bg, stop := context.WithCancel(context.Background())
+	s.stopBG = stop
+	s.bg.Add(3)
+	go func() { defer s.bg.Done(); s.schedule(bg) }()
+	go func() { defer s.bg.Done(); s.commitLoop(bg) }()
+	go func() { defer s.bg.Done(); s.pollLoop(bg) }()
+	go func() { defer close(s.pollDone); s.poll(bg) }()
+	return nil
+}
+
+// Hurry asks every window to flush as soon as the budget allows, now and
+// for every change read from now on: the profile stage is shutting down
+// and waits for the list stage to pass its last changes.
+func (s *Stage) Hurry() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.ws.markUrgent(nil)
+}
+
+// Close stops fetching, flushes what the windows hold until ctx ends,
+// commits what was uploaded and leaves the group. What is not uploaded by
+// then stays uncommitted, for the next owner to read again.
+func (s *Stage) Close(ctx context.Context) error {
+	var errs []error
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.stopPolling()
+	parts := s.stopWorkers(nil)
+	s.ws.markUrgent(nil)
+	if !s.waitIdle(ctx, parts) {
+		errs = append(errs, errors.New("lists: changes still pending at the end of the shutdown grace; they were not committed and will be read again"))
+	}
+	// What was uploaded is committed even when the grace is spent.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalCommitTimeout)
+	if err := s.commit(cctx, nil); err != nil {
+		errs = append(errs, err)
+	}
+	cancel()
+	s.cancelUploads()
+	// The scheduler stops before the flights are waited for: it would
+	// otherwise start new ones (Add concurrent with Wait) that outlive
+	// Close.
+	s.stopBG()
+	s.bg.Wait()
+	s.flightWG.Wait()
+	s.mu.Lock()
+	s.joined = false
+	s.mu.Unlock()
+	s.cl.Close()
+	return errors.Join(errs...)
+}
+
+// stopPolling ends the poll goroutine.
+func (s *Stage) stopPolling() {
+	s.stopBG()
+	<-s.pollDone
+}
+
+// poll fetches records and hands each partition's batch to its worker,
+// pausing while the windows hold MaxBuffered records.
+func (s *Stage) poll(ctx context.Context) {
+	for ctx.Err() == nil {
+		waited, err := s.ws.waitBelow(ctx, s.cfg.MaxBuffered, func() { s.paused.Store(true) })
+		if waited {
+			s.paused.Store(false)
+		}
+		if err != nil {
+			return
+		}
+		// A record holds up to changes.MaxChanges changes: poll no more
+		// than the room left, so the cap holds within one record's worth.
+		room := s.cfg.MaxBuffered - s.ws.buffer()
+		fetches := s.cl.PollRecords(ctx, min(max(room/changes.MaxChanges, 1), 10_000))
+		if fetches.IsClientClosed() || ctx.Err() != nil {
+			return
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				s.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+			}
+		})
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if len(p.Records) == 0 {
+				return
+			}
+			s.mu.Lock()
+			w := s.workers[p.Partition]
+			s.mu.Unlock()
+			if w == nil {
+				return // revoked meanwhile: the next owner reads them
+			}
+			w.highWater.Store(p.HighWatermark)
+			select {
+			case w.in <- p.Records:
+			case <-w.quit:
+			case <-ctx.Done():
+			}
+		})
+	}
+}
+
+// assigned starts a worker for each new partition, its fetching paused
+// until the worker has learnt where the partition ends.
+func (s *Stage) assigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	<-s.started
+	cl.PauseFetchPartitions(assigned)
+	s.mu.Lock()
+	s.joined = true
+	for _, ps := range assigned {
+		for _, p := range ps {
+			if s.workers[p] != nil {
+				continue
+			}
+			w := s.newWorker(p)
+			s.workers[p] = w
+			go w.run()
+		}
+	}
+	n := len(s.workers)
+	s.mu.Unlock()
+	s.lists.assigned(s.now())
+	s.setShare(n)
+	s.log.Info("partitions assigned", "partitions", fmtParts(assigned))
+}
+
+// revoked flushes the revoked partitions' changes within the revoke
+// timeout and commits them; what cannot be flushed in time is dropped
+// uncommitted, for the next owner to read again. No upload holding their
+// changes is in flight when it returns.
+func (s *Stage) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	<-s.started
+	parts := s.stopWorkers(revoked)
+	if len(parts) == 0 {
+		return
+	}
+	s.ws.markUrgent(parts)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RevokeTimeout)
+	idle := s.waitIdle(wctx, parts)
+	cancel()
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RevokeTimeout)
+	if err := s.commit(cctx, parts); err != nil {
+		s.log.Warn("commit on revoke failed", "err", err)
+	}
+	cancel()
+	if !idle {
+		s.log.Warn("revoke: changes not uploaded in time were dropped uncommitted; the next owner reads them again",
+			"partitions", fmtParts(revoked), "timeout", s.cfg.RevokeTimeout)
+	}
+	s.forget(parts)
+	s.setShare(s.owned())
+	s.log.Info("partitions revoked", "partitions", fmtParts(revoked))
+}
+
+// lost drops the lost partitions' changes without committing.
+func (s *Stage) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	<-s.started
+	parts := s.stopWorkers(lost)
+	s.forget(parts)
+	s.setShare(s.owned())
+	s.log.Warn("partitions lost", "partitions", fmtParts(lost))
+}
+
+func (s *Stage) owned() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.workers)
+}
+
+// setShare gives this member the fraction of the app's budget that its
+// partitions are of the changes topic: the shares of the group's members
+// never sum above one, since a partition is owned by one member at a time
+// (a revoked partition's share is given up before the next owner takes it).
+func (s *Stage) setShare(owned int) {
+	f := float64(owned) / float64(s.cfg.Partitions)
+	for _, b := range []Budget{s.writes, s.reads} {
+		if b != nil {
+			b.SetShare(f)
+		}
+	}
+	s.deps.Assigned.Set(float64(owned))
+}
+
+// forget drops partitions: their changes leave the windows, flights that
+// hold them are cancelled and waited for, and their bookkeeping goes.
+func (s *Stage) forget(parts map[*commit.Partition]bool) {
+	if len(parts) == 0 {
+		return
+	}
+	for p := range parts {
+		s.tr.Remove(p)
+		pl := strconv.Itoa(int(p.Partition))
+		s.cm.Committed.DeleteLabelValues(p.Topic, pl)
+		s.cm.Lag.DeleteLabelValues(p.Topic, pl)
+	}
+	// One step: marking their windows urgent first would let the scheduler
+	// start a flight of their changes that nobody waits for.
+	flights := s.ws.drop(parts)
+	for _, f := range flights {
+		f.cancel()
+	}
+	for _, f := range flights {
+		<-f.done
+	}
+}
+
+// stopWorkers stops the workers of the given partitions (all when nil),
+// each sealing its open epoch, and returns their trackers.
+func (s *Stage) stopWorkers(which map[string][]int32) map[*commit.Partition]bool {
+	s.mu.Lock()
+	var ws []*worker
+	if which == nil {
+		for p, w := range s.workers {
+			ws = append(ws, w)
+			delete(s.workers, p)
+		}
+	} else {
+		for _, ps := range which {
+			for _, p := range ps {
+				if w := s.workers[p]; w != nil {
+					ws = append(ws, w)
+					delete(s.workers, p)
+				}
+			}
+		}
+	}
+	s.mu.Unlock()
+	parts := make(map[*commit.Partition]bool, len(ws))
+	for _, w := range ws {
+		close(w.quit)
+	}
+	for _, w := range ws {
+		<-w.done
+		parts[w.pt] = true
+	}
+	return parts
+}
+
+// waitIdle waits until none of parts has changes pending, or ctx ends. It
+// reports whether they became idle.
+func (s *Stage) waitIdle(ctx context.Context, parts map[*commit.Partition]bool) bool {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		idle := true
+		for p := range parts {
+			if !s.tr.Idle(p) {
+				idle = false
+				break
+			}
+		}
+		if idle {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// commitLoop commits completed epochs every commit interval, and as soon
+// as an epoch may have completed, so that a member that dies leaves as
+// little as possible to read again.
+func (s *Stage) commitLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.CommitInterval)
+	defer t.Stop()
+	purge := time.NewTicker(purgeInterval)
+	defer purge.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.tr.Done():
+		case <-purge.C:
+			s.purge(ctx)
+			continue
+		}
+		if err := s.commit(ctx, nil); err != nil && ctx.Err() == nil {
+			s.log.Warn("commit failed", "err", err)
+		}
+	}
+}
+
+// purgeInterval is how often the changes topic is trimmed.
+const purgeInterval = 30 * time.Second
+
+// purge deletes the records of the changes topic this member committed
+// past, as Kafka Streams does with a repartition topic: the topic keeps no
+// time retention (the list stage may be an outage behind), so what the list
+// stage is done with goes this way.
+func (s *Stage) purge(ctx context.Context) {
+	offs := kadm.Offsets{}
+	for _, p := range s.tr.Partitions() {
+		if c := p.Committed(); c > 0 {
+			offs.Add(kadm.Offset{Topic: p.Topic, Partition: p.Partition, At: c, LeaderEpoch: -1})
+		}
+	}
+	if len(offs) == 0 {
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resps, err := kadm.NewClient(s.cl).DeleteRecords(dctx, offs)
+	if err == nil {
+		err = resps.Error()
+	}
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("trimming the changes topic failed; it is tried again", "err", err)
+	}
+}
+
+// commit commits, for the given partitions (every tracked one when nil),
+// the next offset of their newest completed epoch. parts' epochs are
+// retained when the commit fails, for the next commit to retry.
+func (s *Stage) commit(ctx context.Context, parts map[*commit.Partition]bool) error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	var list []*commit.Partition
+	if parts == nil {
+		list = s.tr.Partitions()
+	} else {
+		for p := range parts {
+			list = append(list, p)
+		}
+	}
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	var done []*commit.Partition
+	var marks []*commit.Mark
+	for _, p := range list {
+		m := s.tr.Completed(p)
+		if m == nil || m.Next <= p.Committed() {
+			continue
+		}
+		if offsets[p.Topic] == nil {
+			offsets[p.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		offsets[p.Topic][p.Partition] = kgo.EpochOffset{Epoch: m.LeaderEpoch, Offset: m.Next}
+		done = append(done, p)
+		marks = append(marks, m)
+	}
+	if len(offsets) == 0 {
+		return nil
+	}
+	err := commitSync(ctx, s.cl, offsets)
+	if err != nil {
+		// Keep the popped marks: the next commit retries them.
+		for i, p := range done {
+			s.tr.Retain(p, marks[i])
+		}
+		return err
+	}
+	for i, p := range done {
+		p.SetCommitted(marks[i].Next, marks[i].LeaderEpoch)
+		s.cm.Committed.WithLabelValues(p.Topic, strconv.Itoa(int(p.Partition))).Set(float64(marks[i].Next))
+	}
+	s.cm.LastCommit.Set(float64(s.now().UnixNano()) / 1e9)
+	s.updateLag()
+	return nil
+}
+
+// commitSync commits offsets with the member's generation and returns the
+// first error, whether from the request or a partition.
+func commitSync(ctx context.Context, cl *kgo.Client, offsets map[string]map[int32]kgo.EpochOffset) error {
+	var commitErr error
+	cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			commitErr = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if p.ErrorCode != 0 {
+					commitErr = errors.Join(commitErr, fmt.Errorf("commit %s/%d: %w", t.Topic, p.Partition, kerr.ErrorForCode(p.ErrorCode)))
+				}
+			}
+		}
+	})
+	return commitErr
+}
+
+// notMember reports whether a commit error says the coordinator no longer
+// counts this member (or this generation) as the owner of what it commits.
+func notMember(err error) bool {
+	for _, e := range []error{kerr.UnknownMemberID, kerr.IllegalGeneration, kerr.FencedInstanceID,
+		kerr.RebalanceInProgress, kerr.StaleMemberEpoch, kerr.FencedMemberEpoch, kerr.GroupIDNotFound} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// owns checks with the group coordinator that this member still owns
+// changes partition p: it commits, as the member of its current
+// generation, the offset it last committed there. The coordinator refuses
+// the commit of a member it has expired (a member paused past its session
+// timeout) or of a stale generation.
+func (s *Stage) owns(ctx context.Context, p int32) error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	s.mu.Lock()
+	w := s.workers[p]
+	s.mu.Unlock()
+	if w == nil {
+		return fmt.Errorf("%w %d: revoked", ErrNotOwner, p)
+	}
+	eo, ok := w.probeOffset()
+	if !ok {
+		return fmt.Errorf("%w %d: nothing read yet", ErrNotOwner, p)
+	}
+	err := commitSync(ctx, s.cl, map[string]map[int32]kgo.EpochOffset{s.cfg.Topic: {p: eo}})
+	if notMember(err) {
+		return fmt.Errorf("%w %d: %v", ErrNotOwner, p, err)
+	}
+	if err != nil {
+		return fmt.Errorf("lists: checking ownership of partition %d: %w", p, err)
+	}
+	return nil
+}
+
+func (s *Stage) updateLag() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p, w := range s.workers {
+		hw := w.highWater.Load()
+		if hw <= 0 {
+			continue
+		}
+		c := max(w.pt.Committed(), 0)
+		s.cm.Lag.WithLabelValues(s.cfg.Topic, strconv.Itoa(int(p))).Set(float64(max(hw-c, 0)))
+	}
+}
+
+// partitionStatus describes the changes topic's partitions this member
+// owns.
+func (s *Stage) partitionStatus() []PartitionStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]PartitionStatus, 0, len(s.workers))
+	for p, w := range s.workers {
+		hw := w.highWater.Load()
+		c := w.pt.Committed()
+		ps := PartitionStatus{Topic: s.cfg.Topic, Partition: p, Committed: c, HighWatermark: hw}
+		if hw > 0 {
+			ps.Lag = hw - max(c, 0)
+		}
+		out = append(out, ps)
+	}
+	return out
+}
+
+// endOffset returns the high watermark of partition p of the changes
+// topic.
+func (s *Stage) endOffset(ctx context.Context, p int32) (int64, error) {
+	ends, err := kadm.NewClient(s.cl).ListEndOffsets(ctx, s.cfg.Topic)
+	if err != nil {
+		return 0, err
+	}
+	o, ok := ends.Lookup(s.cfg.Topic, p)
+	if !ok {
+		return 0, fmt.Errorf("no end offset for %s/%d", s.cfg.Topic, p)
+	}
+	if o.Err != nil {
+		return 0, o.Err
+	}
+	return o.Offset, nil
+}
+
+// fmtParts renders a partition map for logs: topic:[0 1 2].
+func fmtParts(m map[string][]int32) string {
+	var b []byte
+	for t, ps := range m {
+		if len(b) > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, t...)
+		b = append(b, ':')
+		b = append(b, fmt.Sprint(ps)...)
+	}
+	return string(b)
+}

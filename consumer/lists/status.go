@@ -1,0 +1,80 @@
+package lists
+
+import (
+	"sort"
+	"time"
+
+	"github.com/pinsync/pinsync/consumer/commit"
+)
+
+// Status is a snapshot of what the list stage's member is doing. It holds
+// no identifier and no secret.
+type Status struct {
+	Joined      bool
+	FetchPaused bool
+	Buffered    int
+	Flights     int
+	LastError   string
+	Partitions  []PartitionStatus
+	// Lists are the lists of the partitions this member owns, each with
+	// figures of the whole list: its owner alone writes to it.
+	Lists []ListStatus
+}
+
+// PartitionStatus describes one owned partition.
+type PartitionStatus = commit.PartitionStatus
+
+// ListStatus describes one Pinterest list.
+type ListStatus struct {
+	Audience       string    `json:"audience"`
+	Name           string    `json:"audience_name,omitempty"`
+	AdAccount      string    `json:"ad_account_id"`
+	ListType       string    `json:"list_type"`
+	ListName       string    `json:"name,omitempty"`
+	CustomerListID string    `json:"customer_list_id,omitempty"`
+	AudienceID     string    `json:"audience_id,omitempty"`
+	Partition      int32     `json:"partition"`
+	Pending        int       `json:"pending_records"`
+	LastFlush      time.Time `json:"last_flush,omitzero"`
+	PinterestSize  int64     `json:"pinterest_size"`
+	PinterestState string    `json:"pinterest_status,omitempty"`
+}
+
+// Status returns a snapshot of the stage.
+func (s *Stage) Status() Status {
+	st := Status{FetchPaused: s.paused.Load()}
+	st.Buffered = s.ws.buffer()
+	perWindow := s.ws.stats()
+	s.mu.Lock()
+	st.Joined = s.joined
+	st.Flights = s.flights
+	if s.lastErr != nil {
+		st.LastError = s.lastErr.Error()
+	}
+	s.mu.Unlock()
+	st.Partitions = s.partitionStatus()
+	sort.Slice(st.Partitions, func(i, j int) bool { return st.Partitions[i].Partition < st.Partitions[j].Partition })
+	for _, li := range s.ownedLists() {
+		li.mu.Lock()
+		ls := ListStatus{
+			Audience: li.key.Audience, Name: li.header.Name, AdAccount: li.header.AdAccount, ListType: li.key.Type.String(),
+			ListName: li.pids.name, CustomerListID: li.pids.listID, AudienceID: li.pids.audienceID, Partition: li.partition,
+			PinterestSize: li.size, PinterestState: li.status,
+		}
+		li.mu.Unlock()
+		w := perWindow[li.id]
+		ls.Pending, ls.LastFlush = w.pending, w.flushed
+		if ls.CustomerListID == "" && ls.Pending == 0 {
+			continue // nothing to add to a list that does not exist
+		}
+		st.Lists = append(st.Lists, ls)
+	}
+	sort.Slice(st.Lists, func(i, j int) bool {
+		a, b := st.Lists[i], st.Lists[j]
+		return a.Audience < b.Audience || a.Audience == b.Audience && a.ListType < b.ListType
+	})
+	return st
+}
+
+// Paused reports whether fetching is paused at the cap.
+func (s *Stage) Paused() bool { return s.paused.Load() }

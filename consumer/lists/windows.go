@@ -1,0 +1,511 @@
+package lists
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/pinsync/pinsync/consumer/changes"
+	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/schemas/ident"
+)
+
+// listID is a list interned by the stage (see lists.go): small and dense.
+type listID uint32
+
+// entry is the last change to one record in a window.
+type entry struct {
+	op changes.Op
+	// before is where the list stood for the record before the window's
+	// first change to it, when that is known for sure (stateUnknown
+	// otherwise).
+	before listState
+	pk     commit.Key
+	ts     int64 // event time, Unix milliseconds (0 when unknown)
+}
+
+// listState is whether a list holds a record.
+type listState uint8
+
+const (
+	stateUnknown listState = iota
+	stateIn
+	stateOut
+)
+
+// after is where a list stands for a record once o is applied.
+func after(o changes.Op) listState {
+	if o == changes.Add {
+		return stateIn
+	}
+	return stateOut
+}
+
+// before is where a vouched change says the list stood.
+func before(c *changes.Change) listState {
+	switch {
+	case !c.Vouched:
+		return stateUnknown
+	case c.Op == changes.Add:
+		return stateOut
+	}
+	return stateIn
+}
+
+// flight is one flush of a window in progress: the records it took out of
+// the window and the bookkeeping needed to finish or undo it.
+type flight struct {
+	w       *window
+	reason  string
+	adds    []ident.Hash
+	removes []ident.Hash
+	meta    []entry // meta[i] belongs to adds[i] for i < len(adds), then to removes
+	// oldest and urgent are the window's when the flight was taken: records
+	// put back after a failure keep their age and urgency.
+	oldest time.Time
+	urgent bool
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (f *flight) records() int { return len(f.adds) + len(f.removes) }
+
+// hash returns the record that meta[i] belongs to.
+func (f *flight) hash(i int) ident.Hash {
+	if i < len(f.adds) {
+		return f.adds[i]
+	}
+	return f.removes[i-len(f.adds)]
+}
+
+// window holds the changes waiting for one list, the last change to each
+// record winning (add then remove = remove).
+type window struct {
+	key     listID
+	entries entrySet
+	adds    int
+	removes int
+	// next is the slot of entries where the next take starts looking, so
+	// that a window holding more than a flight takes does not leave the
+	// same records behind every time.
+	next int
+	// oldest is when the oldest change now in the window arrived.
+	oldest  time.Time
+	flight  *flight
+	retryAt time.Time
+	fails   int
+	urgent  bool
+	// flushed is when a flight of this window last succeeded.
+	flushed time.Time
+}
+
+// windows is the set of windows of the lists a member of the list stage
+// owns, with the count of buffered records. All methods are safe for
+// concurrent use; changes are made under one mutex, taken once per record
+// of the changes topic. Pending counts are not kept here: the methods that
+// move changes report them in a commit.Deltas for the caller to apply to
+// its commit.Tracker once the windows' lock is released.
+type windows struct {
+	mu sync.Mutex
+	// byID holds the window of each list, indexed by list id.
+	byID     []*window
+	max      int // per-request maximum records
+	buffered int
+	// wake is signalled (non-blocking) when a window becomes full or urgent,
+	// or a flight ends.
+	wake chan struct{}
+	// drained is closed and replaced whenever buffered records fall.
+	drained chan struct{}
+}
+
+func newWindows(maxRecords int) *windows {
+	return &windows{max: maxRecords, wake: make(chan struct{}, 1), drained: make(chan struct{})}
+}
+
+func (ws *windows) signal() {
+	select {
+	case ws.wake <- struct{}{}:
+	default:
+	}
+}
+
+// releaseLocked signals waiters that buffered records fell.
+func (ws *windows) releaseLocked() {
+	close(ws.drained)
+	ws.drained = make(chan struct{})
+}
+
+// add puts changes to list l, read in epoch pk, into its window; now is
+// the arrival time used for the flush interval. The pending counts it moves
+// go to d.
+func (ws *windows) add(l listID, cs []changes.Change, pk commit.Key, now time.Time, d *commit.Deltas) {
+	if len(cs) == 0 {
+		return
+	}
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.lookup(l)
+	added := 0
+	for i := range cs {
+		c := &cs[i]
+		b := before(c)
+		e, existed := w.entries.upsert(c.Hash)
+		if existed {
+			old := *e
+			d.Add(old.pk, -1)
+			w.count(old.op, -1)
+			ws.buffered--
+			if old.before != stateUnknown && c.Vouched && old.before == after(c.Op) {
+				// Back where the list stands: nothing to send (add then
+				// remove of a record never uploaded, or the reverse).
+				w.entries.del(c.Hash)
+				continue
+			}
+			b = old.before
+		} else if w.entries.len() == 1 {
+			// The window was empty.
+			w.oldest = now
+		}
+		*e = entry{op: c.Op, before: b, pk: pk, ts: c.TS}
+		w.count(c.Op, 1)
+		ws.buffered++
+		added++
+		if w.adds == ws.max || w.removes == ws.max {
+			ws.signal()
+		}
+	}
+	d.Add(pk, added)
+}
+
+// lookup returns the window of list l, creating it on first use.
+func (ws *windows) lookup(l listID) *window {
+	if int(l) < len(ws.byID) {
+		if w := ws.byID[l]; w != nil {
+			return w
+		}
+	} else {
+		ws.byID = append(ws.byID, make([]*window, int(l)+1-len(ws.byID))...)
+	}
+	w := &window{key: l}
+	ws.byID[l] = w
+	return w
+}
+
+// each calls f for every window.
+func (ws *windows) eachLocked(f func(w *window)) {
+	for _, w := range ws.byID {
+		if w != nil {
+			f(w)
+		}
+	}
+}
+
+func (w *window) count(o changes.Op, n int) {
+	if o == changes.Add {
+		w.adds += n
+	} else {
+		w.removes += n
+	}
+}
+
+// calls is how many Pinterest calls flushing w now would take.
+func (w *window) calls() int {
+	n := 0
+	if w.adds > 0 {
+		n++
+	}
+	if w.removes > 0 {
+		n++
+	}
+	return n
+}
+
+// due returns the windows to flush at now, most urgent first: windows asked
+// to flush (revoke, shutdown) first, then full ones, then those whose oldest
+// change has waited interval, oldest first. It takes no more than budget
+// calls and free flights; the others keep filling.
+func (ws *windows) due(now time.Time, interval time.Duration, budget float64, free int) []*window {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	var cands []*window
+	ws.eachLocked(func(w *window) {
+		if w.flight != nil || w.entries.len() == 0 || now.Before(w.retryAt) {
+			return
+		}
+		full := w.adds >= ws.max || w.removes >= ws.max
+		if w.urgent || full || now.Sub(w.oldest) >= interval {
+			cands = append(cands, w)
+		}
+	})
+	sort.Slice(cands, func(i, j int) bool {
+		a, b := cands[i], cands[j]
+		if a.urgent != b.urgent {
+			return a.urgent
+		}
+		af, bf := a.adds >= ws.max || a.removes >= ws.max, b.adds >= ws.max || b.removes >= ws.max
+		if af != bf {
+			return af
+		}
+		if !a.oldest.Equal(b.oldest) {
+			return a.oldest.Before(b.oldest)
+		}
+		return a.entries.len() > b.entries.len()
+	})
+	var out []*window
+	for _, w := range cands {
+		c := float64(w.calls())
+		if len(out) >= free || c > budget {
+			break
+		}
+		budget -= c
+		out = append(out, w)
+	}
+	return out
+}
+
+// kind reports whether w is asked to flush now and whether it is full.
+func (ws *windows) kind(w *window) (urgent, full bool) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return w.urgent, w.adds >= ws.max || w.removes >= ws.max
+}
+
+// take moves up to the per-request maximum of adds and of removes out of w
+// into a new flight. The caller got w from due.
+func (ws *windows) take(w *window, reason string, parent context.Context) (*flight, context.Context) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	ctx, cancel := context.WithCancel(parent)
+	f := &flight{w: w, reason: reason, oldest: w.oldest, urgent: w.urgent, cancel: cancel, done: make(chan struct{})}
+	var removes []ident.Hash
+	var rmeta []entry
+	// A flush for a full side sends only the full side(s): the other keeps
+	// filling (fewer, fuller calls).
+	full := reason == "full"
+	takeAdds := !full || w.adds >= ws.max
+	takeRemoves := !full || w.removes >= ws.max
+	// Collect, then delete: deleting moves entries within the set. The
+	// walk starts where the last one stopped, so that what a flight leaves
+	// behind goes in the next.
+	w.next = w.entries.eachFrom(w.next, func(h ident.Hash, e entry) bool {
+		if e.op == changes.Add {
+			if takeAdds && len(f.adds) < ws.max {
+				f.adds = append(f.adds, h)
+				f.meta = append(f.meta, e)
+			}
+		} else if takeRemoves && len(removes) < ws.max {
+			removes = append(removes, h)
+			rmeta = append(rmeta, e)
+		}
+		return (takeAdds && len(f.adds) < ws.max) || (takeRemoves && len(removes) < ws.max)
+	})
+	if len(f.adds)+len(removes) == w.entries.len() {
+		w.entries.reset()
+	} else {
+		for _, h := range f.adds {
+			w.entries.del(h)
+		}
+		for _, h := range removes {
+			w.entries.del(h)
+		}
+	}
+	w.count(changes.Add, -len(f.adds))
+	w.count(changes.Remove, -len(removes))
+	f.removes = removes
+	f.meta = append(f.meta, rmeta...)
+	// What stays behind keeps the window's age and urgency: it is due when
+	// the interval or the per-request maximum says so, or at once (after
+	// this flight) when the window was asked to flush.
+	w.urgent = w.urgent && w.entries.len() > 0
+	w.flight = f
+	return f, ctx
+}
+
+// finish ends a flight. ok[i] reports whether record i reached Pinterest (or
+// was dead-lettered); the others go back into the window unless a newer
+// change to the same record arrived meanwhile. A failed request may or may
+// not have reached Pinterest, so where the list stands for its records is
+// no longer known: neither they nor a newer change to them can cancel. The
+// pending counts it releases go to d. It returns the records finished.
+func (ws *windows) finish(f *flight, ok func(i int) bool, failed bool, now time.Time, backoff func(fails int) time.Duration, d *commit.Deltas) int {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := f.w
+	done := 0
+	for i, e := range f.meta {
+		dropped := e.pk.P.Dropped()
+		if ok(i) || dropped {
+			if !dropped {
+				d.Add(e.pk, -1)
+			}
+			ws.buffered--
+			done++
+			continue
+		}
+		p, newer := w.entries.upsert(f.hash(i))
+		if newer {
+			p.before = stateUnknown
+			d.Add(e.pk, -1)
+			ws.buffered--
+			continue
+		}
+		if w.entries.len() == 1 || f.oldest.Before(w.oldest) {
+			// The window was empty, or holds younger changes only.
+			w.oldest = f.oldest
+		}
+		e.before = stateUnknown
+		*p = e
+		w.count(e.op, 1)
+		w.urgent = w.urgent || f.urgent
+	}
+	w.flight = nil
+	if failed {
+		w.fails++
+		w.retryAt = now.Add(backoff(w.fails))
+	} else {
+		w.fails = 0
+		w.retryAt = time.Time{}
+		w.flushed = now
+	}
+	f.cancel()
+	close(f.done)
+	ws.releaseLocked()
+	ws.signal()
+	return done
+}
+
+// markUrgent asks every window holding changes of the given partitions (all
+// windows when parts is nil) to flush now, and returns the flights in
+// progress that hold such changes.
+func (ws *windows) markUrgent(parts map[*commit.Partition]bool) []*flight {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	var flights []*flight
+	ws.eachLocked(func(w *window) {
+		if parts == nil || w.holds(parts) {
+			if w.entries.len() > 0 {
+				w.urgent = true
+				w.retryAt = time.Time{}
+			}
+		}
+		if w.flight != nil && (parts == nil || w.flight.holds(parts)) {
+			flights = append(flights, w.flight)
+		}
+	})
+	ws.signal()
+	return flights
+}
+
+// holds reports whether w holds a change of the given partitions.
+func (w *window) holds(parts map[*commit.Partition]bool) bool {
+	held := false
+	w.entries.each(func(_ ident.Hash, e entry) bool {
+		held = parts[e.pk.P]
+		return !held
+	})
+	return held
+}
+
+func (f *flight) holds(parts map[*commit.Partition]bool) bool {
+	for _, e := range f.meta {
+		if parts[e.pk.P] {
+			return true
+		}
+	}
+	return false
+}
+
+// drop removes every change of the given partitions from the windows
+// (revoked past the deadline, or lost) and returns the flights in progress
+// that hold some, in the same critical section: no flight holding them can
+// start afterwards. The partitions must already be marked dropped, so that
+// flights in progress do not put them back.
+func (ws *windows) drop(parts map[*commit.Partition]bool) []*flight {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	var flights []*flight
+	var gone []ident.Hash
+	ws.eachLocked(func(w *window) {
+		// Collect, then delete: deleting moves entries within the set.
+		gone = gone[:0]
+		w.entries.each(func(h ident.Hash, e entry) bool {
+			if parts[e.pk.P] {
+				gone = append(gone, h)
+				w.count(e.op, -1)
+			}
+			return true
+		})
+		if len(gone) == w.entries.len() {
+			w.entries.reset()
+		} else {
+			for _, h := range gone {
+				w.entries.del(h)
+			}
+		}
+		ws.buffered -= len(gone)
+		if w.flight != nil && w.flight.holds(parts) {
+			flights = append(flights, w.flight)
+		}
+	})
+	ws.releaseLocked()
+	return flights
+}
+
+// waitBelow blocks until fewer than limit records are buffered or ctx
+// ends, calling paused once if it has to wait. It reports whether it waited.
+func (ws *windows) waitBelow(ctx context.Context, limit int, paused func()) (waited bool, err error) {
+	for {
+		ws.mu.Lock()
+		n, ch := ws.buffered, ws.drained
+		ws.mu.Unlock()
+		if n < limit {
+			return waited, nil
+		}
+		if !waited {
+			paused()
+		}
+		waited = true
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return waited, ctx.Err()
+		}
+	}
+}
+
+// buffer reports the records waiting in windows or in flight.
+func (ws *windows) buffer() int {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.buffered
+}
+
+// windowStat is what the status shows of one window.
+type windowStat struct {
+	pending  int // records waiting or in flight
+	flushed  time.Time
+	inFlight bool
+}
+
+// stats reports each window's figures, by list id.
+func (ws *windows) stats() map[listID]windowStat {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	out := make(map[listID]windowStat, len(ws.byID))
+	ws.eachLocked(func(w *window) {
+		st := windowStat{pending: w.entries.len(), flushed: w.flushed, inFlight: w.flight != nil}
+		if w.flight != nil {
+			st.pending += w.flight.records()
+		}
+		out[w.key] = st
+	})
+	return out
+}
+
+// empty reports whether no change waits or flies.
+func (ws *windows) empty() bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.buffered == 0
+}

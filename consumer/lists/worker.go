@@ -1,0 +1,169 @@
+package lists
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pinsync/pinsync/consumer/changes"
+	"github.com/pinsync/pinsync/consumer/commit"
+)
+
+// worker reads one partition of the changes topic in offset order and puts
+// its changes into the windows, sealing an epoch every commit interval.
+type worker struct {
+	s         *Stage
+	partition int32
+	pt        *commit.Partition
+	in        chan []*kgo.Record
+	quit      chan struct{}
+	done      chan struct{}
+	highWater atomic.Int64
+
+	open        commit.Key
+	next        int64 // offset after the last record read; -1 before any
+	leaderEpoch int32
+	// first is the offset of the first record read (-1 before any): what
+	// an ownership check commits before anything was.
+	first atomic.Int64
+	// vouchFrom is the end of the partition when this member was assigned
+	// it. An earlier owner may have uploaded changes below it that it
+	// never committed: where a list stands for their records is not known,
+	// so none of them cancels (see windows.add).
+	vouchFrom int64
+	d         commit.Deltas
+	cs        []changes.Change
+}
+
+func (s *Stage) newWorker(p int32) *worker {
+	pt := s.tr.Assign(s.cfg.Topic, p, -1)
+	w := &worker{s: s, partition: p, pt: pt, in: make(chan []*kgo.Record, 4),
+		quit: make(chan struct{}), done: make(chan struct{}), open: s.tr.Open(pt), next: -1, leaderEpoch: -1,
+		vouchFrom: -1}
+	w.first.Store(-1)
+	return w
+}
+
+func (w *worker) run() {
+	defer close(w.done)
+	if !w.fence() {
+		return
+	}
+	t := time.NewTicker(w.s.cfg.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.quit:
+			w.seal()
+			return
+		case <-t.C:
+			w.seal()
+		case recs := <-w.in:
+			w.process(recs)
+		}
+	}
+}
+
+// fence learns the partition's end offset before reading anything, retrying
+// until it succeeds or the worker quits (then it reports false).
+func (w *worker) fence() bool {
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		end, err := w.s.endOffset(ctx, w.partition)
+		cancel()
+		if err == nil {
+			w.vouchFrom = end
+			w.s.cl.ResumeFetchPartitions(map[string][]int32{w.s.cfg.Topic: {w.partition}})
+			return true
+		}
+		w.s.log.Warn("reading the end of a changes partition failed; retrying", "partition", w.partition, "err", err)
+		select {
+		case <-w.quit:
+			return false
+		case <-time.After(min(time.Duration(attempt)*500*time.Millisecond, 5*time.Second)):
+		}
+	}
+}
+
+// seal closes the open epoch at the next offset to read.
+func (w *worker) seal() {
+	if w.next < 0 {
+		return
+	}
+	w.open = w.s.tr.Seal(w.pt, w.next, w.leaderEpoch)
+}
+
+// probeOffset is what an ownership check commits: the offset last
+// committed, or where reading started.
+func (w *worker) probeOffset() (kgo.EpochOffset, bool) {
+	if c := w.pt.Committed(); c >= 0 {
+		return kgo.EpochOffset{Epoch: w.pt.CommittedLeaderEpoch(), Offset: c}, true
+	}
+	if f := w.first.Load(); f >= 0 {
+		return kgo.EpochOffset{Epoch: -1, Offset: f}, true
+	}
+	return kgo.EpochOffset{}, false
+}
+
+// process puts a batch of records' changes into the windows.
+func (w *worker) process(recs []*kgo.Record) {
+	s := w.s
+	now := s.now()
+	var adds, removes int
+	for _, r := range recs {
+		if r.Offset < w.next {
+			continue // already read (a fetch from before a reassignment)
+		}
+		if w.next < 0 {
+			w.first.Store(r.Offset)
+		}
+		w.next = r.Offset + 1
+		w.leaderEpoch = r.LeaderEpoch
+		if r.Attrs.IsControl() {
+			continue
+		}
+		l, err := changes.ParseKey(r.Key)
+		var v changes.Value
+		if err == nil {
+			v, err = changes.Parse(r.Value)
+		}
+		if err == nil {
+			w.cs = w.cs[:0]
+			vouch := r.Offset >= w.vouchFrom
+			err = v.Each(func(c changes.Change) {
+				c.Vouched = c.Vouched && vouch
+				w.cs = append(w.cs, c)
+			})
+		}
+		if err != nil {
+			s.m.malformed.Inc()
+			s.log.Error("skipping a malformed record of the changes topic", "partition", r.Partition, "offset", r.Offset, "err", err)
+			continue
+		}
+		li := s.lists.intern(l, v.Header, r.Partition)
+		for i := range w.cs {
+			if w.cs[i].Op == changes.Add {
+				adds++
+			} else {
+				removes++
+			}
+		}
+		s.ws.add(li.id, w.cs, w.open, now, &w.d)
+	}
+	s.tr.Apply(&w.d)
+	w.d.Reset()
+	if adds > 0 {
+		s.m.read.WithLabelValues("add").Add(float64(adds))
+	}
+	if removes > 0 {
+		s.m.read.WithLabelValues("remove").Add(float64(removes))
+	}
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		s.ws.markUrgent(nil)
+	}
+}

@@ -1,0 +1,123 @@
+package profiles
+
+import (
+	"path"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pinsync/pinsync/consumer/changes"
+)
+
+// audience is what pinsync knows of one audience key.
+type audience struct {
+	id        uint32
+	key       string
+	name      string // display name, when an event carried one
+	adAccount string
+	selected  bool // allowed by the audience filter
+	members   atomic.Int64
+}
+
+// audiences interns audience keys as small integers shared by every
+// partition of the process, and resolves each audience's ad account and
+// whether it is synced. Safe for concurrent use.
+type audiences struct {
+	mu       sync.RWMutex
+	byKey    map[string]*audience
+	byID     []*audience
+	allow    []string
+	deny     []string
+	account  string
+	accounts map[string]string
+	settings bool
+}
+
+func newAudiences(allow, deny []string, account string, accounts map[string]string, allowSettings bool) *audiences {
+	return &audiences{
+		byKey: make(map[string]*audience), byID: []*audience{nil},
+		allow: allow, deny: deny, account: account, accounts: accounts, settings: allowSettings,
+	}
+}
+
+// intern returns the audience for key, registering it on first sight with
+// the name and ad-account override an event carried.
+func (as *audiences) intern(key, name, override string) *audience {
+	as.mu.RLock()
+	a := as.byKey[key]
+	hit := a != nil && (name == "" || a.name != "")
+	as.mu.RUnlock()
+	if hit {
+		return a
+	}
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	if a = as.byKey[key]; a != nil {
+		if a.name == "" {
+			a.name = name
+		}
+		return a
+	}
+	a = &audience{id: uint32(len(as.byID)), key: key, name: name, selected: as.match(key)}
+	a.adAccount = as.account
+	if acc, ok := as.accounts[key]; ok {
+		a.adAccount = acc
+	} else if as.settings && override != "" {
+		a.adAccount = override
+	}
+	as.byKey[key] = a
+	as.byID = append(as.byID, a)
+	return a
+}
+
+// get returns the audience with id.
+func (as *audiences) get(id uint32) *audience {
+	as.mu.RLock()
+	defer as.mu.RUnlock()
+	if int(id) >= len(as.byID) {
+		return nil
+	}
+	return as.byID[id]
+}
+
+// all returns every audience known.
+func (as *audiences) all() []*audience {
+	as.mu.RLock()
+	defer as.mu.RUnlock()
+	return append([]*audience(nil), as.byID[1:]...)
+}
+
+func (as *audiences) match(key string) bool {
+	for _, d := range as.deny {
+		if ok, _ := path.Match(d, key); ok {
+			return false
+		}
+	}
+	if len(as.allow) == 0 {
+		return true
+	}
+	for _, a := range as.allow {
+		if ok, _ := path.Match(a, key); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// key returns the key of audience id ("" when unknown).
+func (as *audiences) key(id uint32) string {
+	if a := as.get(id); a != nil {
+		return a.key
+	}
+	return ""
+}
+
+// header returns what a changes record says of audience id's lists.
+func (as *audiences) header(id uint32) changes.Header {
+	as.mu.RLock()
+	defer as.mu.RUnlock()
+	if int(id) >= len(as.byID) || as.byID[id] == nil {
+		return changes.Header{}
+	}
+	a := as.byID[id]
+	return changes.Header{AdAccount: a.adAccount, Name: a.name}
+}

@@ -1,0 +1,233 @@
+package profiles
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pinsync/pinsync/schemas"
+	"github.com/pinsync/pinsync/schemas/ident"
+)
+
+// The changelog holds each input partition's profile state in a compacted
+// topic co-partitioned with the input: changelog partition i holds the
+// profiles of input partition i, written to partition i explicitly. It is
+// written in the same transaction as the changes the state produced, so a
+// new owner that restores it (reading committed records only) finds a
+// state that the changes topic agrees with exactly. Each transaction ends
+// with the partition's position: the input offset the state stands at.
+
+// stateRecord is one profile's state as written to the changelog: the
+// input topic and profile id as key and its encoded state as value (nil: a
+// tombstone).
+type stateRecord struct {
+	key   string
+	value []byte
+}
+
+// changelogKey is the record key of a profile of an input topic.
+func changelogKey(topic, profile string) string { return topic + "\x00" + profile }
+
+// positionKey is the record key of an input topic's position: the next
+// input offset (8 bytes, big endian) and its leader epoch (4 bytes) of
+// the state written before it.
+func positionKey(topic string) string { return topic + "\x01pos" }
+
+func positionValue(next int64, leaderEpoch int32) []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 12), uint64(next))
+	return binary.BigEndian.AppendUint32(b, uint32(leaderEpoch))
+}
+
+const stateVersion = 1
+
+// codec encodes profiles for the changelog. Audience ids are local to a
+// process, so the changelog names audiences by key.
+type codec struct{ auds *audiences }
+
+// encode writes p compactly: version, identifiers (type and 32-byte hash),
+// then audiences by key with a member flag.
+func (c codec) encode(p *profile) []byte {
+	n := 2 + len(p.ids)*33 + 2
+	for _, a := range p.auds {
+		n += 2 + len(c.auds.key(a&^outBit))
+	}
+	b := make([]byte, 0, n)
+	b = append(b, stateVersion)
+	b = binary.AppendUvarint(b, uint64(len(p.ids)))
+	for _, id := range p.ids {
+		b = append(b, byte(id.Type))
+		b = append(b, id.Hash[:]...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(p.auds)))
+	for _, a := range p.auds {
+		flag := byte(1)
+		if a&outBit != 0 {
+			flag = 0
+		}
+		key := c.auds.key(a &^ outBit)
+		b = append(b, flag)
+		b = binary.AppendUvarint(b, uint64(len(key)))
+		b = append(b, key...)
+	}
+	return b
+}
+
+var errBadState = errors.New("changelog: malformed state record")
+
+// decode reads what encode wrote, interning audience keys.
+func (c codec) decode(b []byte) (*profile, error) {
+	if len(b) < 1 || b[0] != stateVersion {
+		return nil, errBadState
+	}
+	b = b[1:]
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > 1000 || len(b[k:]) < int(n)*33 {
+		return nil, errBadState
+	}
+	b = b[k:]
+	p := &profile{ids: make([]schemas.Identifier, n)}
+	for i := range p.ids {
+		p.ids[i].Type = ident.Type(b[0])
+		copy(p.ids[i].Hash[:], b[1:33])
+		b = b[33:]
+	}
+	na, k := binary.Uvarint(b)
+	if k <= 0 || na > 1<<20 {
+		return nil, errBadState
+	}
+	b = b[k:]
+	p.auds = make([]uint32, 0, na)
+	for i := uint64(0); i < na; i++ {
+		if len(b) < 2 {
+			return nil, errBadState
+		}
+		flag := b[0]
+		l, k := binary.Uvarint(b[1:])
+		if k <= 0 || uint64(len(b[1+k:])) < l {
+			return nil, errBadState
+		}
+		key := string(b[1+k : 1+k+int(l)])
+		b = b[1+k+int(l):]
+		a := c.auds.intern(key, "", "")
+		v := a.id
+		if flag == 0 {
+			v |= outBit
+		}
+		p.auds = append(p.auds, v)
+	}
+	return p, nil
+}
+
+// restored is what a restore found besides the profiles.
+type restored struct {
+	profiles int
+	// next and leaderEpoch are the position the state stands at; next is
+	// -1 when the changelog holds no position (empty, or written by a
+	// version that wrote none).
+	next        int64
+	leaderEpoch int32
+	// empty reports that the changelog partition never held anything.
+	empty bool
+}
+
+// restore reads input partition key's state from its changelog partition,
+// committed records only, to the end, into state. The caller has fenced
+// every earlier writer of the partition, so the end does not move.
+func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey, state *profiles, c codec, skip func(offset int64)) (restored, error) {
+	res := restored{next: -1, leaderEpoch: -1}
+	rcl, err := kgo.NewClient(append(append([]kgo.Opt{}, kopts...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{
+			changelog: {key.partition: kgo.NewOffset().AtStart()},
+		}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Transaction markers count as records, so that reading reaches
+		// the end even when the log ends with one.
+		kgo.KeepControlRecords(),
+		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(32<<20),
+	)...)
+	if err != nil {
+		return res, err
+	}
+	defer rcl.Close()
+	ends, err := kadm.NewClient(rcl).ListCommittedOffsets(ctx, changelog)
+	if err != nil {
+		return res, fmt.Errorf("changelog end offsets: %w", err)
+	}
+	end, ok := ends.Lookup(changelog, key.partition)
+	if !ok || end.Err != nil {
+		if end.Err != nil {
+			err = end.Err
+		}
+		return res, fmt.Errorf("changelog %s/%d: no end offset: %v", changelog, key.partition, err)
+	}
+	starts, err := kadm.NewClient(rcl).ListStartOffsets(ctx, changelog)
+	if err != nil {
+		return res, fmt.Errorf("changelog start offsets: %w", err)
+	}
+	start, _ := starts.Lookup(changelog, key.partition)
+	if end.Offset <= start.Offset {
+		res.empty = end.Offset == 0
+		return res, nil
+	}
+	prefix, pk := key.topic+"\x00", positionKey(key.topic)
+	for next := start.Offset; next < end.Offset; {
+		fs := rcl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return res, fmt.Errorf("changelog fetch: %w", ferr)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			next = r.Offset + 1
+			if r.Attrs.IsControl() {
+				return
+			}
+			k := string(r.Key)
+			if k == pk {
+				if len(r.Value) == 12 {
+					res.next = int64(binary.BigEndian.Uint64(r.Value))
+					res.leaderEpoch = int32(binary.BigEndian.Uint32(r.Value[8:]))
+				}
+				return
+			}
+			if !strings.HasPrefix(k, prefix) {
+				return
+			}
+			if restoreRecord(state, c, k[len(prefix):], r.Value) {
+				res.profiles++
+			} else if r.Value != nil {
+				skip(r.Offset)
+			}
+		})
+	}
+	return res, nil
+}
+
+// restoreRecord installs one changelog record of profile id (a nil value is
+// a tombstone) into state. It reports whether a profile was installed;
+// false with a non-nil value means malformed.
+func restoreRecord(state *profiles, c codec, id string, value []byte) bool {
+	state.remove(id)
+	if value == nil {
+		return false
+	}
+	p, err := c.decode(value)
+	if err != nil {
+		return false
+	}
+	for _, a := range p.auds {
+		if a&outBit == 0 {
+			state.members(a, 1)
+		}
+	}
+	state.install(id, p)
+	return true
+}

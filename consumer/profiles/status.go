@@ -1,0 +1,59 @@
+package profiles
+
+import (
+	"sort"
+
+	"github.com/pinsync/pinsync/consumer/commit"
+)
+
+// Status is a snapshot of what the profile stage's member is doing. It
+// holds no identifier and no secret.
+type Status struct {
+	Joined      bool
+	FetchPaused bool
+	// Pending is the changes written that the list stage has not committed
+	// past.
+	Pending    int64
+	Partitions []PartitionStatus
+	Audiences  []AudienceStatus
+}
+
+// PartitionStatus describes one owned partition.
+type PartitionStatus = commit.PartitionStatus
+
+// AudienceStatus describes one audience as this member's partitions see it.
+type AudienceStatus struct {
+	Key, Name, AdAccount string
+	Synced               bool
+	// Members is the profiles of this member's partitions in the audience.
+	Members int64
+}
+
+// Status returns a snapshot of the stage.
+func (s *Stage) Status() Status {
+	st := Status{FetchPaused: s.paused.Load(), Pending: s.pending.Load()}
+	s.mu.Lock()
+	st.Joined = s.joined
+	for k, w := range s.workers {
+		hw, c := w.highWater.Load(), w.committed.Load()
+		ps := PartitionStatus{Topic: k.topic, Partition: k.partition, Committed: c, HighWatermark: hw}
+		if hw > 0 {
+			ps.Lag = hw - max(c, 0)
+		}
+		st.Partitions = append(st.Partitions, ps)
+	}
+	s.mu.Unlock()
+	sort.Slice(st.Partitions, func(i, j int) bool {
+		a, b := st.Partitions[i], st.Partitions[j]
+		return a.Topic < b.Topic || a.Topic == b.Topic && a.Partition < b.Partition
+	})
+	for _, a := range s.auds.all() {
+		h := s.auds.header(a.id)
+		st.Audiences = append(st.Audiences, AudienceStatus{Key: a.key, Name: h.Name, AdAccount: h.AdAccount,
+			Synced: a.selected, Members: a.members.Load()})
+	}
+	return st
+}
+
+// Paused reports whether fetching is paused at the cap.
+func (s *Stage) Paused() bool { return s.paused.Load() }

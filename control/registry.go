@@ -1,0 +1,136 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/pinsync/pinsync/schemas/ident"
+)
+
+// ListKey names one Pinterest list in the registry: its ad account, its
+// audience and its identifier type.
+type ListKey struct {
+	AdAccount string
+	Audience  string
+	Type      ident.Type
+}
+
+// ListEntry is what the registry holds of a list.
+type ListEntry struct {
+	CustomerListID string `json:"customer_list_id"`
+	// AudienceID is the CUSTOMER_LIST audience following the list; empty
+	// until it exists.
+	AudienceID string `json:"audience_id,omitempty"`
+	// Name is the list's (and its audience's) name at Pinterest.
+	Name string `json:"name"`
+}
+
+// registryPrefix starts the key of every registry record:
+// "registry/<ad account>/<TYPE>/<audience>".
+const registryPrefix = "registry/"
+
+func (k ListKey) record() string {
+	return registryPrefix + k.AdAccount + "/" + k.Type.String() + "/" + k.Audience
+}
+
+func parseListKey(s string) (ListKey, bool) {
+	rest, ok := strings.CutPrefix(s, registryPrefix)
+	if !ok {
+		return ListKey{}, false
+	}
+	acct, rest, ok := strings.Cut(rest, "/")
+	if !ok {
+		return ListKey{}, false
+	}
+	typ, aud, ok := strings.Cut(rest, "/")
+	if !ok || aud == "" {
+		return ListKey{}, false
+	}
+	t, err := ident.ParseType(typ)
+	if err != nil {
+		return ListKey{}, false
+	}
+	return ListKey{AdAccount: acct, Audience: aud, Type: t}, true
+}
+
+// applyRegistry folds a registry record into the registry. Called with
+// t.mu held.
+func (t *Topic) applyRegistry(r Record) {
+	k, ok := parseListKey(r.Key)
+	if !ok {
+		return
+	}
+	if r.Value == nil {
+		delete(t.registry, k)
+		return
+	}
+	var e ListEntry
+	if err := json.Unmarshal(r.Value, &e); err != nil || e.CustomerListID == "" {
+		t.logger.Warn("skipping a malformed list registry record", "offset", r.Offset)
+		return
+	}
+	t.registry[k] = e
+}
+
+// Registry is the list registry of the control topic: list key → customer
+// list and audience ids. A list's owner writes its entry when it creates or
+// finds the list; a later owner reads it instead of looking the list up
+// by name. Its methods are safe for concurrent use.
+type Registry struct{ t *Topic }
+
+// Registry returns the topic's list registry.
+func (t *Topic) Registry() *Registry { return &Registry{t: t} }
+
+// Lookup returns the entry of k. When k is not known yet it first reads
+// every record written before the call (a list an earlier owner recorded
+// just before its partition moved is then found).
+func (r *Registry) Lookup(ctx context.Context, k ListKey) (ListEntry, bool, error) {
+	if e, ok := r.get(k); ok {
+		return e, true, nil
+	}
+	if err := r.t.log.CatchUp(ctx); err != nil {
+		return ListEntry{}, false, err
+	}
+	e, ok := r.get(k)
+	return e, ok, nil
+}
+
+func (r *Registry) get(k ListKey) (ListEntry, bool) {
+	r.t.mu.Lock()
+	defer r.t.mu.Unlock()
+	e, ok := r.t.registry[k]
+	return e, ok
+}
+
+// Record writes the entry of k and returns once it is durable and
+// applied.
+func (r *Registry) Record(ctx context.Context, k ListKey, e ListEntry) error {
+	if e.CustomerListID == "" {
+		return fmt.Errorf("control: registry entry of %s has no customer list id", k.record())
+	}
+	if cur, ok := r.get(k); ok && cur == e {
+		return nil
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	off, err := r.t.log.Append(ctx, k.record(), b)
+	if err != nil {
+		return err
+	}
+	return r.t.log.WaitApplied(ctx, off)
+}
+
+// Entries returns every entry (for status and tests).
+func (r *Registry) Entries() map[ListKey]ListEntry {
+	r.t.mu.Lock()
+	defer r.t.mu.Unlock()
+	out := make(map[ListKey]ListEntry, len(r.t.registry))
+	for k, e := range r.t.registry {
+		out[k] = e
+	}
+	return out
+}

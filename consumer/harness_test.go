@@ -120,10 +120,14 @@ type member struct {
 
 func (r *rig) start(cfg consumer.Config, extra ...kgo.Opt) *member {
 	r.t.Helper()
+	return r.startWithLog(cfg, nil, extra...)
+}
+
+func (r *rig) startWithLog(cfg consumer.Config, log *slog.Logger, extra ...kgo.Opt) *member {
+	r.t.Helper()
 	reg := prometheus.NewRegistry()
 	pin, _ := r.client(reg)
-	var log *slog.Logger
-	if os.Getenv("PINSYNC_TEST_LOG") != "" {
+	if log == nil && os.Getenv("PINSYNC_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	eng, err := consumer.New(cfg, consumer.Deps{

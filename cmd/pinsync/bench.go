@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/pinsync/pinsync/cmd/pinsync/internal/bench"
+	"github.com/pinsync/pinsync/cmd/pinsync/internal/service"
 )
 
 // runBench runs the real pipeline end to end on an embedded Kafka and the
@@ -32,12 +33,18 @@ func runBench(ctx context.Context, io *stdio, args []string) int {
 		cpuprofile = fs.String("cpuprofile", "", "write a CPU profile of the whole run (or of --profile-stage) to this file")
 		stage      = fs.String("profile-stage", "", "profile only this stage: drain, decode_hash, naive or pipeline")
 		quiet      = fs.Bool("quiet", false, "do not print progress")
+		logPath    = fs.String("log", "", "write pinsync's JSON logs (level info) to this `file` (default: discarded)")
+		replicas   = fs.Int("replicas", 1, "also run the pipeline with this many instances in one group, without and with one 400 writes/min budget, against one instance")
 	)
 	if status, ok := parseFlags(io, fs, args); !ok {
 		return status
 	}
 	if *events < 1 || *profiles < 0 || *audiences < 0 || *partitions < 1 || *state < 1 {
 		fmt.Fprintln(io.Err, "bench: --events, --partitions and --state-profiles must be positive")
+		return 2
+	}
+	if *replicas < 1 || *replicas > *partitions {
+		fmt.Fprintf(io.Err, "bench: --replicas must be between 1 and --partitions (%d): a replica beyond the partitions owns nothing\n", *partitions)
 		return 2
 	}
 	switch *stage {
@@ -76,7 +83,16 @@ func runBench(ctx context.Context, io *stdio, args []string) int {
 	opts := bench.Options{
 		Events: *events, Profiles: *profiles, Audiences: *audiences, Partitions: *partitions,
 		FlushInterval: *flush, StateProfiles: *state, LatencyTest: *latency, BudgetTest: *budget,
-		Stage: stageHook,
+		Replicas: *replicas, Stage: stageHook,
+	}
+	if *logPath != "" {
+		f, err := os.Create(*logPath)
+		if err != nil {
+			fmt.Fprintf(io.Err, "bench: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		opts.Logger = service.NewLogger(f, "info")
 	}
 	if !*quiet {
 		opts.Progress = func(format string, args ...any) { fmt.Fprintf(io.Err, "bench: "+format+"\n", args...) }
@@ -98,6 +114,12 @@ func runBench(ctx context.Context, io *stdio, args []string) int {
 	if !rep.Converged {
 		fmt.Fprintf(io.Err, "bench: the pipeline did not converge: %s\n", rep.ConvergenceReport)
 		return 1
+	}
+	for _, r := range rep.Replicas {
+		if !r.Converged {
+			fmt.Fprintf(io.Err, "bench: the pipeline with %d replicas (budget %d) did not converge\n", r.Replicas, r.WritesPerMinute)
+			return 1
+		}
 	}
 	return 0
 }
@@ -123,6 +145,20 @@ func printBench(out io.Writer, r bench.Report) {
 				p.name, p.p.RatePerS, p.p.Events, p.p.Audiences, p.p.Lists, p.p.LatencyP50S, p.p.LatencyP99S, p.p.PinterestCalls, p.p.WriteRequests,
 				p.p.RateLimited, p.p.Seconds, p.p.Converged)
 		}
+	}
+	if len(r.Replicas) > 0 {
+		fmt.Fprintln(out)
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "replicas\tbudget/min\tevents/s\tseconds\tfloor s\tcalls\tmin calls\twrites\tmin writes\t429s\tconverged\t\n")
+		for _, x := range r.Replicas {
+			budget, floor := "none", ""
+			if x.WritesPerMinute > 0 {
+				budget, floor = fmt.Sprint(x.WritesPerMinute), fmt.Sprintf("%.1f", x.FloorS)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.1f\t%s\t%d\t%d\t%d\t%d\t%d\t%v\t\n", x.Replicas, budget, x.EventsPerS, x.Seconds, floor,
+				x.PinterestCalls, x.MinPossibleCalls, x.WriteRequests, x.MinWriteRequests, x.RateLimited, x.Converged)
+		}
+		tw.Flush()
 	}
 	fmt.Fprintf(out, "state %.1f bytes/profile; restore %.0f profiles/s; peak RSS %d MiB\n",
 		r.StateBytesPerProfile, r.RestoreProfilesPerS, r.PeakRSSBytes>>20)

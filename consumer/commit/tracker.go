@@ -18,7 +18,8 @@
 // The input group's committed offsets are therefore the true end-to-end
 // progress, and its lag the end-to-end lag.
 //
-// The package keeps the bookkeeping; it does not talk to Kafka.
+// The package keeps the bookkeeping, and commits through the group
+// member's client (Offsets, Owns); when to commit is the stages' business.
 package commit
 
 import (

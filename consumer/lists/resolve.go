@@ -233,7 +233,7 @@ func (r *resolver) ensure(ctx context.Context, li *listInfo, adds []ident.Hash) 
 		if err != nil {
 			return "", false, err
 		}
-		if ids.listID = idx.lists[ids.name]; ids.listID != "" {
+		if ids.listID = r.listByName(idx, ids.name); ids.listID != "" {
 			li.setIDs(ids)
 			if err := r.record(ctx, key, ids); err != nil {
 				return "", false, err
@@ -330,6 +330,13 @@ func (r *resolver) fresh(ctx context.Context, acct string) (*nameIndex, error) {
 	r.names[acct] = idx
 	r.mu.Unlock()
 	return idx, nil
+}
+
+// listByName returns the id of the list named name in idx ("" if none).
+func (r *resolver) listByName(idx *nameIndex, name string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return idx.lists[name]
 }
 
 // learnList adds a list this member created to the index of its account.

@@ -29,13 +29,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/commit"
 )
+
+// fetchMaxWait is how long a fetch waits for data on idle partitions.
+const fetchMaxWait = 500 * time.Millisecond
 
 // Config configures the list stage. Every field is required unless its
 // comment says otherwise; package consumer fills them from its Config.
@@ -184,12 +185,16 @@ type Stage struct {
 	cancelUploads context.CancelFunc
 	bg            sync.WaitGroup
 	stopBG        context.CancelFunc
+	stopPoll      context.CancelFunc
 	pollDone      chan struct{}
 
 	paused atomic.Bool
 
-	mu       sync.Mutex
-	workers  map[int32]*worker
+	mu      sync.Mutex
+	workers map[int32]*worker
+	// leaving are the workers of partitions being revoked: this member
+	// still owns them while it flushes their windows.
+	leaving  map[int32]*worker
 	joined   bool
 	closing  bool
 	flights  int
@@ -241,7 +246,8 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 		cfg: cfg, log: log, pin: deps.Pinterest, now: now, m: m, cm: deps.Commits, deps: deps,
 		writes: deps.Writes, reads: deps.Reads, guard: guard, kopts: deps.Kafka,
 		tr: commit.NewTracker(), ws: newWindows(cfg.MaxRecords), lists: newListTable(),
-		workers: make(map[int32]*worker), pollDone: make(chan struct{}), started: make(chan struct{}),
+		workers: make(map[int32]*worker), leaving: make(map[int32]*worker), pollDone: make(chan struct{}),
+		started: make(chan struct{}),
 	}
 	s.res = newResolver(deps.Pinterest, deps.Registry, tmpl, now, s.lists.lastAssigned)
 	s.setShare(0)
@@ -262,6 +268,9 @@ func (s *Stage) Start(ctx context.Context) error {
 		// reaches its end, and the end a restored profile stage waits for.
 		kgo.KeepControlRecords(),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		// A partition resumed after its start waits for the fetch in
+		// flight to return; an idle one makes that fetch wait this long.
+		kgo.FetchMaxWait(fetchMaxWait),
 		kgo.OnPartitionsAssigned(s.assigned),
 		kgo.OnPartitionsRevoked(s.revoked),
 		kgo.OnPartitionsLost(s.lost),
@@ -284,7 +293,9 @@ func (s *Stage) Start(ctx context.Context) error {
 	go func() { defer s.bg.Done(); s.schedule(bg) }()
 	go func() { defer s.bg.Done(); s.commitLoop(bg) }()
 	go func() { defer s.bg.Done(); s.pollLoop(bg) }()
-	go func() { defer close(s.pollDone); s.poll(bg) }()
+	pctx, stopPoll := context.WithCancel(context.Background())
+	s.stopPoll = stopPoll
+	go func() { defer close(s.pollDone); s.poll(pctx) }()
 	return nil
 }
 
@@ -332,9 +343,10 @@ func (s *Stage) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// stopPolling ends the poll goroutine.
+// stopPolling ends the poll goroutine; scheduling, uploading and
+// committing go on.
 func (s *Stage) stopPolling() {
-	s.stopBG()
+	s.stopPoll()
 	<-s.pollDone
 }
 
@@ -468,6 +480,13 @@ func (s *Stage) forget(parts map[*commit.Partition]bool) {
 	if len(parts) == 0 {
 		return
 	}
+	s.mu.Lock()
+	for p := range parts {
+		if w := s.leaving[p.Partition]; w != nil && w.pt == p {
+			delete(s.leaving, p.Partition)
+		}
+	}
+	s.mu.Unlock()
 	for p := range parts {
 		s.tr.Remove(p)
 		pl := strconv.Itoa(int(p.Partition))
@@ -494,6 +513,7 @@ func (s *Stage) stopWorkers(which map[string][]int32) map[*commit.Partition]bool
 		for p, w := range s.workers {
 			ws = append(ws, w)
 			delete(s.workers, p)
+			s.leaving[p] = w
 		}
 	} else {
 		for _, ps := range which {
@@ -501,6 +521,7 @@ func (s *Stage) stopWorkers(which map[string][]int32) map[*commit.Partition]bool
 				if w := s.workers[p]; w != nil {
 					ws = append(ws, w)
 					delete(s.workers, p)
+					s.leaving[p] = w
 				}
 			}
 		}
@@ -625,7 +646,7 @@ func (s *Stage) commit(ctx context.Context, parts map[*commit.Partition]bool) er
 	if len(offsets) == 0 {
 		return nil
 	}
-	err := commitSync(ctx, s.cl, offsets)
+	err := commit.Offsets(ctx, s.cl, offsets)
 	if err != nil {
 		// Keep the popped marks: the next commit retries them.
 		for i, p := range done {
@@ -642,48 +663,19 @@ func (s *Stage) commit(ctx context.Context, parts map[*commit.Partition]bool) er
 	return nil
 }
 
-// commitSync commits offsets with the member's generation and returns the
-// first error, whether from the request or a partition.
-func commitSync(ctx context.Context, cl *kgo.Client, offsets map[string]map[int32]kgo.EpochOffset) error {
-	var commitErr error
-	cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-		if err != nil {
-			commitErr = err
-			return
-		}
-		for _, t := range resp.Topics {
-			for _, p := range t.Partitions {
-				if p.ErrorCode != 0 {
-					commitErr = errors.Join(commitErr, fmt.Errorf("commit %s/%d: %w", t.Topic, p.Partition, kerr.ErrorForCode(p.ErrorCode)))
-				}
-			}
-		}
-	})
-	return commitErr
-}
-
-// notMember reports whether a commit error says the coordinator no longer
-// counts this member (or this generation) as the owner of what it commits.
-func notMember(err error) bool {
-	for _, e := range []error{kerr.UnknownMemberID, kerr.IllegalGeneration, kerr.FencedInstanceID,
-		kerr.RebalanceInProgress, kerr.StaleMemberEpoch, kerr.FencedMemberEpoch, kerr.GroupIDNotFound} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
-
 // owns checks with the group coordinator that this member still owns
 // changes partition p: it commits, as the member of its current
 // generation, the offset it last committed there. The coordinator refuses
 // the commit of a member it has expired (a member paused past its session
-// timeout) or of a stale generation.
+// timeout), which owns nothing any more.
 func (s *Stage) owns(ctx context.Context, p int32) error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	s.mu.Lock()
 	w := s.workers[p]
+	if w == nil {
+		w = s.leaving[p]
+	}
 	s.mu.Unlock()
 	if w == nil {
 		return fmt.Errorf("%w %d: revoked", ErrNotOwner, p)
@@ -692,8 +684,8 @@ func (s *Stage) owns(ctx context.Context, p int32) error {
 	if !ok {
 		return fmt.Errorf("%w %d: nothing read yet", ErrNotOwner, p)
 	}
-	err := commitSync(ctx, s.cl, map[string]map[int32]kgo.EpochOffset{s.cfg.Topic: {p: eo}})
-	if notMember(err) {
+	err := commit.Owns(ctx, s.cl, s.cfg.Topic, p, eo)
+	if commit.Expired(err) {
 		return fmt.Errorf("%w %d: %v", ErrNotOwner, p, err)
 	}
 	if err != nil {

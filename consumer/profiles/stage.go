@@ -35,13 +35,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/pinsync/pinsync/consumer/commit"
 	"github.com/pinsync/pinsync/schemas"
 )
+
+// fetchMaxWait is how long a fetch waits for data on idle partitions.
+const fetchMaxWait = 500 * time.Millisecond
 
 // Config configures the profile stage. Every field is required unless its
 // comment says otherwise; package consumer fills them from its Config.
@@ -157,6 +158,9 @@ type Stage struct {
 	mu      sync.Mutex
 	workers map[partKey]*worker
 	joined  bool
+	// quiesced is set by Quiesce: a partition assigned afterwards gets no
+	// worker (nothing would fetch for it); its next owner reads it.
+	quiesced bool
 	// rewinds are the workers waiting for the poll loop to move their
 	// partition's fetch position; pollCancel ends the poll in progress.
 	rewinds    []*worker
@@ -233,6 +237,9 @@ func (s *Stage) Start(ctx context.Context) error {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		// A partition resumed after its start waits for the fetch in
+		// flight to return; an idle one makes that fetch wait this long.
+		kgo.FetchMaxWait(fetchMaxWait),
 		kgo.OnPartitionsAssigned(s.assigned),
 		kgo.OnPartitionsRevoked(s.revoked),
 		kgo.OnPartitionsLost(s.lost),
@@ -265,6 +272,7 @@ func (s *Stage) Quiesce(ctx context.Context) {
 	}
 	<-s.pollDone
 	s.mu.Lock()
+	s.quiesced = true
 	ws := make([]*worker, 0, len(s.workers))
 	for _, w := range s.workers {
 		ws = append(ws, w)
@@ -459,6 +467,10 @@ func (s *Stage) assigned(_ context.Context, cl *kgo.Client, assigned map[string]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.joined = true
+	if s.quiesced {
+		s.log.Info("partitions assigned while shutting down: left to the next owner", "partitions", fmtParts(assigned))
+		return
+	}
 	for t, ps := range assigned {
 		for _, p := range ps {
 			k := partKey{t, p}
@@ -616,7 +628,7 @@ func (s *Stage) commit(ctx context.Context, ws []*worker) error {
 	if len(offsets) == 0 {
 		return nil
 	}
-	if err := commitSync(ctx, s.cl, offsets); err != nil {
+	if err := commit.Offsets(ctx, s.cl, offsets); err != nil {
 		for i, w := range done {
 			w.retain(epochs[i])
 		}
@@ -631,26 +643,6 @@ func (s *Stage) commit(ctx context.Context, ws []*worker) error {
 	return nil
 }
 
-// commitSync commits offsets with the member's generation and returns the
-// first error, whether from the request or a partition.
-func commitSync(ctx context.Context, cl *kgo.Client, offsets map[string]map[int32]kgo.EpochOffset) error {
-	var commitErr error
-	cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-		if err != nil {
-			commitErr = err
-			return
-		}
-		for _, t := range resp.Topics {
-			for _, p := range t.Partitions {
-				if p.ErrorCode != 0 {
-					commitErr = errors.Join(commitErr, fmt.Errorf("commit %s/%d: %w", t.Topic, p.Partition, kerr.ErrorForCode(p.ErrorCode)))
-				}
-			}
-		}
-	})
-	return commitErr
-}
-
 // owns checks with the group coordinator that this member still owns w's
 // partition, by committing what it last committed there.
 func (s *Stage) owns(ctx context.Context, w *worker) bool {
@@ -658,7 +650,7 @@ func (s *Stage) owns(ctx context.Context, w *worker) bool {
 	if off < 0 {
 		off = 0
 	}
-	err := commitSync(ctx, s.cl, map[string]map[int32]kgo.EpochOffset{w.key.topic: {w.key.partition: {Epoch: -1, Offset: off}}})
+	err := commit.Owns(ctx, s.cl, w.key.topic, w.key.partition, kgo.EpochOffset{Epoch: -1, Offset: off})
 	if err != nil {
 		s.log.Warn("this member no longer owns the partition, or the coordinator cannot tell", "topic", w.key.topic,
 			"partition", w.key.partition, "err", err)

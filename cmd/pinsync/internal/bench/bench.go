@@ -53,6 +53,11 @@ type Options struct {
 	BudgetTest bool
 	// LatencyDuration bounds each paced run; default 60s.
 	LatencyDuration time.Duration
+	// Replicas, when above 1, adds runs of the pipeline with that many
+	// engines in one group, and runs of 1 and of Replicas engines under
+	// one write budget of ReplicaBudget writes a minute (default 400).
+	Replicas      int
+	ReplicaBudget int
 	// Progress, when set, is told what the bench is doing.
 	Progress func(format string, args ...any)
 	// Stage, when set, is called as each measured stage ("drain",
@@ -86,6 +91,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.LatencyDuration <= 0 {
 		o.LatencyDuration = 60 * time.Second
+	}
+	if o.ReplicaBudget <= 0 {
+		o.ReplicaBudget = 400
 	}
 	if o.Progress == nil {
 		o.Progress = func(string, ...any) {}
@@ -130,6 +138,34 @@ type Report struct {
 	LatencyTest       *Paced  `json:"latency_test,omitempty"`
 	BudgetTest        *Paced  `json:"budget_test,omitempty"`
 	ConvergenceReport string  `json:"convergence_report,omitempty"`
+	// Replicas are the runs of --replicas: 1 and N engines, without and
+	// with a write budget.
+	Replicas []ReplicaRun `json:"replicas,omitempty"`
+}
+
+// ReplicaRun is one run of the pipeline on the backlog with a number of
+// engines in one group, until every record is committed.
+type ReplicaRun struct {
+	Replicas int `json:"replicas"`
+	// WritesPerMinute is the app's budget, enforced by the sandbox and
+	// shared by the engines; -1 means none.
+	WritesPerMinute int `json:"writes_per_minute"`
+	// EventsPerS is the events over the time until every one was applied
+	// by the profile stage.
+	EventsPerS float64 `json:"events_per_s"`
+	// Seconds is from the start until every record was committed: every
+	// list holds its changes (the flush interval included).
+	Seconds          float64 `json:"seconds"`
+	PinterestCalls   int     `json:"pinterest_calls"`
+	MinPossibleCalls int     `json:"min_possible_calls"`
+	// WriteRequests counts every ads_write request; MinWriteRequests is
+	// the minimum: the minimum calls and one audience creation per list.
+	WriteRequests    int `json:"write_requests"`
+	MinWriteRequests int `json:"min_write_requests"`
+	// FloorS is MinWriteRequests at the budget: no run can converge sooner.
+	FloorS      float64 `json:"floor_s,omitempty"`
+	RateLimited int     `json:"rate_limited_429"`
+	Converged   bool    `json:"converged"`
 }
 
 // Paced is the outcome of a run at a set rate.
@@ -256,6 +292,14 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	}
 	if pr.fillCalls > 0 {
 		rep.FillRatio = float64(pr.fillRecords) / float64(pr.fillCalls*o.MaxRecords)
+	}
+
+	if o.Replicas > 1 {
+		runs, err := en.replicaRuns(ctx, recs, want, calls)
+		if err != nil {
+			return rep, err
+		}
+		rep.Replicas = runs
 	}
 
 	if o.LatencyTest && rep.PipelineEventsPerS > 0 {
@@ -445,4 +489,37 @@ func peakRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// replicaRuns runs the pipeline with 1 and o.Replicas engines, each without
+// and with one write budget, on the backlog, and checks each against the
+// oracle.
+func (en *env) replicaRuns(ctx context.Context, recs []stream.Record, want map[stream.ListKey]stream.Set, minCalls int) ([]ReplicaRun, error) {
+	var out []ReplicaRun
+	for _, budget := range []int{-1, en.o.ReplicaBudget} {
+		for _, n := range []int{1, en.o.Replicas} {
+			en.o.Progress("pipeline with %d replicas, budget %d writes/min", n, budget)
+			// Until every record is committed: engines stopped together
+			// right after applying the backlog would leave the commits of
+			// partitions that moved while the group formed to their next
+			// owner.
+			r := pipelineRun{topic: topic, group: fmt.Sprintf("pinsync-bench-%dx%d", n, budget), events: len(recs),
+				replicas: n, writesPerMinute: budget, untilLag: true, ready: func() bool { return true }}
+			pr, err := en.pipeline(ctx, r)
+			if err != nil {
+				return nil, fmt.Errorf("pipeline with %d replicas: %w", n, err)
+			}
+			run := ReplicaRun{
+				Replicas: n, WritesPerMinute: budget, EventsPerS: rate(len(recs), pr.applied), Seconds: pr.elapsed.Seconds(),
+				PinterestCalls: pr.calls, MinPossibleCalls: minCalls, WriteRequests: pr.writes,
+				MinWriteRequests: minCalls + len(want), RateLimited: pr.rateLimited,
+				Converged: pr.lagZero && stream.Diff(want, pr.lists).OK(),
+			}
+			if budget > 0 {
+				run.FloorS = float64(run.MinWriteRequests) / float64(budget) * 60
+			}
+			out = append(out, run)
+		}
+	}
+	return out, nil
 }

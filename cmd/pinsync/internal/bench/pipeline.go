@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/pinsync/pinsync/consumer"
 	"github.com/pinsync/pinsync/consumer/profiles"
+	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/pinterest/sandbox"
 	"github.com/pinsync/pinsync/schemas"
 	"github.com/pinsync/pinsync/schemas/ident"
@@ -30,6 +32,9 @@ type pipelineRun struct {
 	topic, group string
 	events       int
 	audiences    int
+	// replicas is the number of engines in the group (default 1), each
+	// with its own Pinterest client, spending one budget between them.
+	replicas int
 	// writesPerMinute is the write budget of client and sandbox; negative
 	// means none.
 	writesPerMinute int
@@ -43,7 +48,9 @@ type pipelineRun struct {
 }
 
 type pipelineResult struct {
-	elapsed        time.Duration
+	elapsed time.Duration
+	// applied is when every record had been applied (0 if never).
+	applied        time.Duration
 	calls, records int
 	// writes counts every ads_write request (audience creations too);
 	// fillRecords and fillCalls are those of steadyCalls.
@@ -61,23 +68,30 @@ func (en *env) pipeline(ctx context.Context, r pipelineRun) (pipelineResult, err
 	if r.writesPerMinute == 0 {
 		r.writesPerMinute = sandbox.Unlimited
 	}
+	r.replicas = max(r.replicas, 1)
 	sb, srv, err := sandboxServer(r.writesPerMinute)
 	if err != nil {
 		return pipelineResult{}, err
 	}
 	defer srv.Close()
-	reg := prometheus.NewRegistry()
-	pin, err := en.client(r.group, srv.URL, float64(r.writesPerMinute), reg)
-	if err != nil {
-		return pipelineResult{}, err
-	}
-	eng, err := consumer.New(consumer.Config{
-		Topics: []string{r.topic}, Group: r.group, AdAccount: sandbox.DefaultAdAccountID,
-		FlushInterval: en.o.FlushInterval, MaxRecords: en.o.MaxRecords, CommitInterval: 200 * time.Millisecond,
-		AudiencePollInterval: -1,
-	}, consumer.Deps{Kafka: []kgo.Opt{kgo.SeedBrokers(en.brokers...)}, Pinterest: pin, Registerer: reg, Logger: en.o.Logger})
-	if err != nil {
-		return pipelineResult{}, err
+	regs := make([]*prometheus.Registry, r.replicas)
+	engines := make([]*consumer.Engine, r.replicas)
+	for i := range engines {
+		regs[i] = prometheus.NewRegistry()
+		pin, err := en.client(fmt.Sprintf("%s-%d", r.group, i), srv.URL, float64(r.writesPerMinute), regs[i])
+		if err != nil {
+			return pipelineResult{}, err
+		}
+		engines[i], err = consumer.New(consumer.Config{
+			Topics: []string{r.topic}, Group: r.group, AdAccount: sandbox.DefaultAdAccountID,
+			FlushInterval: en.o.FlushInterval, MaxRecords: en.o.MaxRecords, CommitInterval: 200 * time.Millisecond,
+			AudiencePollInterval: -1,
+		}, consumer.Deps{Kafka: []kgo.Opt{kgo.SeedBrokers(en.brokers...)}, Pinterest: pin,
+			Writes: pin.WriteBudget(), Reads: pin.ReadBudget(), Guard: pinterest.WithWriteGuard,
+			Registerer: regs[i], Logger: en.o.Logger})
+		if err != nil {
+			return pipelineResult{}, err
+		}
 	}
 	adm, err := kgo.NewClient(kgo.SeedBrokers(en.brokers...))
 	if err != nil {
@@ -88,28 +102,38 @@ func (en *env) pipeline(ctx context.Context, r pipelineRun) (pipelineResult, err
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	done := make(chan error, 1)
+	done := make(chan error, r.replicas)
 	start := time.Now()
-	go func() { done <- eng.Run(runCtx) }()
+	for _, e := range engines {
+		go func() { done <- e.Run(runCtx) }()
+	}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	var runErr error
+	var runErrs []error
 	var first time.Time
-	running := true
-	for running {
+	var applied time.Duration
+	for running := r.replicas; running > 0; {
 		select {
 		case <-ctx.Done():
 			return pipelineResult{}, ctx.Err()
-		case runErr = <-done:
-			running = false
+		case err := <-done:
+			running--
+			if err != nil {
+				runErrs = append(runErrs, err)
+			}
+			stop() // one replica ending ends the run
 			continue
 		case <-tick.C:
+		}
+		n := sumCounters(regs, "pinsync_events_total")
+		if n >= float64(r.events) && applied == 0 {
+			applied = time.Since(start)
 		}
 		if r.untilLag {
 			if r.ready() && lagZero(ctx, ka, r.topic, r.group) {
 				stop()
 			}
-		} else if n := sumCounter(reg, "pinsync_events_total"); n >= float64(r.events) && runCtx.Err() == nil {
+		} else if applied > 0 && runCtx.Err() == nil {
 			en.o.Progress("pipeline: every record applied after %s; shutting down", time.Since(start).Round(time.Millisecond))
 			stop()
 		} else if n > 0 && first.IsZero() {
@@ -117,20 +141,31 @@ func (en *env) pipeline(ctx context.Context, r pipelineRun) (pipelineResult, err
 			en.o.Progress("pipeline: first record applied after %s", first.Sub(start).Round(time.Millisecond))
 		}
 	}
-	if runErr != nil {
-		return pipelineResult{}, runErr
+	if err := errors.Join(runErrs...); err != nil {
+		return pipelineResult{}, err
 	}
-	res := pipelineResult{elapsed: time.Since(start), lagZero: lagZero(ctx, ka, r.topic, r.group)}
-	res.writes = int(sumCounter(reg, "pinsync_pinterest_requests_total", "category", "ads_write"))
-	res.records = int(histogramSum(reg, "pinsync_records_per_request"))
+	res := pipelineResult{elapsed: time.Since(start), applied: applied, lagZero: lagZero(ctx, ka, r.topic, r.group)}
+	res.writes = int(sumCounters(regs, "pinsync_pinterest_requests_total", "category", "ads_write"))
+	res.rateLimited = int(sumCounters(regs, "pinsync_rate_limited_total"))
+	for _, reg := range regs {
+		res.records += int(histogramSum(reg, "pinsync_records_per_request"))
+	}
 	res.fillRecords, res.fillCalls = steadyCalls(sb)
 	for _, l := range sb.State().CustomerLists {
 		res.calls += len(l.Calls)
 	}
-	res.rateLimited = int(sumCounter(reg, "pinsync_rate_limited_total"))
-	res.p50, res.p99 = quantiles(reg, "pinsync_event_to_upload_seconds", 0.5, 0.99)
+	res.p50, res.p99 = quantiles(regs, "pinsync_event_to_upload_seconds", 0.5, 0.99)
 	res.lists, err = sandboxLists(sb)
 	return res, err
+}
+
+// sumCounters is sumCounter over several registries.
+func sumCounters(regs []*prometheus.Registry, name string, labels ...string) float64 {
+	sum := 0.0
+	for _, reg := range regs {
+		sum += sumCounter(reg, name, labels...)
+	}
+	return sum
 }
 
 // steadyCalls counts the records and calls of every list's write calls but
@@ -219,39 +254,51 @@ func labelValue(m *dto.Metric, name string) string {
 	return ""
 }
 
-// quantiles estimates quantiles of a histogram by linear interpolation
-// within its buckets (as Prometheus's histogram_quantile does).
-func quantiles(g prometheus.Gatherer, name string, qs ...float64) (float64, float64) {
+// quantiles estimates quantiles of a histogram summed over registries by
+// linear interpolation within its buckets (as Prometheus's
+// histogram_quantile does).
+func quantiles(regs []*prometheus.Registry, name string, qs ...float64) (float64, float64) {
 	out := make([]float64, 2)
-	mfs, err := g.Gather()
-	if err != nil {
-		return 0, 0
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name || len(mf.GetMetric()) == 0 {
-			continue
-		}
-		h := mf.GetMetric()[0].GetHistogram()
-		total := float64(h.GetSampleCount())
-		if total == 0 {
+	var bounds []float64
+	var counts []float64
+	total := 0.0
+	for _, g := range regs {
+		mfs, err := g.Gather()
+		if err != nil {
 			return 0, 0
 		}
-		for i, q := range qs[:min(len(qs), 2)] {
-			rank := q * total
-			lower, prev := 0.0, 0.0
-			out[i] = math.Inf(1)
-			for _, b := range h.GetBucket() {
-				c := float64(b.GetCumulativeCount())
-				if c >= rank {
-					if c == prev {
-						out[i] = b.GetUpperBound()
-					} else {
-						out[i] = lower + (b.GetUpperBound()-lower)*(rank-prev)/(c-prev)
-					}
-					break
-				}
-				lower, prev = b.GetUpperBound(), c
+		for _, mf := range mfs {
+			if mf.GetName() != name || len(mf.GetMetric()) == 0 {
+				continue
 			}
+			h := mf.GetMetric()[0].GetHistogram()
+			total += float64(h.GetSampleCount())
+			for i, b := range h.GetBucket() {
+				if i >= len(bounds) {
+					bounds = append(bounds, b.GetUpperBound())
+					counts = append(counts, 0)
+				}
+				counts[i] += float64(b.GetCumulativeCount())
+			}
+		}
+	}
+	if total == 0 {
+		return 0, 0
+	}
+	for i, q := range qs[:min(len(qs), 2)] {
+		rank := q * total
+		lower, prev := 0.0, 0.0
+		out[i] = math.Inf(1)
+		for j, c := range counts {
+			if c >= rank {
+				if c == prev {
+					out[i] = bounds[j]
+				} else {
+					out[i] = lower + (bounds[j]-lower)*(rank-prev)/(c-prev)
+				}
+				break
+			}
+			lower, prev = bounds[j], c
 		}
 	}
 	return out[0], out[1]

@@ -86,10 +86,25 @@ type fleet struct {
 	sbURL      string
 	key        string // base64 token-store key
 	kcl        *kgo.Client
+	cluster    *kfake.Cluster
+
+	// settings are the pinsync configuration lines the tests vary.
+	settings fleetSettings
 
 	mu    sync.Mutex
 	procs map[int]*replica
 }
+
+// fleetSettings are the configuration values a fleet's replicas run with.
+type fleetSettings struct {
+	writesPerMinute string // pinterest.writes_per_minute
+	maxRecords      string // pinterest.max_records
+	flushInterval   string // sync.flush_interval
+}
+
+// fastSettings flush often and spend without a budget, so that the tests
+// that exercise faults run quickly.
+var fastSettings = fleetSettings{writesPerMinute: "100000", maxRecords: "2000", flushInterval: "250ms"}
 
 // replica is one running pinsync process.
 type replica struct {
@@ -100,6 +115,13 @@ type replica struct {
 }
 
 func newFleet(t *testing.T, partitions int) *fleet {
+	t.Helper()
+	return newFleetWith(t, partitions, sandbox.Config{WritesPerMinute: sandbox.Unlimited, ReadsPerMinute: sandbox.Unlimited}, fastSettings)
+}
+
+// newFleetWith is newFleet with a sandbox configuration (its budgets) and
+// the replicas' settings.
+func newFleetWith(t *testing.T, partitions int, sbCfg sandbox.Config, settings fleetSettings) *fleet {
 	t.Helper()
 	bin, err := binary()
 	if err != nil {
@@ -112,9 +134,13 @@ func newFleet(t *testing.T, partitions int) *fleet {
 	t.Cleanup(c.Close)
 	// A rotated refresh token dies at once (no grace), so a replica that
 	// used one another had rotated away would lose its credentials; access
-	// tokens expire every 20s, so the replicas refresh throughout.
-	sb, err := sandbox.New(sandbox.Config{WritesPerMinute: sandbox.Unlimited, ReadsPerMinute: sandbox.Unlimited,
-		RefreshGrace: -1, AccessTokenTTL: 20 * time.Second})
+	// tokens expire every 20s (unless sbCfg says otherwise), so the
+	// replicas refresh throughout.
+	sbCfg.RefreshGrace = -1
+	if sbCfg.AccessTokenTTL == 0 {
+		sbCfg.AccessTokenTTL = 20 * time.Second
+	}
+	sb, err := sandbox.New(sbCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +153,7 @@ func newFleet(t *testing.T, partitions int) *fleet {
 	}
 	t.Cleanup(kcl.Close)
 	f := &fleet{t: t, bin: bin, dir: t.TempDir(), brokers: c.ListenAddrs(), partitions: partitions,
-		sb: sb, sbURL: srv.URL, kcl: kcl, procs: map[int]*replica{},
+		sb: sb, sbURL: srv.URL, kcl: kcl, cluster: c, procs: map[int]*replica{}, settings: settings,
 		key: base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a}, control.KeySize))}
 	// Seed the shared token store as `pinsync auth` would.
 	ct, err := control.Open(t.Context(), control.Config{Kafka: []kgo.Opt{kgo.SeedBrokers(f.brokers...)}, Topic: replicaGroup + ".control"})
@@ -160,11 +186,11 @@ pinterest:
   app_id: %q
   app_secret: %q
   token_store: {kind: kafka, key_env: %s}
-  writes_per_minute: 100000
-  max_records: 2000
+  writes_per_minute: %s
+  max_records: %s
   breaker_open_timeout: 500ms
 sync:
-  flush_interval: 250ms
+  flush_interval: %s
   revoke_timeout: 5s
   shutdown_grace: 5s
 http:
@@ -172,7 +198,8 @@ http:
 log:
   level: info
 `, f.brokers[0], replicaTopic, replicaGroup, id, f.sbURL, sandbox.DefaultAdAccountID,
-		sandbox.DefaultAppID, sandbox.DefaultAppSecret, keyEnv)
+		sandbox.DefaultAppID, sandbox.DefaultAppSecret, keyEnv,
+		f.settings.writesPerMinute, f.settings.maxRecords, f.settings.flushInterval)
 }
 
 // start starts replica id and waits until its HTTP server listens.

@@ -235,7 +235,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, opID, category st
 		s.stats.add(opID, category, status)
 		if !strings.HasPrefix(r.URL.Path, "/sandbox/") {
 			s.appendLogLocked(RequestRecord{Time: s.cfg.Now(), Method: r.Method, Path: r.URL.Path,
-				Operation: opID, Category: category, Status: status, Records: records, RequestID: rid})
+				Operation: opID, Category: category, Status: status, Records: records, RequestID: rid,
+				UserAgent: r.UserAgent()})
 		}
 	}}
 	start := time.Now()

@@ -103,6 +103,9 @@ type RequestRecord struct {
 	// Records is the number of records an accepted customer-list call carried.
 	Records   int    `json:"records"`
 	RequestID string `json:"request_id"`
+	// UserAgent is the client's User-Agent header (pinsync names its
+	// instance there), so that a test can tell processes apart.
+	UserAgent string `json:"user_agent,omitempty"`
 }
 
 // maxLog bounds the request log; older entries are dropped.

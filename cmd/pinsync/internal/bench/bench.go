@@ -274,7 +274,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	}
 	orc, _ := stream.BuildOracle(recs, dec, stream.DefaultMaxIdentifiersPerType)
 	want := nonEmpty(orc.Expected())
-	calls, idealRecs, idealFinal := idealCalls(recs, dec, o.MaxRecords)
+	calls, idealRecs, idealFinal := stream.MinCalls(recs, dec, o.MaxRecords, 0)
 	if d := stream.Diff(want, idealFinal); !d.OK() {
 		return rep, fmt.Errorf("ideal uploader disagrees with the oracle: %s", d)
 	}

@@ -4,9 +4,6 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"github.com/pinsync/pinsync/schemas"
-	"github.com/pinsync/pinsync/schemas/stream"
 )
 
 // TestRunConverges runs every stage on a small stream; it checks that the
@@ -34,26 +31,5 @@ func TestRunConverges(t *testing.T) {
 		if v <= 0 {
 			t.Errorf("%s = %v, want a positive figure", name, v)
 		}
-	}
-}
-
-// TestIdealCallsReachTheOracle checks the reference for min_possible_calls:
-// its lists end where the oracle's do, and no batch exceeds the maximum.
-func TestIdealCallsReachTheOracle(t *testing.T) {
-	recs, _, err := stream.Collect(stream.Config{Events: 20_000, Seed: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dec, err := schemas.NewDecoder(schemas.DecoderConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	orc, _ := stream.BuildOracle(recs, dec, stream.DefaultMaxIdentifiersPerType)
-	calls, records, final := idealCalls(recs, dec, 100)
-	if d := stream.Diff(nonEmpty(orc.Expected()), final); !d.OK() {
-		t.Fatalf("ideal lists differ from the oracle: %s", d)
-	}
-	if calls*100 < records {
-		t.Errorf("%d records in %d calls of at most 100", records, calls)
 	}
 }

@@ -158,6 +158,8 @@ type heldDemo struct {
 	// StatusURL is replica 1's status page; SandboxState the sandbox's
 	// state endpoint.
 	StatusURL, SandboxState string
+	// StatusURLs are every replica's status pages, replica 1's first.
+	StatusURLs []string
 	// Stdout holds the verdict table.
 	Stdout string
 }
@@ -190,6 +192,12 @@ func startHeldDemo(t *testing.T, args ...string) heldDemo {
 	for _, line := range strings.Split(stderr.String(), "\n") {
 		if u, ok := strings.CutPrefix(line, "status page: "); ok {
 			h.StatusURL = strings.TrimSpace(u)
+			h.StatusURLs = append([]string{h.StatusURL}, h.StatusURLs...)
+		}
+		if strings.HasPrefix(line, "status page of replica ") {
+			if _, u, ok := strings.Cut(line, ": "); ok {
+				h.StatusURLs = append(h.StatusURLs, strings.TrimSpace(u))
+			}
 		}
 		if _, rest, ok := strings.Cut(line, "Pinterest sandbox state "); ok {
 			h.SandboxState, _, _ = strings.Cut(rest, ";")

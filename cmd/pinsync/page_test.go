@@ -19,11 +19,12 @@ import (
 	"github.com/pinsync/pinsync/schemas/stream"
 )
 
-// TestStatusPageShowsEveryList loads the status page of a running demo in
-// headless Chromium and reads the audiences table as rendered: one row per
-// audience and list type the stream fills, each with the audience's
-// members and the id of the Pinterest customer list of that name. One
-// replica, so that its page sees every partition.
+// TestStatusPageShowsEveryList loads the status pages of a running demo
+// of two replicas in headless Chromium and reads their tables as
+// rendered: every list the stream fills is on exactly one page (its
+// owner's), with the ids of the Pinterest customer list of that name and
+// of its audience; and the audiences' local members, summed over the
+// pages, are the oracle's members.
 func TestStatusPageShowsEveryList(t *testing.T) {
 	chromium := requireTool(t, "chromium", "chromium")
 	recs, _ := demoStream(t)
@@ -32,47 +33,59 @@ func TestStatusPageShowsEveryList(t *testing.T) {
 		t.Fatal(err)
 	}
 	oracle, _ := stream.BuildOracle(recs, dec, stream.DefaultMaxIdentifiersPerType)
-
-	h := startHeldDemo(t, "--profiles", demoProfiles, "--events", demoEvents, "--replicas", "1")
+	h := startHeldDemo(t, "--profiles", demoProfiles, "--events", demoEvents, "--replicas", "2")
+	if len(h.StatusURLs) != 2 {
+		t.Fatalf("status pages announced: %v, want two", h.StatusURLs)
+	}
 	lists := sandboxLists(t, h.SandboxState)
-
-	dom := dumpDOM(t, chromium, h.StatusURL)
-	if !strings.Contains(dom, "Member of the consumer group") || !strings.Contains(dom, "lag: 0 records") {
-		t.Errorf("the page should say the instance is a group member with no lag:\n%s", dom)
-	}
-	rows, err := tableRows(dom, "audiences")
-	if err != nil {
-		t.Fatalf("audiences table: %v\n%s", err, dom)
-	}
-	if len(rows) == 0 {
-		t.Fatalf("the audiences table has no rows:\n%s", dom)
-	}
-	seen := map[string]bool{}
-	for _, r := range rows {
-		aud, typ := r["audience"], r["list type"]
-		key := aud + "/" + typ
-		if seen[key] {
-			t.Errorf("two rows for %s", key)
+	seen := map[string]string{} // list → the page showing it
+	members := map[string]int{}
+	for _, url := range h.StatusURLs {
+		dom := dumpDOM(t, chromium, url)
+		if !strings.Contains(dom, "Member of the consumer groups") || !strings.Contains(dom, "lag: 0 records") {
+			t.Errorf("%s should say the instance is a member of both groups with no lag:\n%s", url, dom)
 		}
-		seen[key] = true
-		members, err := strconv.Atoi(r["local members"])
-		if err != nil || members <= 0 {
-			t.Errorf("%s: local members %q, want a positive number", key, r["local members"])
-		} else if want := oracle.Members(aud); members != want {
-			t.Errorf("%s: local members %d, the oracle has %d", key, members, want)
+		rows, err := tableRows(dom, "lists")
+		if err != nil {
+			t.Fatalf("lists table of %s: %v\n%s", url, err, dom)
 		}
-		name := "pinsync " + aud + " " + typ
-		l, ok := lists[name]
-		if !ok || r["customer list"] != l.id {
-			t.Errorf("%s: customer list %q, the sandbox's list %q has id %q", key, r["customer list"], name, l.id)
+		if len(rows) == 0 {
+			t.Errorf("%s: the lists table has no rows (each replica owns lists)", url)
 		}
-		if r["Pinterest audience"] != l.audience {
-			t.Errorf("%s: Pinterest audience %q, the sandbox's audience of list %q is %q", key, r["Pinterest audience"], l.id, l.audience)
+		for _, r := range rows {
+			aud, typ := r["audience"], r["list type"]
+			key := aud + "/" + typ
+			if page, dup := seen[key]; dup {
+				t.Errorf("%s is on two pages: %s and %s", key, page, url)
+			}
+			seen[key] = url
+			name := "pinsync " + aud + " " + typ
+			l, ok := lists[name]
+			if !ok || r["customer list"] != l.id {
+				t.Errorf("%s: customer list %q, the sandbox's list %q has id %q", key, r["customer list"], name, l.id)
+			}
+			if r["Pinterest audience"] != l.audience {
+				t.Errorf("%s: Pinterest audience %q, the sandbox's audience of list %q is %q", key, r["Pinterest audience"], l.id, l.audience)
+			}
+		}
+		auds, err := tableRows(dom, "audiences")
+		if err != nil {
+			t.Fatalf("audiences table of %s: %v\n%s", url, err, dom)
+		}
+		for _, r := range auds {
+			n, err := strconv.Atoi(r["local members"])
+			if err != nil {
+				t.Errorf("%s: local members %q of %s", url, r["local members"], r["audience"])
+			}
+			members[r["audience"]] += n
 		}
 	}
 	for k, s := range oracle.Expected() {
-		if len(s) > 0 && !seen[k.Audience+"/"+k.Type.String()] {
-			t.Errorf("no row for %s, which holds %d records", k, len(s))
+		if len(s) > 0 && seen[k.Audience+"/"+k.Type.String()] == "" {
+			t.Errorf("no page shows %s, which holds %d records", k, len(s))
+		}
+		if want := oracle.Members(k.Audience); members[k.Audience] != want {
+			t.Errorf("%s: local members sum to %d over the pages, the oracle has %d", k.Audience, members[k.Audience], want)
 		}
 	}
 }

@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"html/template"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pinsync/pinsync/consumer"
+	"github.com/pinsync/pinsync/pinterest"
 )
 
 // engineView is what the HTTP handler reads from the engine.
@@ -22,6 +24,8 @@ type engineView interface {
 type credentials interface {
 	CredentialsError() error
 	TokenExpiry() time.Time
+	WriteBudget() *pinterest.Budget
+	ReadBudget() *pinterest.Budget
 }
 
 // StatusDoc is the JSON served at /status.
@@ -31,6 +35,16 @@ type StatusDoc struct {
 	NotReadyReason  string    `json:"not_ready_reason,omitempty"`
 	CredentialError string    `json:"credentials_error,omitempty"`
 	TokenExpiry     time.Time `json:"token_expiry,omitzero"`
+	// Budget is this instance's share of the app's Pinterest budget.
+	Budget BudgetDoc `json:"budget"`
+}
+
+// BudgetDoc is the requests a minute this instance may send, by category
+// (-1: unlimited): its share of the app's budget, which follows the share
+// of the changes topic's partitions it owns.
+type BudgetDoc struct {
+	WritesPerMinute float64 `json:"ads_write_per_minute"`
+	ReadsPerMinute  float64 `json:"ads_read_per_minute"`
 }
 
 // Handler serves /metrics, /healthz, /readyz, /status and the status page.
@@ -64,6 +78,12 @@ func Handler(eng engineView, cred credentials, reg *prometheus.Registry) http.Ha
 			}
 			return n
 		},
+		"perMinute": func(f float64) string {
+			if f < 0 {
+				return "unlimited"
+			}
+			return strconv.FormatFloat(f, 'f', 1, 64) + "/min"
+		},
 		"since": func(t time.Time) string {
 			if t.IsZero() {
 				return "never"
@@ -86,7 +106,8 @@ func readiness(eng engineView, cred credentials) error {
 }
 
 func statusDoc(eng engineView, cred credentials) StatusDoc {
-	d := StatusDoc{Status: eng.Status(), TokenExpiry: cred.TokenExpiry()}
+	d := StatusDoc{Status: eng.Status(), TokenExpiry: cred.TokenExpiry(),
+		Budget: BudgetDoc{WritesPerMinute: cred.WriteBudget().PerMinute(), ReadsPerMinute: cred.ReadBudget().PerMinute()}}
 	if err := cred.CredentialsError(); err != nil {
 		d.CredentialError = err.Error()
 	}
@@ -109,20 +130,28 @@ th{background:#f4f4f4}
 </style></head><body>
 <h1>pinsync</h1>
 <p id="ready">{{if .Ready}}<span class="ok">ready</span>{{else}}<span class="bad">not ready: {{.NotReadyReason}}</span>{{end}}</p>
-<p id="group">{{if .Joined}}Member of the consumer group{{else}}<span class="bad">Not a member of the consumer group</span>{{end}} · partitions owned: {{len .Partitions}} · lag: {{totalLag .Partitions}} records</p>
-<p>Buffered records: {{.Buffered}}{{if .FetchPaused}} (fetching paused){{end}} · uploads in flight: {{.Flights}}
+<p id="group">{{if .Joined}}Member of the consumer groups{{else}}<span class="bad">Not a member of both consumer groups</span>{{end}} · input partitions owned: {{len .Partitions}} · lag: {{totalLag .Partitions}} records · list partitions owned: {{len .ListPartitions}} · changes not yet uploaded: {{totalLag .ListPartitions}} records</p>
+<p>Buffered records: {{.Buffered}}{{if .FetchPaused}} (fetching paused){{end}} · uploads in flight: {{.Flights}} · changes written, not yet passed by the list stage: {{.PendingChanges}}
+· write budget: {{perMinute .Budget.WritesPerMinute}} · read budget: {{perMinute .Budget.ReadsPerMinute}}
 {{if not .TokenExpiry.IsZero}} · access token expires {{.TokenExpiry.Format "2006-01-02 15:04:05 MST"}}{{end}}</p>
 {{if .CredentialError}}<p class="bad" id="credentials">{{.CredentialError}}</p>{{end}}
 {{if .LastError}}<p class="bad">last upload error: {{.LastError}}</p>{{end}}
-<h2>Partitions</h2>
+<h2>Lists owned here</h2>
+<table id="lists"><thead><tr><th>audience</th><th>list type</th><th>customer list</th><th>Pinterest audience</th><th>partition</th><th>pending</th><th>last flush</th><th>Pinterest size</th><th>Pinterest status</th></tr></thead><tbody>
+{{range $a := .Audiences}}{{range .Lists}}<tr><td>{{$a.Key}}</td><td>{{.ListType}}</td><td>{{.CustomerListID}}</td><td>{{.AudienceID}}</td><td>{{.Partition}}</td><td>{{.Pending}}</td><td>{{since .LastFlush}}</td><td>{{.PinterestSize}}</td><td>{{.PinterestState}}</td></tr>
+{{end}}{{end}}</tbody></table>
+<h2>Audiences seen here</h2>
+<table id="audiences"><thead><tr><th>audience</th><th>name</th><th>ad account</th><th>synced</th><th>local members</th></tr></thead><tbody>
+{{range .Audiences}}<tr><td>{{.Key}}</td><td>{{.Name}}</td><td>{{.AdAccount}}</td><td>{{.Synced}}</td><td>{{.LocalMembers}}</td></tr>
+{{end}}</tbody></table>
+<h2>Input partitions (profile stage)</h2>
 <table id="partitions"><thead><tr><th>topic</th><th>partition</th><th>committed</th><th>high watermark</th><th>lag</th></tr></thead><tbody>
 {{range .Partitions}}<tr><td>{{.Topic}}</td><td>{{.Partition}}</td><td>{{.Committed}}</td><td>{{.HighWatermark}}</td><td>{{.Lag}}</td></tr>
 {{end}}</tbody></table>
-<h2>Audiences</h2>
-<table id="audiences"><thead><tr><th>audience</th><th>list type</th><th>local members</th><th>customer list</th><th>Pinterest audience</th><th>pending</th><th>last flush</th><th>Pinterest size</th><th>Pinterest status</th></tr></thead><tbody>
-{{range $a := .Audiences}}{{range .Lists}}<tr><td>{{$a.Key}}</td><td>{{.ListType}}</td><td>{{$a.LocalMembers}}</td><td>{{.CustomerListID}}</td><td>{{.AudienceID}}</td><td>{{.Pending}}</td><td>{{since .LastFlush}}</td><td>{{.PinterestSize}}</td><td>{{.PinterestState}}</td></tr>
-{{else}}<tr><td>{{$a.Key}}</td><td>-</td><td>{{$a.LocalMembers}}</td><td></td><td></td><td>0</td><td>never</td><td></td><td></td></tr>
-{{end}}{{end}}</tbody></table>
-<p>Local members are the profiles in the audience on this instance's partitions. Pinterest size counts matched Pinterest users, not uploaded records; matching takes up to 48 hours. This page refreshes every 10 seconds; the same data is at <a href="status">/status</a>, metrics at <a href="metrics">/metrics</a>.</p>
+<h2>Changes partitions (list stage)</h2>
+<table id="list-partitions"><thead><tr><th>topic</th><th>partition</th><th>committed</th><th>high watermark</th><th>lag</th></tr></thead><tbody>
+{{range .ListPartitions}}<tr><td>{{.Topic}}</td><td>{{.Partition}}</td><td>{{.Committed}}</td><td>{{.HighWatermark}}</td><td>{{.Lag}}</td></tr>
+{{end}}</tbody></table>
+<p>Each list has one owner group-wide: its row is on its owner's page only, with figures of the whole list. Local members are the profiles in the audience on this instance's input partitions; the sum over instances is the audience. Pinterest size counts matched Pinterest users, not uploaded records; matching takes up to 48 hours. This page refreshes every 10 seconds; the same data is at <a href="status">/status</a>, metrics at <a href="metrics">/metrics</a>.</p>
 </body></html>
 `

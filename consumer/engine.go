@@ -305,9 +305,8 @@ func (e *Engine) Ready() error {
 }
 
 // sharedMetrics are the series of both stages that one family holds:
-// per-partition commit progress (the topic label tells the stage: the input
-// topic is the profile stage's, the changes topic the list stage's), the
-// partitions each stage owns, whether fetching is paused, dead letters.
+// per-partition commit progress (labelled by stage), the partitions each
+// stage owns, whether fetching is paused, dead letters.
 type sharedMetrics struct {
 	committed      *prometheus.GaugeVec
 	lag            *prometheus.GaugeVec
@@ -322,11 +321,11 @@ type sharedMetrics struct {
 func newSharedMetrics(reg prometheus.Registerer, paused func() float64) (*sharedMetrics, error) {
 	m := &sharedMetrics{
 		committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "pinsync_committed_offset", Help: "Next offset committed, per owned partition: of the input topic (profile stage) and of the changes topic (list stage).",
-		}, []string{"topic", "partition"}),
+			Name: "pinsync_committed_offset", Help: "Next offset committed, per owned partition, by stage: profiles (the input topic), lists (the changes topic).",
+		}, []string{"stage", "topic", "partition"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "pinsync_consumer_lag", Help: "High watermark minus committed offset, per owned partition of the input topic (the end-to-end lag) and of the changes topic (the list stage's).",
-		}, []string{"topic", "partition"}),
+			Name: "pinsync_consumer_lag", Help: "High watermark minus committed offset, per owned partition, by stage: profiles (the input topic: the end-to-end lag), lists (the changes topic).",
+		}, []string{"stage", "topic", "partition"}),
 		lastCommit: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pinsync_last_commit_timestamp_seconds", Help: "Unix time of the last successful commit of input offsets.",
 		}),
@@ -357,7 +356,8 @@ func newSharedMetrics(reg prometheus.Registerer, paused func() float64) (*shared
 // commits returns the commit series of a stage; only the profile stage's
 // commits are the end-to-end progress that the last-commit time reports.
 func (m *sharedMetrics) commits(stage string) commit.Metrics {
-	cm := commit.Metrics{Committed: m.committed, Lag: m.lag}
+	l := prometheus.Labels{"stage": stage}
+	cm := commit.Metrics{Committed: m.committed.MustCurryWith(l), Lag: m.lag.MustCurryWith(l)}
 	if stage == "profiles" {
 		cm.LastCommit = m.lastCommit
 	}

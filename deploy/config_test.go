@@ -22,17 +22,20 @@ import (
 // pinsync itself does. Durations stay strings and are parsed by the tests.
 type pinsyncConfig struct {
 	Kafka struct {
-		Brokers          []string `json:"brokers,omitempty"`
-		Topics           []string `json:"topics,omitempty"`
-		Group            string   `json:"group,omitempty"`
-		ClientID         string   `json:"client_id,omitempty"`
-		InstanceID       string   `json:"instance_id,omitempty"`
-		SessionTimeout   string   `json:"session_timeout,omitempty"`
-		RebalanceTimeout string   `json:"rebalance_timeout,omitempty"`
-		DLQTopic         string   `json:"dlq_topic,omitempty"`
-		ChangelogTopic   string   `json:"changelog_topic,omitempty"`
-		ControlTopic     string   `json:"control_topic,omitempty"`
-		TLS              *struct {
+		Brokers            []string `json:"brokers,omitempty"`
+		Topics             []string `json:"topics,omitempty"`
+		Group              string   `json:"group,omitempty"`
+		ClientID           string   `json:"client_id,omitempty"`
+		InstanceID         string   `json:"instance_id,omitempty"`
+		SessionTimeout     string   `json:"session_timeout,omitempty"`
+		RebalanceTimeout   string   `json:"rebalance_timeout,omitempty"`
+		DLQTopic           string   `json:"dlq_topic,omitempty"`
+		ChangelogTopic     string   `json:"changelog_topic,omitempty"`
+		ChangesTopic       string   `json:"changes_topic,omitempty"`
+		ChangesPartitions  *int     `json:"changes_partitions,omitempty"`
+		ControlTopic       string   `json:"control_topic,omitempty"`
+		TransactionTimeout string   `json:"transaction_timeout,omitempty"`
+		TLS                *struct {
 			Enabled            bool   `json:"enabled,omitempty"`
 			CAFile             string `json:"ca_file,omitempty"`
 			CertFile           string `json:"cert_file,omitempty"`
@@ -59,6 +62,7 @@ type pinsyncConfig struct {
 			KeyEnv string `json:"key_env,omitempty"`
 		} `json:"token_store,omitempty"`
 		WritesPerMinute       *float64          `json:"writes_per_minute,omitempty"`
+		ReadsPerMinute        *float64          `json:"reads_per_minute,omitempty"`
 		MaxRecords            *int              `json:"max_records,omitempty"`
 		MaxBytes              *int              `json:"max_bytes,omitempty"`
 		BreakerFailures       *int              `json:"breaker_failures,omitempty"`
@@ -82,6 +86,7 @@ type pinsyncConfig struct {
 		RevokeTimeout        string `json:"revoke_timeout,omitempty"`
 		AudiencePollInterval string `json:"audience_poll_interval,omitempty"`
 		MaxFlights           *int   `json:"max_flights,omitempty"`
+		CommitInterval       string `json:"commit_interval,omitempty"`
 	} `json:"sync"`
 	HTTP struct {
 		Listen string `json:"listen,omitempty"`
@@ -262,21 +267,24 @@ func TestComposeCreatesTheConfiguredTopics(t *testing.T) {
 	type topic struct {
 		partitions int
 		compact    bool
+		// forever: no time retention (the list stage trims what it read).
+		forever bool
 	}
 	created := map[string]topic{}
 	for _, line := range strings.Split(commandText(c.service(t, "kafka-init").Command), "\n") {
 		if m := topicLine.FindStringSubmatch(line); m != nil {
 			n, _ := strconv.Atoi(m[2])
-			created[m[1]] = topic{n, strings.Contains(m[3], "cleanup.policy=compact")}
+			created[m[1]] = topic{n, strings.Contains(m[3], "cleanup.policy=compact"), strings.Contains(m[3], "retention.ms=-1")}
 		}
 	}
 	if len(cfg.Kafka.Topics) != 1 {
 		t.Fatalf("compose config consumes %q, want one topic", cfg.Kafka.Topics)
 	}
 	want := map[string]topic{
-		cfg.Kafka.Topics[0]:      {eventsPartitions, false},
-		cfg.Kafka.ChangelogTopic: {eventsPartitions, true},
-		cfg.Kafka.ControlTopic:   {1, true},
+		cfg.Kafka.Topics[0]:      {eventsPartitions, false, false},
+		cfg.Kafka.ChangelogTopic: {eventsPartitions, true, false},
+		cfg.Kafka.ChangesTopic:   {eventsPartitions, false, true},
+		cfg.Kafka.ControlTopic:   {1, true, false},
 	}
 	for name, w := range want {
 		if got, ok := created[name]; !ok || got != w {
@@ -292,6 +300,7 @@ func TestComposeCreatesTheConfiguredTopics(t *testing.T) {
 		{cm.Kafka.Group, cfg.Kafka.Group},
 		{cm.Kafka.DLQTopic, cfg.Kafka.DLQTopic},
 		{cm.Kafka.ChangelogTopic, cfg.Kafka.ChangelogTopic},
+		{cm.Kafka.ChangesTopic, cfg.Kafka.ChangesTopic},
 		{cm.Kafka.ControlTopic, cfg.Kafka.ControlTopic},
 	} {
 		if pair[0] != pair[1] {

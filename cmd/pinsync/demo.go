@@ -37,7 +37,7 @@ func runDemo(ctx context.Context, io *stdio, args []string) int {
 	fs.IntVar(&cfg.Replicas, "replicas", demo.DefaultReplicas, "pinsync instances in the consumer group")
 	fs.IntVar(&cfg.Partitions, "partitions", demo.DefaultPartitions, "partitions of the input topic")
 	fs.Float64Var(&cfg.WritesPerMinute, "writes-per-minute", demo.DefaultWritesPerMinute,
-		"each replica's Pinterest write budget (pinterest.writes_per_minute; Pinterest's is 400)")
+		"the group's Pinterest write budget, shared by the replicas (pinterest.writes_per_minute; Pinterest's is 400)")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", demo.DefaultFlushInterval, "sync.flush_interval")
 	fs.DurationVar(&cfg.Timeout, "timeout", demo.DefaultTimeout, "give up after this long")
 	fs.StringVar(&logPath, "log", "", "write pinsync's JSON logs to this `file` (default: discarded)")
@@ -122,9 +122,9 @@ func printDemoBanner(w io.Writer, d *demo.Demo) {
 	c := d.Config()
 	fmt.Fprintf(w, "pinsync demo: embedded Kafka at %s (topic %s, %d partitions); Pinterest sandbox at %s\n",
 		strings.Join(d.Brokers(), ","), demo.Topic, c.Partitions, d.SandboxURL())
-	fmt.Fprintf(w, "pinsync demo: %d replicas of pinsync in consumer group %q; writes_per_minute raised to %.0f per replica "+
-		"for the demo (Pinterest's budget is %d a minute; the sandbox enforces %.0f)\n",
-		c.Replicas, demo.Group, c.WritesPerMinute, pinterest.DefaultWritesPerMinute, c.WritesPerMinute*float64(c.Replicas))
+	fmt.Fprintf(w, "pinsync demo: %d replicas of pinsync in consumer groups %q and %q; writes_per_minute raised to %.0f for the group "+
+		"for the demo, shared by the replicas (Pinterest's budget is %d a minute; the sandbox enforces %.0f)\n",
+		c.Replicas, demo.Group, demo.Group+".lists", c.WritesPerMinute, pinterest.DefaultWritesPerMinute, c.WritesPerMinute)
 	for i, u := range d.StatusURLs() {
 		if i == 0 {
 			fmt.Fprintf(w, "status page: %s\n", u)

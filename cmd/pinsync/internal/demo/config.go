@@ -35,7 +35,7 @@ const (
 	DefaultSeed            = 1
 	DefaultReplicas        = 2
 	DefaultPartitions      = 12
-	DefaultWritesPerMinute = 1200
+	DefaultWritesPerMinute = 2400
 	DefaultFlushInterval   = time.Second
 	DefaultTimeout         = 2 * time.Minute
 	DefaultLogLevel        = "warn"
@@ -53,9 +53,9 @@ type Config struct {
 	Replicas int
 	// Partitions of the input topic.
 	Partitions int
-	// WritesPerMinute is each replica's Pinterest ads_write budget
-	// (pinterest.writes_per_minute). The sandbox enforces the sum over
-	// replicas, as Pinterest enforces one budget per app and user.
+	// WritesPerMinute is the group's Pinterest ads_write budget
+	// (pinterest.writes_per_minute), which the replicas share; the sandbox
+	// enforces it, as Pinterest enforces one budget per app and user.
 	WritesPerMinute float64
 	// FlushInterval is sync.flush_interval.
 	FlushInterval time.Duration

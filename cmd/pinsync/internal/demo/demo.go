@@ -94,11 +94,11 @@ func Start(ctx context.Context, cfg Config) (d *Demo, err error) {
 }
 
 // startSandbox serves the Pinterest sandbox on a 127.0.0.1 port. Its write
-// budget is the replicas' together: Pinterest counts one budget per app and
-// user, whatever the number of processes.
+// budget is the group's: Pinterest counts one budget per app and user,
+// whatever the number of processes, and the replicas share it.
 func (d *Demo) startSandbox() error {
 	sb, err := sandbox.New(sandbox.Config{
-		WritesPerMinute: int(d.cfg.WritesPerMinute * float64(d.cfg.Replicas)),
+		WritesPerMinute: int(d.cfg.WritesPerMinute),
 	})
 	if err != nil {
 		return fmt.Errorf("pinterest sandbox: %w", err)

@@ -79,7 +79,7 @@ func (d *Demo) waitForGroup(ctx context.Context) {
 	defer t.Stop()
 	want := min(d.cfg.Replicas, d.cfg.Partitions)
 	for {
-		owners, total := 0, 0
+		owners, total, listOwners, listTotal := 0, 0, 0, 0
 		counts := make([]int, len(d.replicas))
 		for i, r := range d.replicas {
 			counts[i] = int(metricSum(r.reg, "pinsync_assigned_partitions", nil))
@@ -87,8 +87,13 @@ func (d *Demo) waitForGroup(ctx context.Context) {
 			if counts[i] > 0 {
 				owners++
 			}
+			n := int(metricSum(r.reg, "pinsync_list_partitions", nil))
+			listTotal += n
+			if n > 0 {
+				listOwners++
+			}
 		}
-		if owners == want && total == d.cfg.Partitions {
+		if owners == want && total == d.cfg.Partitions && listOwners == want && listTotal == d.cfg.Partitions {
 			fmt.Fprintf(d.cfg.Progress, "%5.1fs consumer group %q formed: %d replicas own %v of %d partitions\n",
 				time.Since(d.start).Seconds(), Group, owners, counts, d.cfg.Partitions)
 			return

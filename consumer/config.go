@@ -105,8 +105,9 @@ func Defaults() Config {
 	}
 }
 
-// withDefaults returns c with defaults filled in.
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with every default filled in, those named after
+// the group included (the internal topics).
+func (c Config) WithDefaults() Config {
 	d := Defaults()
 	if c.Group != "" {
 		d.DLQTopic, d.ChangelogTopic = c.Group+".dlq", c.Group+".changelog"
@@ -150,7 +151,7 @@ func (c Config) listsGroup() string { return c.Group + ".lists" }
 
 // Validate reports every problem with c, each naming its field.
 func (c Config) Validate() error {
-	c = c.withDefaults()
+	c = c.WithDefaults()
 	var errs []error
 	bad := func(field, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))

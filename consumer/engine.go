@@ -60,10 +60,7 @@ type Deps struct {
 	// Registry is the list registry; nil means the engine opens the
 	// control topic's own (unless Config.ControlTopic is "-").
 	Registry lists.Registry
-	// Guard wraps a context with a check before every Pinterest write
-	// (pinterest.WithWriteGuard); nil means none.
-	Guard  func(ctx context.Context, check func(context.Context) error) context.Context
-	Logger *slog.Logger
+	Logger   *slog.Logger
 	// Registerer receives the metrics.
 	Registerer prometheus.Registerer
 	// Now is the clock (default time.Now).
@@ -92,7 +89,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if deps.Pinterest == nil {
 		return nil, errors.New("consumer: Deps.Pinterest is required")
 	}
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	e := &Engine{cfg: cfg, deps: deps}
 	m, err := newSharedMetrics(deps.Registerer, e.paused)
 	if err != nil {
@@ -101,9 +98,6 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	log := deps.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	if deps.Now == nil {
-		deps.Now = time.Now
 	}
 	e.log, e.m = log, m
 	return e, nil
@@ -138,7 +132,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	ls, err := lists.New(e.listsConfig(topics), lists.Deps{
 		Kafka: e.deps.Kafka, Pinterest: e.deps.Pinterest, Writes: e.deps.Writes, Reads: e.deps.Reads,
-		Registry: reg, Guard: e.deps.Guard, Logger: e.log, Registerer: e.deps.Registerer,
+		Registry: reg, Logger: e.log, Registerer: e.deps.Registerer,
 		Commits: e.m.commits("lists"), Assigned: e.m.listPartitions, DeadLetters: e.m.deadLetters, Now: e.deps.Now,
 	})
 	if err != nil {
@@ -155,7 +149,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		return err
 	}
 	if err := ps.Start(ctx); err != nil {
-		_ = ls.Close(context.Background())
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.ShutdownGrace)
+		_ = ls.Close(cctx)
+		cancel()
 		return err
 	}
 	e.mu.Lock()
@@ -168,7 +164,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer cancel()
 	var errs []error
 	ps.Quiesce(grace)
-	ls.Hurry()
+	// The list stage reads what the profile stage's last transactions
+	// wrote, then flushes every window once; a third of the grace at most.
+	drain, cancelDrain := context.WithTimeout(grace, e.cfg.ShutdownGrace/3)
+	ls.Drain(drain)
+	cancelDrain()
 	if !ps.Commit(grace) {
 		errs = append(errs, fmt.Errorf("shutdown: input records whose changes were not uploaded within %s stay uncommitted; the next owner resumes from the state, and their changes are uploaded from the changes topic", e.cfg.ShutdownGrace))
 	}

@@ -73,8 +73,9 @@ func (e *Engine) prepareTopics(ctx context.Context) (topicLayout, error) {
 	case ok:
 		tl.changes = n
 	default:
-		// Changes are deleted by nobody but the broker's size limits: the
-		// list stage may be behind by an outage's worth.
+		// No time retention: the list stage may be behind by an outage's
+		// worth. It deletes what its group has committed past itself
+		// (DeleteRecords), so the topic holds only what is not uploaded.
 		if err := e.createTopic(ctx, adm, c.ChangesTopic, want, map[string]string{"cleanup.policy": "delete", "retention.ms": "-1"}); err != nil {
 			return tl, err
 		}

@@ -22,6 +22,9 @@ import (
 type Budget struct {
 	perMinute float64 // the app's budget; negative means unlimited
 	gauge     prometheus.Gauge
+	// now is the clock of shares and pauses (the client's; its waits are
+	// real timers).
+	now func() time.Time
 
 	mu      sync.Mutex
 	share   float64
@@ -33,21 +36,17 @@ type Budget struct {
 // NewBudget returns a budget of perMinute requests a minute (negative:
 // unlimited) of which this process holds all, with a full bucket.
 func NewBudget(perMinute float64) *Budget {
-	b := &Budget{perMinute: perMinute, share: 1, changed: make(chan struct{})}
+	b := &Budget{perMinute: perMinute, share: 1, changed: make(chan struct{}), now: time.Now}
 	limit, burst := b.limits(1)
 	b.lim = rate.NewLimiter(limit, burst)
 	return b
 }
 
-// NewLimiter returns a limiter allowing at most perMinute requests in any
-// minute, fixed or sliding: a small burst b (about one second's worth) and
-// a rate of (perMinute - b) a minute, since a token bucket lets through its
-// burst plus its rate times the window. Negative means unlimited.
-func NewLimiter(perMinute float64) *rate.Limiter {
-	return NewBudget(perMinute).lim
-}
-
-// limits returns the rate and burst for a share f of the budget.
+// limits returns the rate and burst for a share f of the budget: a small
+// burst b (about one second's worth) and a rate of (perMinute - b) a
+// minute, since a token bucket lets through its burst plus its rate times
+// the window, so that no minute, fixed or sliding, sees more than the
+// share.
 func (b *Budget) limits(f float64) (rate.Limit, int) {
 	if b.perMinute < 0 {
 		return rate.Inf, 1
@@ -74,7 +73,7 @@ func (b *Budget) SetShare(f float64) {
 	if f == b.share {
 		return
 	}
-	now := time.Now()
+	now := b.now()
 	limit, burst := b.limits(f)
 	if b.lim.Burst() == 0 {
 		// From nothing: an empty bucket of the new size.
@@ -140,7 +139,7 @@ func (b *Budget) signalLocked() {
 func (b *Budget) Wait(ctx context.Context) error {
 	for {
 		b.mu.Lock()
-		now := time.Now()
+		now := b.now()
 		lim, ch, pause := b.lim, b.changed, b.until.Sub(now)
 		b.mu.Unlock()
 		switch {

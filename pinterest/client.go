@@ -225,6 +225,7 @@ func New(cfg Config) (*Client, error) {
 		m:      m,
 		log:    log,
 	}
+	c.writes.now, c.reads.now = cfg.Now, cfg.Now
 	c.writes.gauge = m.budget.WithLabelValues(categoryWrite)
 	c.reads.gauge = m.budget.WithLabelValues(categoryRead)
 	c.writes.gauge.Set(c.writes.PerMinute())
@@ -333,7 +334,8 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 
 // attempt sends r once, after waiting for its rate budget; writes go
 // through the ad account's breaker, and the write guard of ctx (if any)
-// runs just before a write is sent. A 429 pauses the whole category.
+// runs just before a write is sent (see send). A 429 pauses the whole
+// category.
 func (c *Client) attempt(ctx context.Context, r request, out any) error {
 	if r.method == http.MethodGet {
 		if err := c.reads.Wait(ctx); err != nil {
@@ -347,11 +349,6 @@ func (c *Client) attempt(ctx context.Context, r request, out any) error {
 	}
 	if err := c.writes.Wait(ctx); err != nil {
 		return fmt.Errorf("pinterest: ads_write budget: %w", err)
-	}
-	if g := writeGuardOf(ctx); g != nil {
-		if err := g(ctx); err != nil {
-			return &guardError{err: err}
-		}
 	}
 	return c.paced(c.writes, b.run(ctx, func() error { return c.send(ctx, r, out) }))
 }
@@ -374,10 +371,16 @@ func (c *Client) paced(budget *Budget, err error) error {
 }
 
 // send makes one request with a current access token; on a 401 it
-// refreshes the token once and repeats the request.
+// refreshes the token once and repeats the request. A write runs the
+// write guard of ctx right before each time it goes on the wire: after
+// every wait (budget, token, refresh), so that the check is milliseconds
+// old when the write leaves.
 func (c *Client) send(ctx context.Context, r request, out any) error {
 	tok, err := c.auth.token(ctx)
 	if err != nil {
+		return err
+	}
+	if err := guard(ctx, r); err != nil {
 		return err
 	}
 	resp, err := c.roundTrip(ctx, r, tok.AccessToken)
@@ -393,6 +396,9 @@ func (c *Client) send(ctx context.Context, r request, out any) error {
 		}
 		c.log.InfoContext(ctx, "Pinterest answered 401; refreshing the access token", "request_id", e.RequestID)
 		if tok, err = c.auth.refresh(ctx, tok.AccessToken); err != nil {
+			return err
+		}
+		if err := guard(ctx, r); err != nil {
 			return err
 		}
 		if resp, err = c.roundTrip(ctx, r, tok.AccessToken); err != nil {

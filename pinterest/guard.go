@@ -1,14 +1,18 @@
 package pinterest
 
-import "context"
+import (
+	"context"
+	"net/http"
+)
 
 // WithWriteGuard returns a context whose Pinterest writes each run check
-// first, after the write has waited for its budget and just before it is
-// sent: a write check refuses is not sent, and the call returns check's
-// error (wrapped; errors.Is finds it). It serves the one check that must
-// sit milliseconds before the wire, however long the call waited before:
-// that the caller still owns what it writes. Like net/http/httptrace, the
-// hook travels with the context because it belongs to one call.
+// first: after the write has waited for its budget and for a token, just
+// before it is sent (and again before it is sent once more after a 401).
+// A write check refuses is not sent, and the call returns check's error
+// (wrapped; errors.Is finds it). It serves the one check that must sit
+// milliseconds before the wire, however long the call waited before: that
+// the caller still owns what it writes. Like net/http/httptrace, the hook
+// travels with the context because it belongs to one call.
 func WithWriteGuard(ctx context.Context, check func(context.Context) error) context.Context {
 	return context.WithValue(ctx, guardKey{}, check)
 }
@@ -18,6 +22,19 @@ type guardKey struct{}
 func writeGuardOf(ctx context.Context) func(context.Context) error {
 	g, _ := ctx.Value(guardKey{}).(func(context.Context) error)
 	return g
+}
+
+// guard runs the write guard of ctx, if any, for a write (not for a read).
+func guard(ctx context.Context, r request) error {
+	if r.method == http.MethodGet {
+		return nil
+	}
+	if g := writeGuardOf(ctx); g != nil {
+		if err := g(ctx); err != nil {
+			return &guardError{err: err}
+		}
+	}
+	return nil
 }
 
 // guardError is a write the guard refused: it was not sent.

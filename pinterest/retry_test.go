@@ -262,7 +262,7 @@ func TestWritesWaitForTheWriteBudget(t *testing.T) {
 // whether the server counts fixed or sliding windows.
 func TestLimiterNeverExceedsTheBudgetInAnyMinute(t *testing.T) {
 	for _, perMinute := range []float64{2, 59, 60, 61, 400, 1000} {
-		lim := NewLimiter(perMinute)
+		lim := NewBudget(perMinute).lim
 		t0 := time.Unix(1_000_000, 0)
 		var sent []time.Time
 		for step := time.Duration(0); step < 10*time.Minute; step += 10 * time.Millisecond {

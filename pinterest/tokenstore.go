@@ -25,7 +25,7 @@ type TokenStore interface {
 }
 
 // RefreshLocker is implemented by a TokenStore shared by several processes
-// (see package pinterest/kafkastore): the client holds the lock from
+// (control.TokenStore, in the control topic): the client holds the lock from
 // before it loads the stored token until the rotated one is saved, so that
 // only one process refreshes at a time and none uses a refresh token that
 // another has rotated away. LockRefresh waits for the lock; the returned

@@ -83,7 +83,9 @@ func (l List) AppendKey(b []byte) []byte {
 // changes record.
 var ErrMalformed = errors.New("changes: malformed record")
 
-// ParseKey reads a record key written by AppendKey.
+// ParseKey reads a record key written by AppendKey, and only that form: a
+// key spelt otherwise ("email:vip", " MAID:vip") would be another key for
+// the same list, partitioned elsewhere.
 func ParseKey(k []byte) (List, error) {
 	s := string(k)
 	typ, aud, ok := strings.Cut(s, ":")
@@ -93,6 +95,9 @@ func ParseKey(k []byte) (List, error) {
 	t, err := ident.ParseType(typ)
 	if err != nil {
 		return List{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if typ != t.String() {
+		return List{}, fmt.Errorf("%w: list type %q is not written %s", ErrMalformed, typ, t)
 	}
 	return List{Audience: aud, Type: t}, nil
 }

@@ -119,3 +119,58 @@ func BenchmarkEach(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(cs)), "ns/change")
 }
+
+// FuzzParse: no input makes Parse or Each panic or read past the value,
+// and whatever parses re-encodes to the same changes.
+func FuzzParse(f *testing.F) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{0, 1, 3} {
+		f.Add(AppendValue(nil, Header{AdAccount: "1", Name: "n"}, randomChanges(rng, n)))
+	}
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := Parse(b)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("Parse error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		var cs []Change
+		if err := v.Each(func(c Change) { cs = append(cs, c) }); err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("Each error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		again, err := Parse(AppendValue(nil, v.Header, cs))
+		if err != nil {
+			t.Fatalf("re-encoded value does not parse: %v", err)
+		}
+		i := 0
+		if err := again.Each(func(c Change) {
+			if c != cs[i] {
+				t.Fatalf("change %d: %+v after re-encoding, %+v before", i, c, cs[i])
+			}
+			i++
+		}); err != nil || i != len(cs) {
+			t.Fatalf("re-encoded: %d of %d changes, %v", i, len(cs), err)
+		}
+	})
+}
+
+// FuzzParseKey: keys that parse print back to themselves.
+func FuzzParseKey(f *testing.F) {
+	f.Add([]byte("EMAIL:vip"))
+	f.Add([]byte("MAID:a:b"))
+	f.Add([]byte(":"))
+	f.Fuzz(func(t *testing.T, k []byte) {
+		l, err := ParseKey(k)
+		if err != nil {
+			return
+		}
+		if got := l.AppendKey(nil); string(got) != string(k) {
+			t.Fatalf("key %q parsed to %+v, which prints %q", k, l, got)
+		}
+	})
+}

@@ -1,5 +1,7 @@
 package commit
 
+import "slices"
+
 // Epoch is a sealed epoch of an input partition in the profile stage:
 // every record before Next has been applied, its changes and the state
 // they leave are committed to Kafka (one transaction), and Marks says
@@ -36,10 +38,18 @@ type Queue struct {
 	changes int
 }
 
-// Push appends a sealed epoch. Epochs must be pushed in offset order.
+// Push appends a sealed epoch. Epochs must be pushed in offset order. An
+// epoch with the same marks as the newest one replaces it (the list stage
+// passes both at once), so that epochs without changes, however many,
+// take no room.
 func (q *Queue) Push(e Epoch) {
-	q.epochs = append(q.epochs, e)
 	q.changes += e.Changes
+	if n := len(q.epochs); n > 0 && slices.Equal(q.epochs[n-1].Marks, e.Marks) {
+		e.Changes += q.epochs[n-1].Changes
+		q.epochs[n-1] = e
+		return
+	}
+	q.epochs = append(q.epochs, e)
 }
 
 // Pending is the number of changes of the epochs in the queue: written to

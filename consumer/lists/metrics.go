@@ -7,6 +7,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// The reasons a window flushes, the values of pinsync_flushes_total's
+// reason label.
+const (
+	FlushFull     = "full"     // a side holds the per-request maximum
+	FlushInterval = "interval" // the oldest change waited the flush interval
+	FlushRevoke   = "revoke"   // the list's partition is being revoked
+	FlushShutdown = "shutdown" // the process is shutting down
+)
+
+// FlushReasons returns every flush reason.
+func FlushReasons() []string {
+	return []string{FlushFull, FlushInterval, FlushRevoke, FlushShutdown}
+}
+
 // metrics are the list stage's Prometheus series. Labels come from closed
 // sets, except audience keys, which are bounded by the audiences synced
 // (one series per audience and list type).

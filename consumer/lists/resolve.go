@@ -195,7 +195,9 @@ func (r *resolver) name(li *listInfo) (string, error) {
 }
 
 // ensure returns the customer list id of li, creating the list with adds
-// when it does not exist. created reports that adds went into a new list.
+// when it does not exist. created reports that every one of adds went into
+// a new list (then an error is about its audience or its registry record
+// only).
 // An empty id with no error means there is no list and nothing to add: a
 // removal from a list that does not exist has nothing to do. Flushes of one
 // window never run concurrently, so one list is never resolved twice at
@@ -248,13 +250,20 @@ func (r *resolver) ensure(ctx context.Context, li *listInfo, adds []ident.Hash) 
 		if cl.ID == "" {
 			return "", false, err
 		}
-		// The list exists (and may hold adds) even when err says a later
-		// chunk failed: record it before anything else.
-		ids.listID, created = cl.ID, true
+		// The list exists even when err says a later chunk of its adds
+		// failed: record it before anything else. Its adds then count as
+		// not sent (created false): the retry sends them again as an
+		// update, which is harmless for those that did land.
+		ids.listID = cl.ID
 		r.learnList(acct, ids.name, cl.ID)
 		li.setIDs(ids)
-		if rerr := r.record(ctx, key, ids); rerr != nil || err != nil {
-			return cl.ID, true, firstErr(err, rerr)
+		rerr := r.record(ctx, key, ids)
+		if err != nil {
+			return cl.ID, false, firstErr(err, rerr)
+		}
+		created = true
+		if rerr != nil {
+			return cl.ID, true, rerr
 		}
 	}
 	au, err := r.ensureAudience(ctx, acct, ids, !created)

@@ -52,14 +52,14 @@ func (s *Stage) dispatch() {
 	for _, w := range s.ws.due(now, s.cfg.FlushInterval, budget, free) {
 		// Workers change windows concurrently: read them under the lock.
 		urgent, full := s.ws.kind(w)
-		reason := "interval"
+		reason := FlushInterval
 		switch {
 		case urgent && closing:
-			reason = "shutdown"
+			reason = FlushShutdown
 		case urgent:
-			reason = "revoke"
+			reason = FlushRevoke
 		case full:
-			reason = "full"
+			reason = FlushFull
 		}
 		f, ctx := s.ws.take(w, reason, s.uploadCtx)
 		s.mu.Lock()
@@ -127,7 +127,7 @@ func (s *Stage) observeLatency(f *flight, ok func(int) bool, end time.Time) {
 // with the adds when it does not exist yet. Every write is preceded by a
 // check that this member still owns the list's partition.
 func (s *Stage) upload(ctx context.Context, li *listInfo, f *flight) (addsOK, removesOK bool, err error) {
-	ctx = s.guard(ctx, func(ctx context.Context) error { return s.owns(ctx, li.partition) })
+	ctx = pinterest.WithWriteGuard(ctx, func(ctx context.Context) error { return s.owns(ctx, li.partition) })
 	typ := li.key.Type.String()
 	listID, created, err := s.res.ensure(ctx, li, f.adds)
 	if created {

@@ -2,13 +2,16 @@ package lists
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/pinterest"
@@ -38,6 +41,43 @@ func TestCloseFlushesWhatTheWindowsHold(t *testing.T) {
 		if open, sealed := s.tr.Pending(p); open != 0 || len(sealed) != 0 || p.Committed() <= 0 {
 			t.Fatalf("partition %d after Close: pending %d and %v, committed %d; want everything committed", p.Partition, open, sealed, p.Committed())
 		}
+	}
+}
+
+// TestDrainReadsToTheEndThenFlushesOncePerList: changes committed just
+// before the shutdown (the profile stage's last transactions) are read
+// before the windows flush, so each list is written once, not once per
+// batch arriving after the flush began.
+func TestDrainReadsToTheEndThenFlushesOncePerList(t *testing.T) {
+	c := changesKafka(t, 4, 100)
+	brokers := c.ListenAddrs()
+	var mu sync.Mutex
+	calls := map[int]int{} // records per call → calls
+	pin := pinFunc(func(_ context.Context, _ pinterest.Operation, recs []ident.Hash) error {
+		mu.Lock()
+		calls[len(recs)]++
+		mu.Unlock()
+		return nil
+	})
+	s := startStage(t, brokers, resolved{pin}, time.Hour)
+	waitBuffered(t, s, 400)
+	// The last changes arrive late: fetches take 300ms from now on.
+	c.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		c.SleepControl(func() { time.Sleep(300 * time.Millisecond) })
+		return nil, nil, false
+	})
+	produceAdds(t, brokers, 4, 100, 100)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	s.Drain(ctx)
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 1 || calls[200] != 4 {
+		t.Fatalf("calls by records carried: %v; want 4 calls of 200 (one per list, after reading to the end)", calls)
 	}
 }
 
@@ -95,12 +135,26 @@ func (resolved) CustomerLists(context.Context, string) ([]pinterest.CustomerList
 // topic.
 func changesCluster(t *testing.T, lists, n int) []string {
 	t.Helper()
+	return changesKafka(t, lists, n).ListenAddrs()
+}
+
+// changesKafka is changesCluster's cluster.
+func changesKafka(t *testing.T, lists, n int) *kfake.Cluster {
+	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "changes", "dlq"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	pcl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceAdds(t, c.ListenAddrs(), lists, 0, n)
+	return c
+}
+
+// produceAdds writes one record to each of lists lists ("aud0"…) with adds
+// of records from..from+n-1 of the list.
+func produceAdds(t *testing.T, brokers []string, lists, from, n int) {
+	t.Helper()
+	pcl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +164,7 @@ func changesCluster(t *testing.T, lists, n int) []string {
 		l := changes.List{Audience: fmt.Sprint("aud", a), Type: ident.Email}
 		cs := make([]changes.Change, n)
 		for i := range cs {
-			cs[i] = changes.Change{Hash: benchHash(uint64(a*1000+i), 1), Op: changes.Add}
+			cs[i] = changes.Change{Hash: benchHash(uint64(a*1000+from+i), 1), Op: changes.Add}
 		}
 		k := l.AppendKey(nil)
 		pcl.Produce(t.Context(), &kgo.Record{Topic: "changes", Partition: part.Partition(k), Key: k,
@@ -119,7 +173,6 @@ func changesCluster(t *testing.T, lists, n int) []string {
 	if err := pcl.Flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	return c.ListenAddrs()
 }
 
 // startStage starts a list stage on brokers with one flight at a time.
@@ -148,5 +201,54 @@ func waitBuffered(t *testing.T, s *Stage, n int) {
 			t.Fatalf("the stage buffered %d of %d changes", s.Status().Buffered, n)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// halfCreated is a Pinterest where no list exists and every creation
+// fails after the list was made: its adds may not all have landed.
+type halfCreated struct {
+	pinFunc
+	creates atomic.Int32
+}
+
+func (*halfCreated) CustomerLists(context.Context, string) ([]pinterest.CustomerList, error) {
+	return nil, nil
+}
+
+func (h *halfCreated) CreateCustomerList(_ context.Context, _, name string, _ ident.Type, _ []ident.Hash) (pinterest.CustomerList, error) {
+	h.creates.Add(1)
+	return pinterest.CustomerList{ID: "list-" + name, Name: name},
+		errors.New("pinterest: customer list created, but adding the remaining records failed: HTTP 503")
+}
+
+// TestHalfFailedCreateSendsItsAddsAgain: when a list was created but adding
+// its records failed partway, none of them counts as uploaded: the flush
+// sends them again to the new list, and only then commits.
+func TestHalfFailedCreateSendsItsAddsAgain(t *testing.T) {
+	brokers := changesCluster(t, 4, 100)
+	var updated atomic.Int32
+	pin := &halfCreated{pinFunc: func(_ context.Context, o pinterest.Operation, recs []ident.Hash) error {
+		if o == pinterest.Add {
+			updated.Add(int32(len(recs)))
+		}
+		return nil
+	}}
+	s := startStage(t, brokers, pin, time.Hour)
+	waitBuffered(t, s, 400)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if c := pin.creates.Load(); c != 4 {
+		t.Fatalf("%d list creations, want 4 (one per list; the retry updates the list created)", c)
+	}
+	if n := updated.Load(); n != 400 {
+		t.Fatalf("%d of 400 records added again after the half-failed creations", n)
+	}
+	for _, p := range s.tr.Partitions() {
+		if open, sealed := s.tr.Pending(p); open != 0 || len(sealed) != 0 {
+			t.Fatalf("partition %d after Close: pending %d and %v", p.Partition, open, sealed)
+		}
 	}
 }

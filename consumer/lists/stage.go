@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -136,10 +137,7 @@ type Deps struct {
 	// Registry keeps list ids across owners; nil means lists are found by
 	// name.
 	Registry Registry
-	// Guard returns ctx with a check run before every Pinterest write
-	// (pinterest.WithWriteGuard). Nil means no check.
-	Guard  func(ctx context.Context, check func(context.Context) error) context.Context
-	Logger *slog.Logger
+	Logger   *slog.Logger
 	// Registerer receives the stage's own metrics; Commits, Assigned and
 	// DeadLetters are series the caller shares between the stages.
 	Registerer  prometheus.Registerer
@@ -170,7 +168,6 @@ type Stage struct {
 	deps   Deps
 	writes Budget
 	reads  Budget
-	guard  func(context.Context, func(context.Context) error) context.Context
 	kopts  []kgo.Opt
 
 	tr    *commit.Tracker
@@ -238,13 +235,9 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 		deps.DeadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "unregistered_dead_letters"}, []string{"reason"})
 	}
 	tmpl, _ := parseTemplate(cfg.ListNameTemplate)
-	guard := deps.Guard
-	if guard == nil {
-		guard = func(ctx context.Context, _ func(context.Context) error) context.Context { return ctx }
-	}
 	s := &Stage{
 		cfg: cfg, log: log, pin: deps.Pinterest, now: now, m: m, cm: deps.Commits, deps: deps,
-		writes: deps.Writes, reads: deps.Reads, guard: guard, kopts: deps.Kafka,
+		writes: deps.Writes, reads: deps.Reads, kopts: deps.Kafka,
 		tr: commit.NewTracker(), ws: newWindows(cfg.MaxRecords), lists: newListTable(),
 		workers: make(map[int32]*worker), leaving: make(map[int32]*worker), pollDone: make(chan struct{}),
 		started: make(chan struct{}),
@@ -299,10 +292,81 @@ func (s *Stage) Start(ctx context.Context) error {
 	return nil
 }
 
-// Hurry asks every window to flush as soon as the budget allows, now and
-// for every change read from now on: the profile stage is shutting down
-// and waits for the list stage to pass its last changes.
-func (s *Stage) Hurry() {
+// Drain reads every owned partition of the changes topic up to what is
+// committed in it now (after the profile stage's last transactions), then
+// flushes every window at once: one last flush per list, not one per batch
+// arriving during the shutdown. Changes committed later are left to the
+// next owner. It stops waiting when ctx ends and flushes what it has.
+func (s *Stage) Drain(ctx context.Context) {
+	defer s.hurry()
+	s.mu.Lock()
+	ws := maps.Clone(s.workers)
+	s.mu.Unlock()
+	if len(ws) == 0 {
+		return
+	}
+	adm := kadm.NewClient(s.cl)
+	ends, err := adm.ListCommittedOffsets(ctx, s.cfg.Topic)
+	if err != nil {
+		s.log.Warn("shutdown: reading the changes topic's ends failed; flushing what was read", "err", err)
+		return
+	}
+	// A partition of which nothing arrived here has nothing to read when
+	// it holds nothing (its start is its end) or the group's committed
+	// offset is at its end already.
+	starts, err := adm.ListStartOffsets(ctx, s.cfg.Topic)
+	if err != nil {
+		s.log.Warn("shutdown: reading the changes topic's starts failed; flushing what was read", "err", err)
+		return
+	}
+	committed, err := adm.FetchOffsets(ctx, s.cfg.Group)
+	if err != nil {
+		s.log.Warn("shutdown: reading the list group's offsets failed; flushing what was read", "err", err)
+		return
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		behind := 0
+		for p, w := range ws {
+			end, ok := ends.Lookup(s.cfg.Topic, p)
+			if !ok || end.Err != nil {
+				continue
+			}
+			read := w.read.Load()
+			if read < 0 {
+				if st, ok := starts.Lookup(s.cfg.Topic, p); ok && st.Err == nil && st.Offset >= end.Offset {
+					continue
+				}
+				if c, ok := committed.Lookup(s.cfg.Topic, p); ok && c.Err == nil && c.At >= end.Offset {
+					continue
+				}
+			}
+			select {
+			case <-w.done:
+				continue
+			default:
+			}
+			if read < end.Offset {
+				behind++
+			}
+		}
+		// Fetching paused at the buffer cap reads on only as windows
+		// flush: flushing starts now.
+		if behind == 0 || s.paused.Load() {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			s.log.Warn("shutdown: changes partitions not read to their end in time; flushing what was read", "partitions", behind)
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// hurry makes every window flush now, and every change read from now on.
+func (s *Stage) hurry() {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()

@@ -11,7 +11,8 @@ import (
 	"github.com/pinsync/pinsync/schemas/ident"
 )
 
-// listID is a list interned by the stage (see lists.go): small and dense.
+// listID is a list interned by the stage (see listTable in resolve.go):
+// small and dense.
 type listID uint32
 
 // entry is the last change to one record in a window.
@@ -282,7 +283,7 @@ func (ws *windows) take(w *window, reason string, parent context.Context) (*flig
 	var rmeta []entry
 	// A flush for a full side sends only the full side(s): the other keeps
 	// filling (fewer, fuller calls).
-	full := reason == "full"
+	full := reason == FlushFull
 	takeAdds := !full || w.adds >= ws.max
 	takeRemoves := !full || w.removes >= ws.max
 	// Collect, then delete: deleting moves entries within the set. The

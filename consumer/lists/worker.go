@@ -21,6 +21,9 @@ type worker struct {
 	quit      chan struct{}
 	done      chan struct{}
 	highWater atomic.Int64
+	// read is the offset after the last record processed (-1 before
+	// any), for Drain.
+	read atomic.Int64
 
 	open        commit.Key
 	next        int64 // offset after the last record read; -1 before any
@@ -43,6 +46,7 @@ func (s *Stage) newWorker(p int32) *worker {
 		quit: make(chan struct{}), done: make(chan struct{}), open: s.tr.Open(pt), next: -1, leaderEpoch: -1,
 		vouchFrom: -1}
 	w.first.Store(-1)
+	w.read.Store(-1)
 	return w
 }
 
@@ -154,6 +158,7 @@ func (w *worker) process(recs []*kgo.Record) {
 	}
 	s.tr.Apply(&w.d)
 	w.d.Reset()
+	w.read.Store(w.next)
 	if adds > 0 {
 		s.m.read.WithLabelValues("add").Add(float64(adds))
 	}

@@ -131,7 +131,9 @@ type restored struct {
 	// version that wrote none).
 	next        int64
 	leaderEpoch int32
-	// empty reports that the changelog partition never held anything.
+	// empty reports that the changelog holds no committed record of the
+	// partition: nobody ever committed its state (a first transaction
+	// that aborted leaves only its marker).
 	empty bool
 }
 
@@ -175,6 +177,7 @@ func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey
 		return res, nil
 	}
 	prefix, pk := key.topic+"\x00", positionKey(key.topic)
+	seen := false
 	for next := start.Offset; next < end.Offset; {
 		fs := rcl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -191,6 +194,9 @@ func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey
 				return
 			}
 			k := string(r.Key)
+			if k == pk || strings.HasPrefix(k, prefix) {
+				seen = true
+			}
 			if k == pk {
 				if len(r.Value) == 12 {
 					res.next = int64(binary.BigEndian.Uint64(r.Value))
@@ -208,6 +214,7 @@ func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey
 			}
 		})
 	}
+	res.empty = !seen
 	return res, nil
 }
 

@@ -540,7 +540,11 @@ func (s *Stage) take(which map[string][]int32) []*worker {
 }
 
 // drop closes the workers and forgets their pending changes and series.
+// It holds the commit lock: a commit running meanwhile would count the
+// same epochs' changes off again.
 func (s *Stage) drop(ws []*worker) {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
 	for _, w := range ws {
 		w.close()
 		s.addPending(-w.queued() - w.txnChanges)
@@ -644,19 +648,25 @@ func (s *Stage) commit(ctx context.Context, ws []*worker) error {
 }
 
 // owns checks with the group coordinator that this member still owns w's
-// partition, by committing what it last committed there.
-func (s *Stage) owns(ctx context.Context, w *worker) bool {
-	off := w.committed.Load()
-	if off < 0 {
-		off = 0
-	}
+// partition, by committing what the group last committed there (a
+// partition the group never committed resumes at its start either way, so
+// offset 0 moves nothing). It reports false only when the coordinator no
+// longer counts this member (commit.Expired); any other failure is an
+// error, for the caller to retry.
+func (s *Stage) owns(ctx context.Context, w *worker) (bool, error) {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	off := max(w.committed.Load(), 0)
 	err := commit.Owns(ctx, s.cl, w.key.topic, w.key.partition, kgo.EpochOffset{Epoch: -1, Offset: off})
-	if err != nil {
-		s.log.Warn("this member no longer owns the partition, or the coordinator cannot tell", "topic", w.key.topic,
-			"partition", w.key.partition, "err", err)
-		return false
+	switch {
+	case err == nil:
+		return true, nil
+	case commit.Expired(err):
+		s.log.Warn("this member no longer owns the partition", "topic", w.key.topic, "partition", w.key.partition, "err", err)
+		return false, nil
+	default:
+		return false, fmt.Errorf("checking that this member still owns the partition: %w", err)
 	}
-	return true
 }
 
 func (s *Stage) updateLag(ws []*worker) {

@@ -239,9 +239,20 @@ func (w *worker) startOnce(restart bool) error {
 	s := w.s
 	ctx, cancel := context.WithTimeout(w.ctx, time.Minute)
 	defer cancel()
-	if restart && !s.owns(ctx, w) {
-		w.dead = true
-		return errors.New("the partition has a new owner")
+	if w.committed.Load() < 0 {
+		if err := w.learnCommitted(ctx); err != nil {
+			return err
+		}
+	}
+	if restart {
+		owned, err := s.owns(ctx, w)
+		if err != nil {
+			return err
+		}
+		if !owned {
+			w.dead = true
+			return errors.New("the partition has a new owner")
+		}
 	}
 	if w.prod == nil {
 		prod, err := kgo.NewClient(append(append([]kgo.Opt{}, s.kopts...),
@@ -268,8 +279,45 @@ func (w *worker) startOnce(restart bool) error {
 	if err := w.restore(ctx); err != nil {
 		return err
 	}
-	s.rewind(w, w.next)
+	s.rewind(w, w.resumeAt())
 	return nil
+}
+
+// learnCommitted reads the group's committed offset of the partition: what
+// an ownership check commits, and where reading resumes when the changelog
+// keeps no position.
+func (w *worker) learnCommitted(ctx context.Context) error {
+	s := w.s
+	resp, err := s.adm.FetchOffsets(ctx, s.cfg.Group)
+	if err != nil {
+		return fmt.Errorf("reading the group's committed offsets: %w", err)
+	}
+	if o, ok := resp.Lookup(w.key.topic, w.key.partition); ok && o.Err == nil && o.At >= 0 {
+		w.committed.CompareAndSwap(-1, o.At)
+	}
+	return nil
+}
+
+// resumeAt is where reading resumes after a start: the restored position;
+// without one (no changelog, or none of its transactions ever committed)
+// after the newest transaction this worker committed, else at the group's
+// committed offset, else at the partition's start (offset 0, reset to the
+// log start if it is gone). Never where the fetch happens to be: after a
+// failed transaction that is past the records it lost.
+func (w *worker) resumeAt() int64 {
+	if w.next >= 0 {
+		return w.next
+	}
+	w.qmu.Lock()
+	e, ok := w.q.Newest()
+	if w.kept != nil && (!ok || w.kept.Next > e.Next) {
+		e, ok = *w.kept, true
+	}
+	w.qmu.Unlock()
+	if ok {
+		return e.Next
+	}
+	return max(w.committed.Load(), 0)
 }
 
 // restore rebuilds the state from the changelog and sets where reading
@@ -586,6 +634,13 @@ func (w *worker) fail(err error) {
 		w.prod = nil
 	}
 	w.rewound = make(chan struct{})
+	if w.stopped() {
+		// Revoked or shutting down: whoever reads the partition next
+		// starts from the last committed state; restoring it here would
+		// only spend the time the stop has.
+		w.dead = true
+		return
+	}
 	// Queued epochs stay: their transactions committed.
 	if !w.start(true) {
 		w.dead = true

@@ -129,15 +129,18 @@ type Report struct {
 	Converged            bool    `json:"converged"`
 
 	// Details beyond the contract.
-	PipelineSeconds   float64 `json:"pipeline_s"`
-	WriteRequests     int     `json:"write_requests"`
-	Lists             int     `json:"lists"`
-	RawFillRatio      float64 `json:"raw_fill_ratio"`
-	UploadedRecords   int     `json:"uploaded_records"`
-	IdealRecords      int     `json:"ideal_records"`
-	LatencyTest       *Paced  `json:"latency_test,omitempty"`
-	BudgetTest        *Paced  `json:"budget_test,omitempty"`
-	ConvergenceReport string  `json:"convergence_report,omitempty"`
+	PipelineSeconds float64 `json:"pipeline_s"`
+	WriteRequests   int     `json:"write_requests"`
+	Lists           int     `json:"lists"`
+	RawFillRatio    float64 `json:"raw_fill_ratio"`
+	UploadedRecords int     `json:"uploaded_records"`
+	IdealRecords    int     `json:"ideal_records"`
+	// Flushes counts the pipeline's window flushes by reason (full,
+	// interval, shutdown, revoke).
+	Flushes           map[string]int `json:"flushes"`
+	LatencyTest       *Paced         `json:"latency_test,omitempty"`
+	BudgetTest        *Paced         `json:"budget_test,omitempty"`
+	ConvergenceReport string         `json:"convergence_report,omitempty"`
 	// Replicas are the runs of --replicas: 1 and N engines, without and
 	// with a write budget.
 	Replicas []ReplicaRun `json:"replicas,omitempty"`
@@ -266,6 +269,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	rep.PinterestCalls = pr.calls
 	rep.UploadedRecords = pr.records
 	rep.LatencyP50S, rep.LatencyP99S = pr.p50, pr.p99
+	rep.Flushes = pr.flushes
 
 	o.Progress("oracle and ideal uploader")
 	dec, err := schemas.NewDecoder(schemas.DecoderConfig{})

@@ -15,8 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pinsync/pinsync/consumer"
+	"github.com/pinsync/pinsync/consumer/lists"
 	"github.com/pinsync/pinsync/consumer/profiles"
-	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/pinterest/sandbox"
 	"github.com/pinsync/pinsync/schemas"
 	"github.com/pinsync/pinsync/schemas/ident"
@@ -60,6 +60,7 @@ type pipelineResult struct {
 	p50, p99               float64
 	lagZero                bool
 	lists                  map[stream.ListKey]stream.Set
+	flushes                map[string]int
 }
 
 // pipeline runs pinsync on r.topic until every record is committed, and
@@ -87,7 +88,7 @@ func (en *env) pipeline(ctx context.Context, r pipelineRun) (pipelineResult, err
 			FlushInterval: en.o.FlushInterval, MaxRecords: en.o.MaxRecords, CommitInterval: 200 * time.Millisecond,
 			AudiencePollInterval: -1,
 		}, consumer.Deps{Kafka: []kgo.Opt{kgo.SeedBrokers(en.brokers...)}, Pinterest: pin,
-			Writes: pin.WriteBudget(), Reads: pin.ReadBudget(), Guard: pinterest.WithWriteGuard,
+			Writes: pin.WriteBudget(), Reads: pin.ReadBudget(),
 			Registerer: regs[i], Logger: en.o.Logger})
 		if err != nil {
 			return pipelineResult{}, err
@@ -155,6 +156,12 @@ func (en *env) pipeline(ctx context.Context, r pipelineRun) (pipelineResult, err
 		res.calls += len(l.Calls)
 	}
 	res.p50, res.p99 = quantiles(regs, "pinsync_event_to_upload_seconds", 0.5, 0.99)
+	res.flushes = map[string]int{}
+	for _, reason := range lists.FlushReasons() {
+		if n := int(sumCounters(regs, "pinsync_flushes_total", "reason", reason)); n > 0 {
+			res.flushes[reason] = n
+		}
+	}
 	res.lists, err = sandboxLists(sb)
 	return res, err
 }

@@ -74,7 +74,7 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 		return err
 	}
 	var ctl *control.Topic
-	if cfg.Kafka.ControlTopic != "-" {
+	if controlTopic(cfg) != "-" {
 		if ctl, err = control.Open(ctx, control.Config{Kafka: kopts, Topic: controlTopic(cfg), Logger: log.With("component", "control")}); err != nil {
 			return err
 		}
@@ -108,7 +108,7 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	}
 	deps := consumer.Deps{
 		Kafka: kopts, Pinterest: pin, Writes: pin.WriteBudget(), Reads: pin.ReadBudget(),
-		Guard: pinterest.WithWriteGuard, Logger: log, Registerer: reg,
+		Logger: log, Registerer: reg,
 	}
 	if ctl != nil {
 		deps.Registry = ctl.Registry()
@@ -145,12 +145,10 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	return runErr
 }
 
-// controlTopic is the configured control topic, with its default.
+// controlTopic is the configured control topic, with its default (the
+// engine's).
 func controlTopic(cfg Config) string {
-	if cfg.Kafka.ControlTopic != "" {
-		return cfg.Kafka.ControlTopic
-	}
-	return cfg.Kafka.Group + ".control"
+	return cfg.Engine().WithDefaults().ControlTopic
 }
 
 // tokenStore builds the configured token store (pinterest.token_store) on

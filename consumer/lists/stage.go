@@ -365,10 +365,18 @@ func (s *Stage) Drain(ctx context.Context) {
 	}
 }
 
-// hurry makes every window flush now, and every change read from now on.
+// hurry makes every window flush now, and every change read from now on;
+// the workers seal their open epochs at once, so that those flushes
+// complete them without waiting for the commit interval.
 func (s *Stage) hurry() {
 	s.mu.Lock()
 	s.closing = true
+	for _, w := range s.workers {
+		select {
+		case w.sealNow <- struct{}{}:
+		default:
+		}
+	}
 	s.mu.Unlock()
 	s.ws.markUrgent(nil)
 }

@@ -20,6 +20,9 @@ type worker struct {
 	in        chan []*kgo.Record
 	quit      chan struct{}
 	done      chan struct{}
+	// sealNow asks the worker to seal its open epoch at once (shutdown:
+	// the flush that follows should be able to complete it).
+	sealNow   chan struct{}
 	highWater atomic.Int64
 	// read is the offset after the last record processed (-1 before
 	// any), for Drain.
@@ -43,7 +46,7 @@ type worker struct {
 func (s *Stage) newWorker(p int32) *worker {
 	pt := s.tr.Assign(s.cfg.Topic, p, -1)
 	w := &worker{s: s, partition: p, pt: pt, in: make(chan []*kgo.Record, 4),
-		quit: make(chan struct{}), done: make(chan struct{}), open: s.tr.Open(pt), next: -1, leaderEpoch: -1,
+		quit: make(chan struct{}), done: make(chan struct{}), sealNow: make(chan struct{}, 1), open: s.tr.Open(pt), next: -1, leaderEpoch: -1,
 		vouchFrom: -1}
 	w.first.Store(-1)
 	w.read.Store(-1)
@@ -63,6 +66,8 @@ func (w *worker) run() {
 			w.seal()
 			return
 		case <-t.C:
+			w.seal()
+		case <-w.sealNow:
 			w.seal()
 		case recs := <-w.in:
 			w.process(recs)
@@ -169,6 +174,9 @@ func (w *worker) process(recs []*kgo.Record) {
 	closing := s.closing
 	s.mu.Unlock()
 	if closing {
+		// Shutting down: what was read goes out now, in an epoch that
+		// its flush can complete without waiting for the next tick.
+		w.seal()
 		s.ws.markUrgent(nil)
 	}
 }

@@ -287,7 +287,9 @@ func (s *Stage) Quiesce(ctx context.Context) {
 // it until every sealed epoch is committed or ctx ends. It reports whether
 // everything was committed.
 func (s *Stage) Commit(ctx context.Context) bool {
-	t := time.NewTicker(min(s.cfg.CommitInterval, 100*time.Millisecond))
+	// A shutdown waits on this: look often (each look is one offset fetch
+	// of the list group).
+	t := time.NewTicker(min(s.cfg.CommitInterval, 20*time.Millisecond))
 	defer t.Stop()
 	for {
 		if err := s.commit(ctx, nil); err != nil && ctx.Err() == nil {

@@ -69,14 +69,18 @@ type worker struct {
 	emit      func(change)
 
 	// The open transaction.
-	inTxn      bool
-	txnChanges int
-	txnRecs    []*kgo.Record // its change records, whose offsets become marks
-	posDirty   bool
-	errMu      sync.Mutex
-	prodErr    error
-	marks      []int64 // per changes partition: offset after our last change there
+	inTxn         bool
+	txnChanges    int           // collected, written or not
+	batchChanges  int           // collected by the batch being applied
+	adds, removes int           // written, for the changes metric
+	txnRecs       []*kgo.Record // its change records, whose offsets become marks
+	posDirty      bool
+	errMu         sync.Mutex
+	prodErr       error
+	marks         []int64 // per changes partition: offset after our last change there
 
+	// slots gather the transaction's changes by list; touched are the
+	// slots holding some (an index may repeat).
 	slots   []*slot
 	touched []int
 
@@ -86,7 +90,8 @@ type worker struct {
 	kept *commit.Epoch // passed and popped, its commit failed
 }
 
-// slot gathers one batch's changes to one list.
+// slot gathers one transaction's changes to one list, written as one
+// record at its end (or whenever it holds changes.MaxChanges).
 type slot struct {
 	aud       uint32
 	key       []byte
@@ -407,6 +412,10 @@ func (w *worker) collect(c change) {
 		w.touched = append(w.touched, i)
 	}
 	sl.cs = append(sl.cs, changes.Change{Hash: c.hash, Op: c.op, Vouched: c.vouched && w.vouch, TS: w.ts})
+	w.batchChanges++
+	if len(sl.cs) == changes.MaxChanges {
+		w.writeSlot(sl)
+	}
 }
 
 // process applies a batch of records and writes their changes.
@@ -470,44 +479,53 @@ func (w *worker) process(b batch) {
 			s.m.events.WithLabelValues(schemas.Kind(k).String(), "filtered").Add(float64(filtered[k]))
 		}
 	}
-	w.writeChanges()
+	// The changes count as pending from now: fetching pauses on them
+	// before they are written.
+	if n := w.batchChanges; n > 0 {
+		w.txnChanges += n
+		w.batchChanges = 0
+		s.addPending(n)
+	}
 }
 
-// writeChanges produces the batch's changes, one record per list (split at
-// changes.MaxChanges), into the open transaction.
+// writeChanges produces the transaction's changes still gathered, one
+// record per list, into the open transaction: fewer, fuller records than
+// one per batch, which the transaction's commit makes visible at the same
+// moment anyway.
 func (w *worker) writeChanges() {
 	s := w.s
-	var adds, removes int
 	for _, i := range w.touched {
-		sl := w.slots[i]
-		h := s.auds.header(sl.aud)
-		for cs := sl.cs; len(cs) > 0; {
-			n := min(len(cs), changes.MaxChanges)
-			chunk := cs[:n]
-			cs = cs[n:]
-			for j := range chunk {
-				if chunk[j].Op == changes.Add {
-					adds++
-				} else {
-					removes++
-				}
-			}
-			v := changes.AppendValue(make([]byte, 0, 32+len(h.AdAccount)+len(h.Name)+n*(34+4)), h, chunk)
-			rec := &kgo.Record{Topic: s.cfg.ChangesTopic, Partition: sl.partition, Key: sl.key, Value: v}
-			w.produce(rec)
-			w.txnRecs = append(w.txnRecs, rec)
-			w.txnChanges += n
-			s.addPending(n)
+		if sl := w.slots[i]; len(sl.cs) > 0 {
+			w.writeSlot(sl)
 		}
-		sl.cs = sl.cs[:0]
 	}
 	w.touched = w.touched[:0]
-	if adds > 0 {
-		s.m.changes.WithLabelValues("add").Add(float64(adds))
+	if w.adds > 0 {
+		s.m.changes.WithLabelValues("add").Add(float64(w.adds))
 	}
-	if removes > 0 {
-		s.m.changes.WithLabelValues("remove").Add(float64(removes))
+	if w.removes > 0 {
+		s.m.changes.WithLabelValues("remove").Add(float64(w.removes))
 	}
+	w.adds, w.removes = 0, 0
+}
+
+// writeSlot produces the changes sl holds (at most changes.MaxChanges) as
+// one record.
+func (w *worker) writeSlot(sl *slot) {
+	s := w.s
+	h := s.auds.header(sl.aud)
+	for _, c := range sl.cs {
+		if c.Op == changes.Add {
+			w.adds++
+		} else {
+			w.removes++
+		}
+	}
+	v := changes.AppendValue(make([]byte, 0, 32+len(h.AdAccount)+len(h.Name)+len(sl.cs)*(34+4)), h, sl.cs)
+	rec := &kgo.Record{Topic: s.cfg.ChangesTopic, Partition: sl.partition, Key: sl.key, Value: v}
+	w.produce(rec)
+	w.txnRecs = append(w.txnRecs, rec)
+	sl.cs = sl.cs[:0]
 }
 
 func (w *worker) produce(r *kgo.Record) {
@@ -560,6 +578,7 @@ func (w *worker) endTxn(ctx context.Context) {
 		return
 	}
 	s := w.s
+	w.writeChanges()
 	if s.cfg.ChangelogTopic != "" {
 		w.state.takeDirty(func(id string, p *profile) {
 			r := &kgo.Record{Topic: s.cfg.ChangelogTopic, Partition: w.key.partition, Key: []byte(changelogKey(w.key.topic, id))}
@@ -655,7 +674,8 @@ func (w *worker) resetTxn() {
 	w.inTxn = false
 	clear(w.txnRecs)
 	w.txnRecs = w.txnRecs[:0]
-	w.txnChanges, w.posDirty = 0, false
+	w.txnChanges, w.batchChanges, w.posDirty = 0, 0, false
+	w.adds, w.removes = 0, 0
 	w.takeErr()
 	for _, i := range w.touched {
 		w.slots[i].cs = w.slots[i].cs[:0]

@@ -3,11 +3,10 @@ package consumer
 import (
 	"errors"
 	"fmt"
-	"path"
 	"strings"
-	"text/template"
 	"time"
 
+	"github.com/pinsync/pinsync/consumer/glob"
 	"github.com/pinsync/pinsync/consumer/lists"
 	"github.com/pinsync/pinsync/schemas"
 )
@@ -54,7 +53,8 @@ type Config struct {
 	// {{.Audience}} (key), {{.Name}} (display name, or the key) and
 	// {{.ListType}} (EMAIL, IDFA, MAID). Default "pinsync {{.Audience}} {{.ListType}}".
 	ListNameTemplate string
-	// Allow and Deny select audiences by key glob (path.Match). Events of
+	// Allow and Deny select audiences by key glob (package glob: '*'
+	// matches any characters, '/' included). Events of
 	// audiences not selected change identifiers but upload nothing.
 	Allow, Deny []string
 	// AdAccount is the default ad account; AudienceAdAccounts overrides it
@@ -167,8 +167,10 @@ func (c Config) Validate() error {
 	if c.Group == "" {
 		bad("kafka.group", "required")
 	}
-	if c.AdAccount == "" && len(c.AudienceAdAccounts) == 0 {
-		bad("pinterest.ad_account_id", "required")
+	if c.AdAccount == "" {
+		if unmapped := c.unmappedAudiences(); unmapped != "" {
+			bad("pinterest.ad_account_id", "required: %s", unmapped)
+		}
 	}
 	if c.AdAccount != "" && !numeric(c.AdAccount) {
 		bad("pinterest.ad_account_id", "must be the numeric ad account id, got %q", c.AdAccount)
@@ -196,12 +198,12 @@ func (c Config) Validate() error {
 	if c.MaxIdentifiersPerType < 1 || c.MaxIdentifiersPerType > 100 {
 		bad("sync.max_identifiers_per_type", "must be between 1 and 100, got %d", c.MaxIdentifiersPerType)
 	}
-	if _, err := template.New("list").Option("missingkey=error").Parse(c.ListNameTemplate); err != nil {
+	if err := lists.CheckListNameTemplate(c.ListNameTemplate); err != nil {
 		bad("sync.list_name_template", "%v", err)
 	}
 	for _, g := range append(append([]string(nil), c.Allow...), c.Deny...) {
-		if _, err := path.Match(g, ""); err != nil {
-			bad("sync.audiences", "bad glob %q: %v", g, err)
+		if _, err := glob.Compile(g); err != nil {
+			bad("sync.audiences", "%v", err)
 		}
 	}
 	if c.RevokeTimeout <= 0 {
@@ -238,3 +240,23 @@ func numeric(s string) bool {
 }
 
 func topicOn(t string) bool { return t != "-" }
+
+// unmappedAudiences names what sync.audiences.allow selects that
+// pinterest.audience_ad_accounts does not map, when there is no default ad
+// account: a glob (it may select any audience) or a key missing from the
+// map. It returns "" when every selected audience has an account.
+func (c Config) unmappedAudiences() string {
+	allow := c.Allow
+	if len(allow) == 0 {
+		allow = []string{"*"}
+	}
+	for _, a := range allow {
+		if glob.HasMeta(a) {
+			return fmt.Sprintf("sync.audiences.allow %q may select audiences that pinterest.audience_ad_accounts does not map to an ad account", a)
+		}
+		if _, ok := c.AudienceAdAccounts[a]; !ok {
+			return fmt.Sprintf("audience %q is allowed, but pinterest.audience_ad_accounts maps it to no ad account", a)
+		}
+	}
+	return ""
+}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -28,17 +27,12 @@ type accountJSON struct {
 // account is missing from the list or does not allow audience management,
 // so that it doubles as a check before `pinsync run`.
 func runAccounts(ctx context.Context, io *stdio, args []string) int {
-	fs := flag.NewFlagSet("accounts", flag.ContinueOnError)
-	fs.SetOutput(io.Err)
+	fs := flagSet(io, "accounts", "usage: pinsync accounts --config FILE [flags]\n\nLists the ad accounts the stored token reaches and whether each lets pinsync\nmanage audiences. Exit status 1 when the configured account cannot.")
 	path := fs.String("config", io.Getenv("PINSYNC_CONFIG"), "configuration file (YAML); only the pinterest section is needed; PINSYNC_PINTEREST_* variables override it")
 	baseURL := fs.String("base-url", "", "Pinterest API origin (e.g. a `pinsync sandbox`)")
 	asJSON := fs.Bool("json", false, "print a JSON array instead of a table")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(io.Err, "pinsync accounts: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if status, ok := parseFlags(io, fs, args); !ok {
+		return status
 	}
 	cfg, err := loadPinterestConfig(*path, io.Getenv, *baseURL, "")
 	if err != nil {

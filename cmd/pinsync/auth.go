@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
-	"flag"
 	"fmt"
 	"html"
 	"log/slog"
@@ -28,8 +27,7 @@ import (
 // checks the state, exchanges the code with the app's credentials and saves
 // the token in the configured token store. It never prints a token.
 func runAuth(ctx context.Context, io *stdio, args []string) int {
-	fs := flag.NewFlagSet("auth", flag.ContinueOnError)
-	fs.SetOutput(io.Err)
+	fs := flagSet(io, "auth", "usage: pinsync auth --config FILE [flags]\n\nConnects a Pinterest account: opens the consent page, waits for the redirect\nand saves the token in the configured token store.")
 	path := fs.String("config", io.Getenv("PINSYNC_CONFIG"), "configuration file (YAML); only the pinterest section is needed; PINSYNC_PINTEREST_* variables override it")
 	baseURL := fs.String("base-url", "", "Pinterest API origin (e.g. a `pinsync sandbox`); also sets the consent page to <base-url>/oauth/ unless --auth-url is given")
 	authURL := fs.String("auth-url", "", "OAuth consent page (default pinterest.auth_url)")
@@ -37,12 +35,8 @@ func runAuth(ctx context.Context, io *stdio, args []string) int {
 	redirect := fs.String("redirect-uri", "", "redirect URI registered for the Pinterest app (default http://localhost:<listen port>/)")
 	noBrowser := fs.Bool("no-browser", false, "print the consent URL but do not open a browser")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the browser to come back")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(io.Err, "pinsync auth: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if status, ok := parseFlags(io, fs, args); !ok {
+		return status
 	}
 	if *timeout <= 0 {
 		fmt.Fprintln(io.Err, "pinsync auth: --timeout must be positive")

@@ -486,3 +486,105 @@ func hashHex(t *testing.T, typ ident.Type, v string) string {
 	}
 	return h.String()
 }
+
+// TestCredentialsRefusedOnExistingListsDeadLetterNothing revokes every
+// token while changes to lists that already exist keep arriving: the
+// uploads fail on credentials, not on their records, so nothing is
+// dead-lettered and nothing committed while refused; after `pinsync auth`
+// into the same store, without a restart, the lists end exact.
+func TestCredentialsRefusedOnExistingListsDeadLetterNothing(t *testing.T) {
+	r := newSvcRig(t, 2, sandbox.Config{}, nil)
+	r.start()
+	early := lateEntries("existing", 6)
+	r.produce(early...)
+	r.waitAllCommitted()
+	if l := r.lists()["pinsync existing EMAIL"]; len(l.Records) != 6 {
+		t.Fatalf("the list holds %d records before the revocation, want 6", len(l.Records))
+	}
+	before := r.committed()
+
+	r.revokeAll()
+	var late []stream.Record
+	for i := range 20 {
+		p := "existing-late-" + strconv.Itoa(i)
+		late = append(late, segmentEntered(p, "existing", p+"@example.com", "", nil))
+	}
+	r.produce(late...)
+	waitFor(t, 20*time.Second, "/readyz to fail on credentials", func() bool {
+		code, body := r.get("/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "credentials rejected")
+	})
+	// Let the windows fail again and again: each failure was once a
+	// reason to bisect the batch and dead-letter its records.
+	failedOnce := uploadErrors(t, r)
+	waitFor(t, 30*time.Second, "three more failed uploads", func() bool {
+		return uploadErrors(t, r) >= failedOnce+3
+	})
+	if ends := r.endsOf(r.cfg.Kafka.Group + ".dlq"); len(ends) > 0 {
+		t.Errorf("dead letters while the credentials were refused: %v", ends)
+	}
+	if _, metrics := r.get("/metrics"); strings.Contains(metrics, `pinsync_dead_letters_total{reason="pinterest_rejected"}`) {
+		t.Errorf("records dead-lettered as refused by Pinterest:\n%s", grepLines(metrics, "pinsync_dead_letters_total"))
+	}
+	for p, off := range r.committed() {
+		if off != before[p] {
+			t.Errorf("partition %d: committed offset moved from %d to %d while the credentials were refused", p, before[p], off)
+		}
+	}
+
+	getenv := func(k string) string {
+		return map[string]string{
+			"PINSYNC_PINTEREST_APP_ID":           sandbox.DefaultAppID,
+			"PINSYNC_PINTEREST_APP_SECRET":       sandbox.DefaultAppSecret,
+			"PINSYNC_PINTEREST_TOKEN_STORE_PATH": r.store.Path(),
+		}[k]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run := startAuth(t, ctx, getenv, "--base-url", r.sbURL)
+	resp, err := http.Get(run.consent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if code := run.wait(t); code != 0 {
+		t.Fatalf("pinsync auth: exit %d: %s", code, run.err.String())
+	}
+	r.waitAllCommitted()
+	l := r.lists()["pinsync existing EMAIL"]
+	want := map[string]bool{}
+	for _, rec := range append(early, late...) {
+		want[hashHex(t, ident.Email, string(rec.Key)+"@example.com")] = true
+	}
+	if len(l.Records) != len(want) {
+		t.Errorf("the list holds %d records after `pinsync auth`, want %d", len(l.Records), len(want))
+	}
+	for _, h := range l.Records {
+		if !want[h] {
+			t.Errorf("the list holds %s, which no profile entered", h)
+		}
+	}
+	if ends := r.endsOf(r.cfg.Kafka.Group + ".dlq"); len(ends) > 0 {
+		t.Errorf("dead letters after recovery: %v", ends)
+	}
+	if err := r.stop(); err != nil {
+		t.Errorf("service.Run: %v", err)
+	}
+}
+
+// uploadErrors is pinsync_uploads_total{outcome="error"}, summed.
+func uploadErrors(t *testing.T, r *svcRig) float64 {
+	t.Helper()
+	_, metrics := r.get("/metrics")
+	sum := 0.0
+	for _, l := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(l, "pinsync_uploads_total{") && strings.Contains(l, `outcome="error"`) {
+			v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum += v
+		}
+	}
+	return sum
+}

@@ -22,6 +22,12 @@ func main() { os.Exit(run()) }
 func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal starts a clean shutdown; from then on the signals
+	// have their default effect, so a second one ends the process at once.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	return dispatch(ctx, &stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Getenv: os.Getenv}, os.Args[1:])
 }
 
@@ -111,7 +117,7 @@ func parseFlags(io *stdio, fs *flag.FlagSet, args []string) (status int, ok bool
 		return 2, false
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(io.Err, "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		fmt.Fprintf(io.Err, "pinsync %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
 		return 2, false
 	}
 	return 0, true

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"strings"
 
@@ -11,11 +10,10 @@ import (
 
 // runRun is `pinsync run`: the service.
 func runRun(ctx context.Context, io *stdio, args []string) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(io.Err)
+	fs := flagSet(io, "run", "usage: pinsync run --config FILE\n\nRuns the sync service until SIGTERM or SIGINT (a second one exits at once).")
 	path := fs.String("config", io.Getenv("PINSYNC_CONFIG"), "configuration file (YAML); PINSYNC_* variables override it")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if status, ok := parseFlags(io, fs, args); !ok {
+		return status
 	}
 	cfg, err := service.Load(*path, io.Getenv)
 	if err != nil {
@@ -32,11 +30,10 @@ func runRun(ctx context.Context, io *stdio, args []string) int {
 
 // runCheckConfig is `pinsync check-config`: validate without connecting.
 func runCheckConfig(_ context.Context, io *stdio, args []string) int {
-	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
-	fs.SetOutput(io.Err)
+	fs := flagSet(io, "check-config", "usage: pinsync check-config --config FILE\n\nValidates a configuration file without connecting to Kafka or Pinterest.\nExit status 1 when it is invalid.")
 	path := fs.String("config", io.Getenv("PINSYNC_CONFIG"), "configuration file (YAML)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if status, ok := parseFlags(io, fs, args); !ok {
+		return status
 	}
 	if _, err := service.Load(*path, io.Getenv); err != nil {
 		fmt.Fprintf(io.Err, "invalid configuration:\n%s\n", indent(err.Error()))

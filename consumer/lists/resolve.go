@@ -39,9 +39,45 @@ type Registry interface {
 // DefaultListNameTemplate is the default Pinterest list name.
 const DefaultListNameTemplate = "pinsync {{.Audience}} {{.ListType}}"
 
+// parseTemplate parses a list name template and checks, by rendering it,
+// that it gives each list of an audience (one per identifier type) and
+// each audience a name of its own: Pinterest finds lists by name.
 func parseTemplate(s string) (*template.Template, error) {
-	return template.New("list").Option("missingkey=error").Parse(s)
+	t, err := template.New("list").Option("missingkey=error").Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	render := func(audience string, typ ident.Type) (string, error) {
+		var b strings.Builder
+		err := t.Execute(&b, listNameData{Audience: audience, Name: audience, ListType: typ.String()})
+		return b.String(), err
+	}
+	seen := map[string]bool{}
+	for _, aud := range []string{"audience-one", "audience-two"} {
+		for typ := ident.Type(1); typ <= ident.NumTypes; typ++ {
+			n, err := render(aud, typ)
+			if err != nil {
+				return nil, err
+			}
+			if seen[n] {
+				return nil, fmt.Errorf("%q gives two lists the name %q: it needs {{.ListType}} and {{.Audience}} (or {{.Name}})", s, n)
+			}
+			seen[n] = true
+		}
+	}
+	return t, nil
 }
+
+// CheckListNameTemplate reports what is wrong with a list name template:
+// a syntax error, a field it does not know, or names that two lists would
+// share.
+func CheckListNameTemplate(s string) error {
+	_, err := parseTemplate(s)
+	return err
+}
+
+// listNameData is what a list name template sees.
+type listNameData struct{ Audience, Name, ListType string }
 
 // listInfo is what the stage knows of one list: its key, where it lives
 // and, once resolved, its Pinterest ids.
@@ -190,7 +226,7 @@ func (r *resolver) name(li *listInfo) (string, error) {
 		display = li.key.Audience
 	}
 	var b strings.Builder
-	err := r.tmpl.Execute(&b, struct{ Audience, Name, ListType string }{li.key.Audience, display, li.key.Type.String()})
+	err := r.tmpl.Execute(&b, listNameData{Audience: li.key.Audience, Name: display, ListType: li.key.Type.String()})
 	return b.String(), err
 }
 

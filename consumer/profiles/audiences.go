@@ -1,11 +1,12 @@
 package profiles
 
 import (
-	"path"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
 	"github.com/pinsync/pinsync/consumer/changes"
+	"github.com/pinsync/pinsync/consumer/glob"
 )
 
 // audience is what pinsync knows of one audience key.
@@ -25,18 +26,31 @@ type audiences struct {
 	mu       sync.RWMutex
 	byKey    map[string]*audience
 	byID     []*audience
-	allow    []string
-	deny     []string
+	allow    []*glob.Glob
+	deny     []*glob.Glob
 	account  string
 	accounts map[string]string
 	settings bool
 }
 
-func newAudiences(allow, deny []string, account string, accounts map[string]string, allowSettings bool) *audiences {
-	return &audiences{
+func newAudiences(allow, deny []string, account string, accounts map[string]string, allowSettings bool) (*audiences, error) {
+	as := &audiences{
 		byKey: make(map[string]*audience), byID: []*audience{nil},
-		allow: allow, deny: deny, account: account, accounts: accounts, settings: allowSettings,
+		account: account, accounts: accounts, settings: allowSettings,
 	}
+	for _, set := range []struct {
+		dst      *[]*glob.Glob
+		patterns []string
+	}{{&as.allow, allow}, {&as.deny, deny}} {
+		for _, p := range set.patterns {
+			g, err := glob.Compile(p)
+			if err != nil {
+				return nil, fmt.Errorf("profiles: audience filter: %w", err)
+			}
+			*set.dst = append(*set.dst, g)
+		}
+	}
+	return as, nil
 }
 
 // intern returns the audience for key, registering it on first sight with
@@ -88,7 +102,7 @@ func (as *audiences) all() []*audience {
 
 func (as *audiences) match(key string) bool {
 	for _, d := range as.deny {
-		if ok, _ := path.Match(d, key); ok {
+		if d.Match(key) {
 			return false
 		}
 	}
@@ -96,7 +110,7 @@ func (as *audiences) match(key string) bool {
 		return true
 	}
 	for _, a := range as.allow {
-		if ok, _ := path.Match(a, key); ok {
+		if a.Match(key) {
 			return true
 		}
 	}

@@ -55,7 +55,7 @@ func MeasureRestore(n int) float64 {
 	if n <= 0 {
 		return 0
 	}
-	auds := newAudiences(nil, nil, "1", nil, false)
+	auds, _ := newAudiences(nil, nil, "1", nil, false) // no pattern to refuse
 	c := codec{auds}
 	p := &profile{
 		ids:  []schemas.Identifier{{Type: ident.Email}, {Type: ident.IDFA}},

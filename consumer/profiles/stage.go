@@ -211,7 +211,10 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	if deps.DeadLetters == nil {
 		deps.DeadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "unregistered_dead_letters"}, []string{"reason"})
 	}
-	auds := newAudiences(cfg.Allow, cfg.Deny, cfg.AdAccount, cfg.AudienceAdAccounts, cfg.AllowAudienceSettings)
+	auds, err := newAudiences(cfg.Allow, cfg.Deny, cfg.AdAccount, cfg.AudienceAdAccounts, cfg.AllowAudienceSettings)
+	if err != nil {
+		return nil, err
+	}
 	return &Stage{
 		cfg: cfg, log: log.With("component", "profiles"), m: m, cm: deps.Commits, deps: deps, dec: dec,
 		auds: auds, codec: codec{auds}, kopts: deps.Kafka, now: now,

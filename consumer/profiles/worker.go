@@ -555,20 +555,42 @@ func (w *worker) takeErr() error {
 // topic, in the open transaction.
 func (w *worker) deadLetter(r *kgo.Record, reason string) {
 	s := w.s
+	key, value := r.Key, r.Value
+	headers := make([]kgo.RecordHeader, 0, 6)
+	if size := len(key) + len(value); size > maxDeadLetterBytes {
+		// The producer (and a broker at its defaults) refuses a record
+		// of a megabyte: the dead letter is the record's head, so that
+		// the partition goes on committing.
+		headers = append(headers,
+			kgo.RecordHeader{Key: "pinsync.decode_reason", Value: []byte(reason)},
+			kgo.RecordHeader{Key: "pinsync.original_bytes", Value: []byte(strconv.Itoa(size))})
+		reason = "too_large"
+		key, value = key[:min(len(key), deadLetterHeadBytes)], value[:min(len(value), deadLetterHeadBytes)]
+	}
+	headers = append(headers,
+		kgo.RecordHeader{Key: "pinsync.reason", Value: []byte(reason)},
+		kgo.RecordHeader{Key: "pinsync.source.topic", Value: []byte(r.Topic)},
+		kgo.RecordHeader{Key: "pinsync.source.partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
+		kgo.RecordHeader{Key: "pinsync.source.offset", Value: []byte(strconv.FormatInt(r.Offset, 10))})
 	w.produce(&kgo.Record{
 		Topic:     s.cfg.DLQTopic,
 		Partition: r.Partition % s.cfg.DLQPartitions,
-		Key:       r.Key,
-		Value:     r.Value,
-		Headers: []kgo.RecordHeader{
-			{Key: "pinsync.reason", Value: []byte(reason)},
-			{Key: "pinsync.source.topic", Value: []byte(r.Topic)},
-			{Key: "pinsync.source.partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
-			{Key: "pinsync.source.offset", Value: []byte(strconv.FormatInt(r.Offset, 10))},
-		},
+		Key:       key,
+		Value:     value,
+		Headers:   headers,
 	})
 	s.deps.DeadLetters.WithLabelValues(reason).Inc()
 }
+
+// A dead letter carries the record as it came up to maxDeadLetterBytes of
+// key and value (below the producer's and the broker's default limits of
+// about 1 MB for a record with its headers); a larger one carries its
+// first deadLetterHeadBytes of key and of value, with the reason
+// "too_large".
+const (
+	maxDeadLetterBytes  = 900_000
+	deadLetterHeadBytes = 64 << 10
+)
 
 // endTxn writes the state the transaction's records left and the position,
 // and commits the transaction; the epoch it seals then waits for the list

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCheckConfigRefusesWhatCanBeKnownBeforeConnecting: a list name
+// template that gives two lists one name, and audiences that map to no
+// ad account, are refused with the field and the reason; the fixed
+// configuration passes.
+func TestCheckConfigRefusesWhatCanBeKnownBeforeConnecting(t *testing.T) {
+	const base = `kafka:
+  brokers: [localhost:9092]
+  topics: [events]
+  group: pinsync
+pinterest:
+  app_id: "1234"
+  app_secret: secret
+%s
+sync:
+%s
+`
+	for _, tc := range []struct {
+		name, pinterest, sync string
+		want                  []string // in stderr; none: valid
+	}{
+		{"valid", `  ad_account_id: "549755885175"`, `  list_name_template: "crm {{.Audience}} {{.ListType}}"`, nil},
+		{"template without the list type", `  ad_account_id: "549755885175"`, `  list_name_template: "crm {{.Audience}}"`,
+			[]string{"sync.list_name_template", "{{.ListType}}"}},
+		{"template without the audience", `  ad_account_id: "549755885175"`, `  list_name_template: "crm {{.ListType}}"`,
+			[]string{"sync.list_name_template", "gives two lists the name"}},
+		{"template with an unknown field", `  ad_account_id: "549755885175"`, `  list_name_template: "{{.Audience}} {{.ListType}} {{.Owner}}"`,
+			[]string{"sync.list_name_template", "Owner"}},
+		{"every audience mapped", `  audience_ad_accounts: {buyers: "549755885175", churned: "549755885176"}`,
+			`  audiences: {allow: [buyers, churned]}`, nil},
+		{"an allowed audience mapped to no account", `  audience_ad_accounts: {buyers: "549755885175"}`,
+			`  audiences: {allow: [buyers, churned]}`, []string{"pinterest.ad_account_id", `audience "churned"`}},
+		{"a glob with no default account", `  audience_ad_accounts: {buyers: "549755885175"}`,
+			`  audiences: {allow: ["engage/*"]}`, []string{"pinterest.ad_account_id", `"engage/*" may select audiences`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "pinsync.yaml")
+			if err := os.WriteFile(path, []byte(fmt.Sprintf(base, tc.pinterest, tc.sync)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var out, errb bytes.Buffer
+			io := &stdio{In: strings.NewReader(""), Out: &out, Err: &errb, Getenv: func(string) string { return "" }}
+			code := dispatch(t.Context(), io, []string{"check-config", "--config", path})
+			if tc.want == nil {
+				if code != 0 {
+					t.Fatalf("status %d, stderr:\n%s", code, errb.String())
+				}
+				return
+			}
+			if code != 1 {
+				t.Fatalf("status %d, want 1; stderr:\n%s", code, errb.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(errb.String(), w) {
+					t.Errorf("stderr does not say %q:\n%s", w, errb.String())
+				}
+			}
+		})
+	}
+}

@@ -1,9 +1,12 @@
 package consumer_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/pinsync/pinsync/pinterest/sandbox"
+	"github.com/pinsync/pinsync/schemas/stream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -21,6 +24,29 @@ func counterSum(t *testing.T, g prometheus.Gatherer, name string) float64 {
 		}
 		for _, m := range mf.GetMetric() {
 			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+// counterValue reads the series of a counter whose label has value.
+func counterValue(t *testing.T, g prometheus.Gatherer, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					sum += m.GetCounter().GetValue()
+				}
+			}
 		}
 	}
 	return sum
@@ -50,5 +76,63 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 			t.Fatalf("timed out after %s waiting for: %s", within, what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestUnsyncedAudiencesAppearInNoMetric: an audience the filter does not
+// select changes identifiers only; no series names it, while the synced
+// audiences' series exist.
+func TestUnsyncedAudiencesAppearInNoMetric(t *testing.T) {
+	r := newRig(t, 2, sandbox.Config{})
+	recs, _, err := stream.Collect(stream.Config{Profiles: 200, Audiences: 4, Events: 2000, Seed: 3, MalformedFraction: stream.None})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, _ := oracle(t, recs)
+	var audiences []string
+	for k := range all {
+		if !slices.Contains(audiences, k.Audience) {
+			audiences = append(audiences, k.Audience)
+		}
+	}
+	slices.Sort(audiences)
+	if len(audiences) < 2 {
+		t.Fatalf("the stream has %d audiences", len(audiences))
+	}
+	denied := audiences[0]
+	want := map[stream.ListKey]stream.Set{}
+	for k, v := range all {
+		if k.Audience != denied {
+			want[k] = v
+		}
+	}
+	cfg := engineConfig()
+	cfg.Deny = []string{denied}
+	r.produce(recs)
+	m := r.start(cfg)
+	r.converge(want, 30*time.Second)
+	end := endOffsets(t, r.brokers)
+	waitFor(t, 30*time.Second, "every record committed", func() bool { return r.committed("pinsync-test") == end })
+	m.stop(t)
+
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	synced := 0
+	for _, mf := range mfs {
+		for _, s := range mf.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetValue() == denied {
+					t.Errorf("%s has a series for the unsynced audience %q", mf.GetName(), denied)
+				}
+				if l.GetName() == "audience" {
+					synced++
+				}
+			}
+		}
+	}
+	if synced == 0 {
+		t.Error("no series names a synced audience: the check above proves nothing")
 	}
 }

@@ -102,6 +102,9 @@ func OpenLog(ctx context.Context, cfg LogConfig) (*Log, error) {
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.FetchMaxWait(200*time.Millisecond),
+		// An append the broker cannot take fails (its caller retries
+		// later) rather than hanging.
+		kgo.RecordDeliveryTimeout(30*time.Second),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {

@@ -269,6 +269,9 @@ func (s *Stage) Start(ctx context.Context) error {
 		kgo.OnPartitionsLost(s.lost),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
+		// A dead letter the broker cannot take fails its flush (tried
+		// again later) rather than hanging it.
+		kgo.RecordDeliveryTimeout(deliveryTimeout),
 	)
 	if err := ctx.Err(); err != nil {
 		return err
@@ -657,6 +660,9 @@ func (s *Stage) commitLoop(ctx context.Context) {
 		}
 	}
 }
+
+// deliveryTimeout bounds the write of one record (a dead letter).
+const deliveryTimeout = 30 * time.Second
 
 // purgeInterval is how often the changes topic is trimmed.
 const purgeInterval = 30 * time.Second

@@ -263,6 +263,10 @@ func (w *worker) startOnce(restart bool) error {
 		prod, err := kgo.NewClient(append(append([]kgo.Opt{}, s.kopts...),
 			kgo.TransactionalID(s.cfg.Group+".profiles."+w.key.topic+"."+strconv.Itoa(int(w.key.partition))),
 			kgo.TransactionTimeout(s.cfg.TransactionTimeout),
+			// A record not written within the transaction's timeout fails
+			// (the broker would abort its transaction anyway): a broker
+			// that cannot take it stops commits instead of hanging them.
+			kgo.RecordDeliveryTimeout(s.cfg.TransactionTimeout),
 			kgo.RecordPartitioner(kgo.ManualPartitioner()),
 			kgo.RequiredAcks(kgo.AllISRAcks()),
 			// Digests do not compress.
@@ -614,6 +618,9 @@ func (w *worker) endTxn(ctx context.Context) {
 				Key: []byte(positionKey(w.key.topic)), Value: positionValue(w.next, w.leaderEpoch)})
 		}
 	}
+	// Writing and committing get the transaction's timeout, no more.
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.TransactionTimeout)
+	defer cancel()
 	err := w.prod.Flush(ctx)
 	if err == nil {
 		err = w.takeErr()
@@ -643,6 +650,8 @@ func (w *worker) abortTxn(ctx context.Context) {
 	if !w.inTxn || w.prod == nil {
 		return
 	}
+	ctx, cancel := context.WithTimeout(ctx, w.s.cfg.TransactionTimeout)
+	defer cancel()
 	_ = w.prod.AbortBufferedRecords(ctx)
 	_ = w.prod.EndTransaction(ctx, kgo.TryAbort)
 	w.inTxn = false

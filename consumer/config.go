@@ -77,6 +77,10 @@ type Config struct {
 	// broker aborts the open transaction of a member that died after it.
 	// Default 10s.
 	TransactionTimeout time.Duration
+	// UnhealthyAfter is how long a partition may fail to start (fencing
+	// its earlier owner, restoring its state) before Engine.Healthy
+	// reports it, so that an orchestrator restarts the process. Default 5m.
+	UnhealthyAfter time.Duration
 	// AudiencePollInterval is how often each audience's size and status
 	// are read from Pinterest. Default 15m; negative disables.
 	AudiencePollInterval time.Duration
@@ -98,6 +102,7 @@ func Defaults() Config {
 		ListNameTemplate:      DefaultListNameTemplate,
 		RevokeTimeout:         10 * time.Second,
 		ShutdownGrace:         30 * time.Second,
+		UnhealthyAfter:        5 * time.Minute,
 		MaxFlights:            8,
 		CommitInterval:        time.Second,
 		TransactionTimeout:    10 * time.Second,
@@ -136,6 +141,7 @@ func (c Config) WithDefaults() Config {
 	dur(&c.FlushInterval, d.FlushInterval)
 	dur(&c.RevokeTimeout, d.RevokeTimeout)
 	dur(&c.ShutdownGrace, d.ShutdownGrace)
+	dur(&c.UnhealthyAfter, d.UnhealthyAfter)
 	dur(&c.CommitInterval, d.CommitInterval)
 	dur(&c.TransactionTimeout, d.TransactionTimeout)
 	dur(&c.AudiencePollInterval, d.AudiencePollInterval)
@@ -211,6 +217,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownGrace <= 0 {
 		bad("sync.shutdown_grace", "must be positive")
+	}
+	if c.UnhealthyAfter <= 0 {
+		bad("sync.unhealthy_after", "must be positive")
 	}
 	if c.MaxFlights < 1 {
 		bad("sync.max_flights", "must be positive")

@@ -304,6 +304,19 @@ func (e *Engine) Ready() error {
 	return nil
 }
 
+// Healthy reports whether the engine can make progress on its own: an
+// error names the partitions that have failed to start (a restore, the
+// fencing of an earlier owner) for longer than UnhealthyAfter. Retrying
+// in this process has not helped; a restart may (a new connection, a new
+// member).
+func (e *Engine) Healthy() error {
+	ps, ls := e.stages()
+	if ps == nil || ls == nil {
+		return nil // starting: readiness says so
+	}
+	return errors.Join(ps.Unhealthy(e.cfg.UnhealthyAfter), ls.Unhealthy(e.cfg.UnhealthyAfter))
+}
+
 // sharedMetrics are the series of both stages that one family holds:
 // per-partition commit progress (labelled by stage), the partitions each
 // stage owns, whether fetching is paused, dead letters.

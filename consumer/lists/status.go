@@ -1,7 +1,9 @@
 package lists
 
 import (
+	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/pinsync/pinsync/consumer/commit"
@@ -78,3 +80,23 @@ func (s *Stage) Status() Status {
 
 // Paused reports whether fetching is paused at the cap.
 func (s *Stage) Paused() bool { return s.paused.Load() }
+
+// Unhealthy reports the partitions whose start (learning where the
+// partition ends) has been failing for longer than limit; nil when there
+// is none.
+func (s *Stage) Unhealthy(limit time.Duration) error {
+	now := s.now()
+	var stuck []string
+	s.mu.Lock()
+	for p, w := range s.workers {
+		if since := w.failingSince.Load(); since != 0 && now.Sub(time.Unix(0, since)) > limit {
+			stuck = append(stuck, fmt.Sprintf("%s/%d for %s", s.cfg.Topic, p, now.Sub(time.Unix(0, since)).Round(time.Second)))
+		}
+	}
+	s.mu.Unlock()
+	if len(stuck) == 0 {
+		return nil
+	}
+	sort.Strings(stuck)
+	return fmt.Errorf("list stage: partitions failing to start: %s", strings.Join(stuck, ", "))
+}

@@ -27,6 +27,9 @@ type worker struct {
 	// read is the offset after the last record processed (-1 before
 	// any), for Drain.
 	read atomic.Int64
+	// failingSince is when learning the partition's end began failing,
+	// in Unix nanoseconds; 0 while it does not.
+	failingSince atomic.Int64
 
 	open        commit.Key
 	next        int64 // offset after the last record read; -1 before any
@@ -78,6 +81,7 @@ func (w *worker) run() {
 // fence learns the partition's end offset before reading anything, retrying
 // until it succeeds or the worker quits (then it reports false).
 func (w *worker) fence() bool {
+	defer w.failingSince.Store(0)
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		end, err := w.s.endOffset(ctx, w.partition)
@@ -87,6 +91,7 @@ func (w *worker) fence() bool {
 			w.s.cl.ResumeFetchPartitions(map[string][]int32{w.s.cfg.Topic: {w.partition}})
 			return true
 		}
+		w.failingSince.CompareAndSwap(0, w.s.now().UnixNano())
 		w.s.log.Warn("reading the end of a changes partition failed; retrying", "partition", w.partition, "err", err)
 		select {
 		case <-w.quit:

@@ -50,6 +50,9 @@ type worker struct {
 	rewound   chan struct{}
 	highWater atomic.Int64
 	committed atomic.Int64 // next input offset committed (or -1)
+	// failingSince is when the partition's start (fencing, restore)
+	// began failing, in Unix nanoseconds; 0 while it does not.
+	failingSince atomic.Int64
 
 	prod  *kgo.Client
 	state *profiles
@@ -207,6 +210,7 @@ func retryWait(n int) time.Duration {
 // ready.
 func (w *worker) start(restart bool) bool {
 	s := w.s
+	defer w.failingSince.Store(0)
 	for attempt := 1; ; attempt++ {
 		err := w.startOnce(restart)
 		if err == nil {
@@ -215,6 +219,7 @@ func (w *worker) start(restart bool) bool {
 		if w.dead || w.stopped() {
 			return false
 		}
+		w.failingSince.CompareAndSwap(0, s.now().UnixNano())
 		s.log.Warn("starting a partition failed; retrying", "topic", w.key.topic, "partition", w.key.partition,
 			"attempt", attempt, "err", err)
 		select {

@@ -126,6 +126,7 @@ type SyncConfig struct {
 	ExitedEvent           string         `yaml:"exited_event"`
 	ConsentCategory       string         `yaml:"consent_category"`
 	ShutdownGrace         Duration       `yaml:"shutdown_grace"`
+	UnhealthyAfter        Duration       `yaml:"unhealthy_after"`
 	RevokeTimeout         Duration       `yaml:"revoke_timeout"`
 	AudiencePollInterval  Duration       `yaml:"audience_poll_interval"`
 	MaxFlights            int            `yaml:"max_flights"`
@@ -164,7 +165,7 @@ func Default() Config {
 			FlushInterval: Duration(sd.FlushInterval), MaxBufferedRecords: sd.MaxBuffered, MaxIdentifiersPerType: sd.MaxIdentifiersPerType,
 			ListNameTemplate: sd.ListNameTemplate, Audiences: AudienceFilter{Allow: []string{"*"}},
 			EnteredEvent: schemas.DefaultEnteredEvent, ExitedEvent: schemas.DefaultExitedEvent,
-			ShutdownGrace: Duration(sd.ShutdownGrace), RevokeTimeout: Duration(sd.RevokeTimeout),
+			ShutdownGrace: Duration(sd.ShutdownGrace), RevokeTimeout: Duration(sd.RevokeTimeout), UnhealthyAfter: Duration(sd.UnhealthyAfter),
 			AudiencePollInterval: Duration(sd.AudiencePollInterval), MaxFlights: sd.MaxFlights,
 			CommitInterval: Duration(sd.CommitInterval),
 		},
@@ -447,7 +448,8 @@ func (c Config) Engine() consumer.Config {
 		AdAccount: c.Pinterest.AdAccountID, AudienceAdAccounts: c.Pinterest.AudienceAdAccounts,
 		AllowAudienceSettings: c.Pinterest.AllowAudienceSettings,
 		RevokeTimeout:         time.Duration(c.Sync.RevokeTimeout), ShutdownGrace: time.Duration(c.Sync.ShutdownGrace),
-		MaxFlights: c.Sync.MaxFlights, AudiencePollInterval: time.Duration(c.Sync.AudiencePollInterval),
+		UnhealthyAfter: time.Duration(c.Sync.UnhealthyAfter),
+		MaxFlights:     c.Sync.MaxFlights, AudiencePollInterval: time.Duration(c.Sync.AudiencePollInterval),
 		Decoder: schemas.DecoderConfig{
 			EnteredEvent: c.Sync.EnteredEvent, ExitedEvent: c.Sync.ExitedEvent, ConsentCategory: c.Sync.ConsentCategory,
 		},

@@ -18,6 +18,7 @@ import (
 type engineView interface {
 	Status() consumer.Status
 	Ready() error
+	Healthy() error
 }
 
 // credentials is what the handler reads from the Pinterest client.
@@ -53,6 +54,11 @@ func Handler(eng engineView, cred credentials, reg *prometheus.Registry) http.Ha
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := eng.Healthy(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("unhealthy: " + err.Error() + "\n"))
+			return
+		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -56,7 +57,11 @@ func (e *Engine) prepareTopics(ctx context.Context) (topicLayout, error) {
 		if n, ok := partitions(c.ChangelogTopic); ok && n != in {
 			return tl, fmt.Errorf("kafka: changelog topic %q has %d partitions but the input has %d; it must be co-partitioned with the input (recreate it with %d partitions)",
 				c.ChangelogTopic, n, in, in)
-		} else if !ok {
+		} else if ok {
+			if err := checkCleanup(ctx, adm, c.ChangelogTopic, true); err != nil {
+				return tl, err
+			}
+		} else {
 			if err := e.createTopic(ctx, adm, c.ChangelogTopic, in, map[string]string{"cleanup.policy": "compact"}); err != nil {
 				return tl, err
 			}
@@ -71,6 +76,9 @@ func (e *Engine) prepareTopics(ctx context.Context) (topicLayout, error) {
 		return tl, fmt.Errorf("kafka: changes topic %q has %d partitions but kafka.changes_partitions is %d; a list's partition depends on the count, so it cannot change under running replicas (stop them, let the list stage drain, and recreate the topic)",
 			c.ChangesTopic, n, c.ChangesPartitions)
 	case ok:
+		if err := checkCleanup(ctx, adm, c.ChangesTopic, false); err != nil {
+			return tl, err
+		}
 		tl.changes = n
 	default:
 		// No time retention: the list stage may be behind by an outage's
@@ -105,5 +113,35 @@ func (e *Engine) createTopic(ctx context.Context, adm *kadm.Client, name string,
 		return fmt.Errorf("kafka: create topic %q: %w", name, err)
 	}
 	e.log.Info("created topic", "topic", name, "partitions", partitions)
+	return nil
+}
+
+// checkCleanup refuses an existing topic whose cleanup.policy would lose
+// what pinsync needs: the changelog must be compacted (its latest record
+// per profile is the state; deletion by time would lose profiles), the
+// changes topic must not be (a list's changes share a key: compaction
+// would keep only the last record of each list).
+func checkCleanup(ctx context.Context, adm *kadm.Client, topic string, compact bool) error {
+	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("kafka: describe topic %q: %w", topic, err)
+	}
+	rc, err := rcs.On(topic, nil)
+	if err != nil {
+		return fmt.Errorf("kafka: describe topic %q: %w", topic, err)
+	}
+	policy := "delete"
+	for _, c := range rc.Configs {
+		if c.Key == "cleanup.policy" && c.Value != nil {
+			policy = *c.Value
+		}
+	}
+	compacted := strings.Contains(policy, "compact")
+	switch {
+	case compact && (!compacted || strings.Contains(policy, "delete")):
+		return fmt.Errorf("kafka: topic %q has cleanup.policy=%s; the changelog must be compacted only (cleanup.policy=compact), or profiles are lost", topic, policy)
+	case !compact && compacted:
+		return fmt.Errorf("kafka: topic %q has cleanup.policy=%s; the changes topic must not be compacted (cleanup.policy=delete with retention.ms=-1), or changes are lost", topic, policy)
+	}
 	return nil
 }

@@ -129,6 +129,23 @@ func ensureTopic(ctx context.Context, adm *kadm.Client, topic string) error {
 		if len(d.Partitions) != 1 {
 			return fmt.Errorf("control: topic %q has %d partitions; the control log needs exactly one (its order is the replicas' agreement)", topic, len(d.Partitions))
 		}
+		rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+		if err != nil {
+			return fmt.Errorf("control: describe topic %q: %w", topic, err)
+		}
+		rc, err := rcs.On(topic, nil)
+		if err != nil {
+			return fmt.Errorf("control: describe topic %q: %w", topic, err)
+		}
+		for _, c := range rc.Configs {
+			if c.Key == "cleanup.policy" && (c.Value == nil || *c.Value != "compact") {
+				v := "delete"
+				if c.Value != nil {
+					v = *c.Value
+				}
+				return fmt.Errorf("control: topic %q has cleanup.policy=%s; the control log must be compacted only (cleanup.policy=compact), or list ids and the token are lost", topic, v)
+			}
+		}
 		return nil
 	}
 	compact, lag := "compact", compactionLag

@@ -380,7 +380,7 @@ func (c *Client) send(ctx context.Context, r request, out any) error {
 	if err != nil {
 		return err
 	}
-	if err := guard(ctx, r); err != nil {
+	if err := guard(ctx, r, c.cfg.Now); err != nil {
 		return err
 	}
 	resp, err := c.roundTrip(ctx, r, tok.AccessToken)
@@ -398,7 +398,7 @@ func (c *Client) send(ctx context.Context, r request, out any) error {
 		if tok, err = c.auth.refresh(ctx, tok.AccessToken); err != nil {
 			return err
 		}
-		if err := guard(ctx, r); err != nil {
+		if err := guard(ctx, r, c.cfg.Now); err != nil {
 			return err
 		}
 		if resp, err = c.roundTrip(ctx, r, tok.AccessToken); err != nil {

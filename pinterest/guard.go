@@ -2,7 +2,9 @@ package pinterest
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"time"
 )
 
 // WithWriteGuard returns a context whose Pinterest writes each run check
@@ -25,17 +27,39 @@ func writeGuardOf(ctx context.Context) func(context.Context) error {
 }
 
 // guard runs the write guard of ctx, if any, for a write (not for a read).
-func guard(ctx context.Context, r request) error {
+// An answer that took longer than maxGuardAge to come is asked again: the
+// process may have been paused (GC, SIGSTOP, a slow node) after the check
+// was sent, and what was true then may not be now. now is the clock that
+// tells.
+func guard(ctx context.Context, r request, now func() time.Time) error {
 	if r.method == http.MethodGet {
 		return nil
 	}
-	if g := writeGuardOf(ctx); g != nil {
+	g := writeGuardOf(ctx)
+	if g == nil {
+		return nil
+	}
+	for range maxGuardChecks {
+		asked := now()
 		if err := g(ctx); err != nil {
 			return &guardError{err: err}
 		}
+		if now().Sub(asked) <= maxGuardAge {
+			return nil
+		}
 	}
-	return nil
+	return &guardError{err: errGuardSlow}
 }
+
+// A write guard's answer is trusted for maxGuardAge after it was asked;
+// a write asks at most maxGuardChecks times.
+const (
+	maxGuardAge    = time.Second
+	maxGuardChecks = 3
+)
+
+// errGuardSlow says the write guard never answered in time.
+var errGuardSlow = errors.New("the ownership check never answered within " + maxGuardAge.String())
 
 // guardError is a write the guard refused: it was not sent.
 type guardError struct{ err error }

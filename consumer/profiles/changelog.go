@@ -22,16 +22,15 @@ import (
 // state that the changes topic agrees with exactly. Each transaction ends
 // with the partition's position: the input offset the state stands at.
 
-// stateRecord is one profile's state as written to the changelog: the
-// input topic and profile id as key and its encoded state as value (nil: a
-// tombstone).
-type stateRecord struct {
-	key   string
-	value []byte
-}
+// changelogKey is the record key of a profile of an input topic: the
+// topic, 0x02 and the profile's key (profileKey: a digest of its id, never
+// the id, which is often an email).
+func changelogKey(topic, key string) string { return topic + "\x02" + key }
 
-// changelogKey is the record key of a profile of an input topic.
-func changelogKey(topic, profile string) string { return topic + "\x00" + profile }
+// legacyPrefix starts the keys of a version that keyed profiles by their
+// plain id: topic, 0x00, id. A restore installs them under their digest
+// and the first transaction deletes them.
+func legacyPrefix(topic string) string { return topic + "\x00" }
 
 // positionKey is the record key of an input topic's position: the next
 // input offset (8 bytes, big endian) and its leader epoch (4 bytes) of
@@ -135,6 +134,9 @@ type restored struct {
 	// partition: nobody ever committed its state (a first transaction
 	// that aborted leaves only its marker).
 	empty bool
+	// legacy are the keys of profiles restored from records of a version
+	// that keyed them by plain id: to delete.
+	legacy []string
 }
 
 // restore reads input partition key's state from its changelog partition,
@@ -176,7 +178,7 @@ func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey
 		res.empty = end.Offset == 0
 		return res, nil
 	}
-	prefix, pk := key.topic+"\x00", positionKey(key.topic)
+	prefix, legacy, pk := key.topic+"\x02", legacyPrefix(key.topic), positionKey(key.topic)
 	seen := false
 	for next := start.Offset; next < end.Offset; {
 		fs := rcl.PollFetches(ctx)
@@ -194,7 +196,7 @@ func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey
 				return
 			}
 			k := string(r.Key)
-			if k == pk || strings.HasPrefix(k, prefix) {
+			if k == pk || strings.HasPrefix(k, prefix) || strings.HasPrefix(k, legacy) {
 				seen = true
 			}
 			if k == pk {
@@ -204,11 +206,26 @@ func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey
 				}
 				return
 			}
-			if !strings.HasPrefix(k, prefix) {
+			var pkey string
+			switch {
+			case strings.HasPrefix(k, prefix) && len(k) == len(prefix)+profileKeyLen:
+				pkey = k[len(prefix):]
+			case strings.HasPrefix(k, legacy):
+				// Rewritten under its digest, and deleted, by the
+				// first transaction.
+				pkey = state.keyOf(k[len(legacy):])
+				res.legacy = append(res.legacy, k)
+			case strings.HasPrefix(k, prefix):
+				skip(r.Offset)
+				return
+			default:
 				return
 			}
-			if restoreRecord(state, c, k[len(prefix):], r.Value) {
+			if restoreRecord(state, c, pkey, r.Value) {
 				res.profiles++
+				if strings.HasPrefix(k, legacy) {
+					state.touch(pkey)
+				}
 			} else if r.Value != nil {
 				skip(r.Offset)
 			}
@@ -218,11 +235,11 @@ func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey
 	return res, nil
 }
 
-// restoreRecord installs one changelog record of profile id (a nil value is
-// a tombstone) into state. It reports whether a profile was installed;
+// restoreRecord installs one changelog record of the profile of key (a nil
+// value is a tombstone) into state. It reports whether a profile was installed;
 // false with a non-nil value means malformed.
-func restoreRecord(state *profiles, c codec, id string, value []byte) bool {
-	state.remove(id)
+func restoreRecord(state *profiles, c codec, key string, value []byte) bool {
+	state.remove(key)
 	if value == nil {
 		return false
 	}
@@ -235,6 +252,6 @@ func restoreRecord(state *profiles, c codec, id string, value []byte) bool {
 			state.members(a, 1)
 		}
 	}
-	state.install(id, p)
+	state.install(key, p)
 	return true
 }

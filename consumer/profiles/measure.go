@@ -61,15 +61,15 @@ func MeasureRestore(n int) float64 {
 		ids:  []schemas.Identifier{{Type: ident.Email}, {Type: ident.IDFA}},
 		auds: []uint32{auds.intern("audience_a", "", "").id, auds.intern("audience_b", "", "").id, auds.intern("audience_c", "", "").id | outBit},
 	}
+	state := newProfiles(5, nil)
 	keys := make([]string, n)
 	vals := make([][]byte, n)
 	for i := range n {
 		p.ids[0].Hash = benchHash(uint64(i), 1)
 		p.ids[1].Hash = benchHash(uint64(i), 2)
-		keys[i] = changelogKey("events", "usr_"+strconv.Itoa(i))
+		keys[i] = changelogKey("events", state.keyOf("usr_"+strconv.Itoa(i)))
 		vals[i] = c.encode(p)
 	}
-	state := newProfiles(5, nil)
 	start := time.Now()
 	restored := 0
 	for i := range keys {

@@ -1,6 +1,9 @@
 package profiles
 
 import (
+	"crypto/sha256"
+	"strings"
+
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/schemas"
 	"github.com/pinsync/pinsync/schemas/ident"
@@ -102,6 +105,39 @@ type profiles struct {
 	scratch profile
 	// buf is pack's reusable output.
 	buf []byte
+	// idBuf holds the profile id being digested.
+	idBuf []byte
+}
+
+// profileKeyLen is the length of a profile's key: the first 16 bytes of
+// the SHA-256 of its id. The state and the changelog know a profile by its
+// key only, never by its id (often an email); 128 bits keep collisions out
+// of reach for any number of profiles a partition holds.
+const profileKeyLen = 16
+
+// digest writes the key of profile id into dst.
+func (s *profiles) digest(dst *[profileKeyLen]byte, id string) {
+	s.idBuf = append(s.idBuf[:0], id...)
+	sum := sha256.Sum256(s.idBuf)
+	copy(dst[:], sum[:profileKeyLen])
+}
+
+// keyOf returns the key of profile id.
+func (s *profiles) keyOf(id string) string {
+	var k [profileKeyLen]byte
+	s.digest(&k, id)
+	return string(k[:])
+}
+
+// touch lists the profile of key as changed (it is written to the
+// changelog by the next takeDirty), if it is held and not listed yet.
+func (s *profiles) touch(key string) {
+	j, v := s.t.ref(key)
+	if j < 0 || !s.track || v[1]&dirtyFlag != 0 {
+		return
+	}
+	v[1] |= dirtyFlag
+	s.dirty = append(s.dirty, key)
 }
 
 // newProfiles returns an empty state keeping at most maxPerType identifiers
@@ -207,7 +243,10 @@ func (s *profiles) clear() {
 // apply folds ev into the profile's state and calls emit for every list
 // change it implies. It reports whether the state changed.
 func (s *profiles) apply(ev *schemas.Event, aud uint32, emit func(change)) bool {
-	j, v := s.t.ref(ev.Profile)
+	var kb [profileKeyLen]byte
+	s.digest(&kb, ev.Profile)
+	key := string(kb[:]) // on the stack: the table and the dirty list copy it
+	j, v := s.t.ref(key)
 	known := j >= 0
 	listed := known && v[1]&dirtyFlag != 0
 	p := s.load(v)
@@ -217,17 +256,17 @@ func (s *profiles) apply(ev *schemas.Event, aud uint32, emit func(change)) bool 
 		}
 		p.each(opRemove, emit)
 		s.leaveAll(p)
-		s.t.del(ev.Profile)
+		s.t.del(key)
 		if s.track && !listed {
-			s.dirty = append(s.dirty, ev.Profile)
+			s.dirty = append(s.dirty, strings.Clone(key))
 		}
 		return true
 	}
 	changed := s.update(p, ev, aud, emit) || !known
 	if changed {
-		s.t.setAt(j, ev.Profile, s.pack(p, s.track))
+		s.t.setAt(j, key, s.pack(p, s.track))
 		if s.track && !listed {
-			s.dirty = append(s.dirty, ev.Profile)
+			s.dirty = append(s.dirty, strings.Clone(key))
 		}
 	}
 	return changed

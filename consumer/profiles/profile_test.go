@@ -426,7 +426,7 @@ func TestDirtyListsEachChangedProfileOnce(t *testing.T) {
 			got[id] = fmt.Sprintf("%d ids %d audiences", len(p.ids), len(p.auds))
 		}
 	})
-	want := map[string]string{"p": "1 ids 1 audiences", "q": "removed", "r": "1 ids 1 audiences"}
+	want := map[string]string{s.keyOf("p"): "1 ids 1 audiences", s.keyOf("q"): "removed", s.keyOf("r"): "1 ids 1 audiences"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("dirty: %v, want %v", got, want)
 	}
@@ -435,7 +435,7 @@ func TestDirtyListsEachChangedProfileOnce(t *testing.T) {
 	s.apply(&st.ev, st.aud, func(change) {})
 	n := 0
 	s.takeDirty(func(id string, p *profile) {
-		if n++; id != "p" || p == nil || len(p.auds) != 1 || p.auds[0]&outBit == 0 {
+		if n++; id != s.keyOf("p") || p == nil || len(p.auds) != 1 || p.auds[0]&outBit == 0 {
 			t.Fatalf("dirty after exit: %s %+v", id, p)
 		}
 	})

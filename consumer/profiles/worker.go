@@ -50,6 +50,9 @@ type worker struct {
 	rewound   chan struct{}
 	highWater atomic.Int64
 	committed atomic.Int64 // next input offset committed (or -1)
+	// legacy are changelog keys of a version that keyed profiles by plain
+	// id, restored under their digest: the next transaction deletes them.
+	legacy []string
 	// failingSince is when the partition's start (fencing, restore)
 	// began failing, in Unix nanoseconds; 0 while it does not.
 	failingSince atomic.Int64
@@ -356,6 +359,7 @@ func (w *worker) restore(ctx context.Context) error {
 		return fmt.Errorf("restoring state: %w", err)
 	}
 	s.m.restored.Add(float64(res.profiles))
+	w.legacy = res.legacy
 	switch {
 	case res.next >= 0:
 		w.next, w.leaderEpoch, w.vouchFrom = res.next, res.leaderEpoch, -1
@@ -611,8 +615,11 @@ func (w *worker) endTxn(ctx context.Context) {
 	s := w.s
 	w.writeChanges()
 	if s.cfg.ChangelogTopic != "" {
-		w.state.takeDirty(func(id string, p *profile) {
-			r := &kgo.Record{Topic: s.cfg.ChangelogTopic, Partition: w.key.partition, Key: []byte(changelogKey(w.key.topic, id))}
+		for _, k := range w.legacy {
+			w.produce(&kgo.Record{Topic: s.cfg.ChangelogTopic, Partition: w.key.partition, Key: []byte(k)})
+		}
+		w.state.takeDirty(func(key string, p *profile) {
+			r := &kgo.Record{Topic: s.cfg.ChangelogTopic, Partition: w.key.partition, Key: []byte(changelogKey(w.key.topic, key))}
 			if p != nil {
 				r.Value = s.codec.encode(p)
 			}
@@ -638,6 +645,7 @@ func (w *worker) endTxn(ctx context.Context) {
 		return
 	}
 	w.inTxn = false
+	w.legacy = nil
 	for _, r := range w.txnRecs {
 		w.marks[r.Partition] = max(w.marks[r.Partition], r.Offset+1)
 	}

@@ -14,7 +14,7 @@ import (
 )
 
 // TestChangelogKnowsProfilesByDigestOnly: profile ids are often emails, so
-// the changelog keys each profile by a 16-byte digest of its id: no record
+// the changelog keys each profile by a 12-byte digest of its id: no record
 // of it holds a profile id, in its key or its value.
 func TestChangelogKnowsProfilesByDigestOnly(t *testing.T) {
 	r := newRig(t, 2, sandbox.Config{})
@@ -51,7 +51,7 @@ func TestChangelogKnowsProfilesByDigestOnly(t *testing.T) {
 			switch {
 			case k == topic+"\x01pos":
 				return
-			case strings.HasPrefix(k, topic+"\x02") && len(k) == len(topic)+1+16:
+			case strings.HasPrefix(k, topic+"\x02") && len(k) == len(topic)+1+12:
 				profiles++
 			default:
 				t.Errorf("changelog key %q is neither a position nor a profile digest", k)

@@ -130,6 +130,14 @@ func (s *Stage) upload(ctx context.Context, li *listInfo, f *flight) (addsOK, re
 	ctx = pinterest.WithWriteGuard(ctx, func(ctx context.Context) error { return s.owns(ctx, li.partition) })
 	typ := li.key.Type.String()
 	listID, created, err := s.res.ensure(ctx, li, f.adds)
+	if listID == "" && pinterest.IsRefused(err) && len(f.adds) > 0 {
+		// The creation was refused for its records: created with those
+		// Pinterest takes, the others dead-lettered.
+		if listID, err = s.createRefused(ctx, li, f.adds, err); err != nil {
+			return false, false, err
+		}
+		return true, true, nil
+	}
 	if created {
 		s.m.uploads.WithLabelValues("create", "ok").Inc()
 		s.m.perRequest.Observe(float64(len(f.adds)))
@@ -151,6 +159,44 @@ func (s *Stage) upload(ctx context.Context, li *listInfo, f *flight) (addsOK, re
 		return true, false, err
 	}
 	return true, true, nil
+}
+
+// createRefused creates li's list with adds after a creation with them was
+// refused for its records (cause): it bisects them, creates the list with
+// the first part Pinterest takes, adds the rest as updates (bisected the
+// same way) and dead-letters the records refused alone. It returns the
+// list's id ("" when Pinterest refused every record: there is no list).
+func (s *Stage) createRefused(ctx context.Context, li *listInfo, adds []ident.Hash, cause error) (string, error) {
+	if len(adds) == 1 {
+		return "", s.deadLetterHash(ctx, li, "", pinterest.Add, adds[0], cause)
+	}
+	listID := ""
+	for _, part := range [][]ident.Hash{adds[:len(adds)/2], adds[len(adds)/2:]} {
+		if listID != "" {
+			if err := s.uploadOp(ctx, li, listID, pinterest.Add, part); err != nil {
+				return listID, err
+			}
+			continue
+		}
+		id, created, err := s.res.ensure(ctx, li, part)
+		switch {
+		case id == "" && pinterest.IsRefused(err):
+			if id, err = s.createRefused(ctx, li, part, err); err != nil {
+				return id, err
+			}
+		case err != nil:
+			return id, err
+		case created:
+			s.m.uploads.WithLabelValues("create", "ok").Inc()
+			s.m.uploaded.WithLabelValues(li.key.Audience, li.key.Type.String(), "add").Add(float64(len(part)))
+		case id != "": // it exists after all: part was not sent
+			if err := s.uploadOp(ctx, li, id, pinterest.Add, part); err != nil {
+				return id, err
+			}
+		}
+		listID = id
+	}
+	return listID, nil
 }
 
 // uploadOp writes records with op; a batch Pinterest rejects for good is

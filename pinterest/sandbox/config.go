@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -284,6 +285,10 @@ type Faults struct {
 	// ThrottleWithoutHeaders leaves the x-ratelimit-* headers off those
 	// injected 429s.
 	ThrottleWithoutHeaders bool `json:"throttle_without_headers,omitempty"`
+	// RefuseRecords are hashed records (64 hex digits) that Pinterest
+	// refuses: a list creation or update carrying any of them answers 400
+	// code 1 and changes nothing, as a request Pinterest judges invalid.
+	RefuseRecords []string `json:"refuse_records,omitempty"`
 }
 
 // Validate reports an invalid fault setting.
@@ -294,6 +299,11 @@ func (f Faults) Validate() error {
 	}
 	if f.ErrorStatus != 0 && (f.ErrorStatus < 500 || f.ErrorStatus > 599) {
 		errs = append(errs, fmt.Errorf("sandbox: Faults.ErrorStatus %d: want 5xx", f.ErrorStatus))
+	}
+	for _, r := range f.RefuseRecords {
+		if _, err := hex.DecodeString(r); err != nil || len(r) != 64 {
+			errs = append(errs, fmt.Errorf("sandbox: Faults.RefuseRecords %q: want 64 hex digits", r))
+		}
 	}
 	if f.Latency < 0 || f.Outage < 0 || f.Throttle < 0 {
 		errs = append(errs, errors.New("sandbox: Faults.Latency, Outage and Throttle must not be negative"))

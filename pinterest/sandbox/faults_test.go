@@ -131,7 +131,7 @@ func TestLatencyDelaysResponses(t *testing.T) {
 
 func TestInvalidFaultsAreRejected(t *testing.T) {
 	e := setup(t, sandbox.Config{})
-	for _, body := range []string{`{"error_rate":2}`, `{"error_status":404}`, `{"latency":"soon"}`, `{"typo":1}`} {
+	for _, body := range []string{`{"error_rate":2}`, `{"error_status":404}`, `{"latency":"soon"}`, `{"typo":1}`, `{"refuse_records":["not-a-hash"]}`} {
 		resp, err := e.ts.Client().Post(e.ts.URL+"/sandbox/v1/faults", "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)

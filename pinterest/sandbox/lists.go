@@ -2,8 +2,10 @@ package sandbox
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -211,7 +213,26 @@ func (s *Server) takeRecords(w http.ResponseWriter, c *call, recs *string) ([]di
 		return nil, false
 	}
 	*c.records = len(ds)
+	if s.refused(ds) {
+		writeError(w, http.StatusBadRequest, CodeInvalid, "Invalid records.")
+		return nil, false
+	}
 	return ds, true
+}
+
+// refused reports whether ds holds a record the faults say to refuse.
+func (s *Server) refused(ds []digest) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.faults.RefuseRecords) == 0 {
+		return false
+	}
+	for _, d := range ds {
+		if slices.Contains(s.faults.RefuseRecords, hex.EncodeToString(d[:])) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) createList(w http.ResponseWriter, r *http.Request, c *call) {

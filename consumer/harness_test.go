@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/oauth2"
@@ -248,4 +249,23 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// topicID returns the id of topic name: requests of recent versions name
+// topics by id, so a fault injected on a topic matches either.
+func (r *rig) topicID(name string) [16]byte {
+	r.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer cl.Close()
+	details, err := kadm.NewClient(cl).ListTopics(context.Background(), name)
+	if err == nil {
+		err = details[name].Err
+	}
+	if err != nil {
+		r.t.Fatalf("topic %s: %v", name, err)
+	}
+	return details[name].ID
 }

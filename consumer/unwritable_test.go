@@ -1,14 +1,11 @@
 package consumer_test
 
 import (
-	"context"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/pinsync/pinsync/pinterest/sandbox"
@@ -36,18 +33,8 @@ func TestUnwritableChangelogStopsCommitsAndShutdownEnds(t *testing.T) {
 	m := r.start(cfg)
 	waitFor(t, 30*time.Second, "the first half committed", func() bool { return r.committed(cfg.Group) == int64(len(first)) })
 
-	// The changelog's topic id: produce requests name topics by id.
-	adm, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer adm.Close()
 	changelog := cfg.Group + ".changelog"
-	details, err := kadm.NewClient(adm).ListTopics(context.Background(), changelog)
-	if err != nil || details[changelog].Err != nil {
-		t.Fatalf("changelog topic: %v %v", err, details[changelog].Err)
-	}
-	id := details[changelog].ID
+	id := r.topicID(changelog)
 	var refusing atomic.Bool
 	var refused atomic.Int64
 	refusing.Store(true)

@@ -430,24 +430,7 @@ func TestCredentialsRecoverWhenPinsyncAuthStoresNewToken(t *testing.T) {
 
 	// The operator runs `pinsync auth` against the same token file while
 	// the service keeps running.
-	getenv := func(k string) string {
-		return map[string]string{
-			"PINSYNC_PINTEREST_APP_ID":           sandbox.DefaultAppID,
-			"PINSYNC_PINTEREST_APP_SECRET":       sandbox.DefaultAppSecret,
-			"PINSYNC_PINTEREST_TOKEN_STORE_PATH": r.store.Path(),
-		}[k]
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	run := startAuth(t, ctx, getenv, "--base-url", r.sbURL)
-	resp, err := http.Get(run.consent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if code := run.wait(t); code != 0 {
-		t.Fatalf("pinsync auth: exit %d: %s", code, run.err.String())
-	}
+	r.reauthorise()
 
 	// Without a restart, the service picks the new token up on its next
 	// upload attempt, uploads what waited and commits it.
@@ -532,24 +515,7 @@ func TestCredentialsRefusedOnExistingListsDeadLetterNothing(t *testing.T) {
 		}
 	}
 
-	getenv := func(k string) string {
-		return map[string]string{
-			"PINSYNC_PINTEREST_APP_ID":           sandbox.DefaultAppID,
-			"PINSYNC_PINTEREST_APP_SECRET":       sandbox.DefaultAppSecret,
-			"PINSYNC_PINTEREST_TOKEN_STORE_PATH": r.store.Path(),
-		}[k]
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	run := startAuth(t, ctx, getenv, "--base-url", r.sbURL)
-	resp, err := http.Get(run.consent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if code := run.wait(t); code != 0 {
-		t.Fatalf("pinsync auth: exit %d: %s", code, run.err.String())
-	}
+	r.reauthorise()
 	r.waitAllCommitted()
 	l := r.lists()["pinsync existing EMAIL"]
 	want := map[string]bool{}
@@ -587,4 +553,28 @@ func uploadErrors(t *testing.T, r *svcRig) float64 {
 		}
 	}
 	return sum
+}
+
+// reauthorise runs `pinsync auth` into the service's token store, as an
+// operator would while the service runs, and completes the consent.
+func (r *svcRig) reauthorise() {
+	r.t.Helper()
+	getenv := func(k string) string {
+		return map[string]string{
+			"PINSYNC_PINTEREST_APP_ID":           sandbox.DefaultAppID,
+			"PINSYNC_PINTEREST_APP_SECRET":       sandbox.DefaultAppSecret,
+			"PINSYNC_PINTEREST_TOKEN_STORE_PATH": r.store.Path(),
+		}[k]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run := startAuth(r.t, ctx, getenv, "--base-url", r.sbURL)
+	resp, err := http.Get(run.consent)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if code := run.wait(r.t); code != 0 {
+		r.t.Fatalf("pinsync auth: exit %d: %s", code, run.err.String())
+	}
 }

@@ -23,8 +23,8 @@ import (
 // with the partition's position: the input offset the state stands at.
 
 // changelogKey is the record key of a profile of an input topic: the
-// topic, 0x02 and the profile's key (profileKey: a digest of its id, never
-// the id, which is often an email).
+// topic, 0x02 and the profile's key (a digest of its id, see profileKeyLen;
+// never the id, which is often an email).
 func changelogKey(topic, key string) string { return topic + "\x02" + key }
 
 // legacyPrefix starts the keys of a version that keyed profiles by their

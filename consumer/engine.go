@@ -63,6 +63,9 @@ type Deps struct {
 	Logger   *slog.Logger
 	// Registerer receives the metrics.
 	Registerer prometheus.Registerer
+	// Hold, when set, says why both stages must stop fetching (the
+	// Pinterest client's Credentials: refused credentials); nil to go on.
+	Hold func(context.Context) error
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -133,14 +136,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	ls, err := lists.New(e.listsConfig(topics), lists.Deps{
 		Kafka: e.deps.Kafka, Pinterest: e.deps.Pinterest, Writes: e.deps.Writes, Reads: e.deps.Reads,
 		Registry: reg, Logger: e.log, Registerer: e.deps.Registerer,
-		Commits: e.m.commits("lists"), Assigned: e.m.listPartitions, DeadLetters: e.m.deadLetters, Now: e.deps.Now,
+		Commits: e.m.commits("lists"), Assigned: e.m.listPartitions, DeadLetters: e.m.deadLetters, Now: e.deps.Now, Hold: e.deps.Hold,
 	})
 	if err != nil {
 		return err
 	}
 	ps, err := profiles.New(e.profilesConfig(topics), profiles.Deps{
 		Kafka: e.deps.Kafka, Logger: e.log, Registerer: e.deps.Registerer,
-		Commits: e.m.commits("profiles"), Assigned: e.m.assigned, DeadLetters: e.m.deadLetters, Now: e.deps.Now,
+		Commits: e.m.commits("profiles"), Assigned: e.m.assigned, DeadLetters: e.m.deadLetters, Now: e.deps.Now, Hold: e.deps.Hold,
 	})
 	if err != nil {
 		return err
@@ -352,7 +355,7 @@ func newSharedMetrics(reg prometheus.Registerer, paused func() float64) (*shared
 			Name: "pinsync_dead_letters_total", Help: "Records sent to the dead-letter topic, by reason.",
 		}, []string{"reason"}),
 		paused: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "pinsync_fetch_paused", Help: "1 while fetching is paused because sync.max_buffered_records changes wait (in windows, or for the list stage).",
+			Name: "pinsync_fetch_paused", Help: "1 while fetching is paused: sync.max_buffered_records changes wait (in windows, or for the list stage), or Pinterest refused the credentials.",
 		}, paused),
 	}
 	if reg == nil {

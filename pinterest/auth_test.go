@@ -238,6 +238,13 @@ func TestRejectedRefreshTokenNeedsReauthorisation(t *testing.T) {
 		t.Errorf("%d token requests after a rejection; a rejected refresh token must not be retried", n)
 	}
 
+	// Credentials answers from the store, without a request: refused
+	// while the store holds the refused token.
+	before = len(e.sb.Requests())
+	if err := e.client.Credentials(ctx); !errors.As(err, &ae) {
+		t.Errorf("Credentials with the refused token stored = %v, want the *AuthError", err)
+	}
+
 	// `pinsync auth` stores a new grant; the client picks it up.
 	fresh, err := e.sb.GrantTokens()
 	if err != nil {
@@ -245,6 +252,15 @@ func TestRejectedRefreshTokenNeedsReauthorisation(t *testing.T) {
 	}
 	if err := e.store.Save(ctx, &oauth2.Token{RefreshToken: fresh.RefreshToken}); err != nil {
 		t.Fatal(err)
+	}
+	if err := e.client.Credentials(ctx); err != nil {
+		t.Errorf("Credentials after a new token was stored = %v, want nil", err)
+	}
+	if got := value(t, e.client.m.credsRejected); got != 0 {
+		t.Errorf("pinsync_credentials_rejected = %v after a new token, want 0", got)
+	}
+	if n := len(e.sb.Requests()) - before; n != 0 {
+		t.Errorf("Credentials sent %d requests to Pinterest, want none", n)
 	}
 	if _, err := e.client.AdAccounts(ctx); err != nil {
 		t.Fatalf("after re-authorisation: %v", err)

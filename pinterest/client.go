@@ -260,6 +260,26 @@ func (c *Client) CredentialsError() error {
 	return nil
 }
 
+// Credentials is CredentialsError that first looks in the token store for
+// a new token (after `pinsync auth`), which clears the rejection: a caller
+// that holds its work while the credentials are refused calls it to learn
+// when to go on, without making a request of Pinterest.
+func (c *Client) Credentials(ctx context.Context) error {
+	r := c.auth.rejected.Load()
+	if r == nil {
+		return nil
+	}
+	stored, err := c.auth.store.Load(ctx)
+	if err != nil || stored.RefreshToken == r.refreshToken {
+		return r.err
+	}
+	if c.auth.rejected.CompareAndSwap(r, nil) {
+		c.log.InfoContext(ctx, "new token found in the token store; clearing the credentials rejection")
+		c.auth.m.credsRejected.Set(0)
+	}
+	return nil
+}
+
 // OAuth2Config returns the OAuth 2.0 configuration of the authorization-code
 // flow, for `pinsync auth`: the consent page, the token endpoint with HTTP
 // Basic client authentication, and the scopes ads:read,ads:write joined the

@@ -509,6 +509,24 @@ func TestCredentialsRefusedOnExistingListsDeadLetterNothing(t *testing.T) {
 	if _, metrics := r.get("/metrics"); strings.Contains(metrics, `pinsync_dead_letters_total{reason="pinterest_rejected"}`) {
 		t.Errorf("records dead-lettered as refused by Pinterest:\n%s", grepLines(metrics, "pinsync_dead_letters_total"))
 	}
+	// Fetching has stopped: what arrives now is not read until the
+	// credentials are accepted again.
+	if _, metrics := r.get("/metrics"); !strings.Contains(metrics, "\npinsync_fetch_paused 1\n") {
+		t.Errorf("fetching is not paused:\n%s", grepLines(metrics, "pinsync_fetch_paused"))
+	}
+	applied := metricSum(t, r, "pinsync_events_total")
+	var later []stream.Record
+	for i := range 5 {
+		p := "existing-later-" + strconv.Itoa(i)
+		later = append(later, segmentEntered(p, "existing", p+"@example.com", "", nil))
+	}
+	r.produce(later...)
+	failed := uploadErrors(t, r)
+	waitFor(t, 30*time.Second, "two more failed uploads", func() bool { return uploadErrors(t, r) >= failed+2 })
+	if n := metricSum(t, r, "pinsync_events_total"); n != applied {
+		t.Errorf("%v records read while the credentials were refused; want none", n-applied)
+	}
+	late = append(late, later...)
 	for p, off := range r.committed() {
 		if off != before[p] {
 			t.Errorf("partition %d: committed offset moved from %d to %d while the credentials were refused", p, before[p], off)
@@ -541,10 +559,23 @@ func TestCredentialsRefusedOnExistingListsDeadLetterNothing(t *testing.T) {
 // uploadErrors is pinsync_uploads_total{outcome="error"}, summed.
 func uploadErrors(t *testing.T, r *svcRig) float64 {
 	t.Helper()
+	return metricSumWith(t, r, "pinsync_uploads_total", `outcome="error"`)
+}
+
+// metricSum sums every series of a metric family.
+func metricSum(t *testing.T, r *svcRig, name string) float64 {
+	t.Helper()
+	return metricSumWith(t, r, name, "")
+}
+
+// metricSumWith sums the series of a metric family whose labels contain
+// label (every series when label is "").
+func metricSumWith(t *testing.T, r *svcRig, name, label string) float64 {
+	t.Helper()
 	_, metrics := r.get("/metrics")
 	sum := 0.0
 	for _, l := range strings.Split(metrics, "\n") {
-		if strings.HasPrefix(l, "pinsync_uploads_total{") && strings.Contains(l, `outcome="error"`) {
+		if (strings.HasPrefix(l, name+"{") || strings.HasPrefix(l, name+" ")) && strings.Contains(l, label) {
 			v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
 			if err != nil {
 				t.Fatal(err)

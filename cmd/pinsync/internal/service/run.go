@@ -109,6 +109,9 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	deps := consumer.Deps{
 		Kafka: kopts, Pinterest: pin, Writes: pin.WriteBudget(), Reads: pin.ReadBudget(),
 		Logger: log, Registerer: reg,
+		// Nothing read while Pinterest refuses the credentials could be
+		// uploaded: both stages stop fetching until `pinsync auth`.
+		Hold: pin.Credentials,
 	}
 	if ctl != nil {
 		deps.Registry = ctl.Registry()

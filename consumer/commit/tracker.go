@@ -210,10 +210,14 @@ func (t *Tracker) Retain(p *Partition, m *Mark) {
 	}
 }
 
-// Idle reports whether p has nothing pending in any epoch.
+// Idle reports whether p has nothing pending in any epoch (a removed
+// partition has nothing pending).
 func (t *Tracker) Idle(p *Partition) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if p.dropped.Load() {
+		return true // removed: nothing of it is waited for any more
+	}
 	if p.openPending != 0 {
 		return false
 	}

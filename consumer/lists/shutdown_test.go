@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -251,4 +252,77 @@ func TestHalfFailedCreateSendsItsAddsAgain(t *testing.T) {
 			t.Fatalf("partition %d after Close: pending %d and %v", p.Partition, open, sealed)
 		}
 	}
+}
+
+// TestRevokeDuringCloseStopsThePartition: a partition revoked while Close
+// is flushing (a rebalance during the shutdown grace) is revoked like any
+// other: within the revoke timeout its changes are flushed or dropped,
+// and afterwards nothing of it is uploaded or committed; the other
+// partition goes on flushing until Close ends.
+func TestRevokeDuringCloseStopsThePartition(t *testing.T) {
+	brokers := changesCluster(t, 8, 100)
+	var revokedAt atomic.Int64 // unix nanos once the revoke returned
+	var late atomic.Int32
+	part := changes.NewPartitioner(2)
+	// Pinterest hangs every upload until it is cancelled; it counts those
+	// that start after the revoke for lists of partition 0.
+	var s *Stage
+	pin := pinFunc(func(ctx context.Context, _ pinterest.Operation, _ []ident.Hash) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	guarded := guardSpy{pinFunc: pin, onUpdate: func(listID string) {
+		name := strings.TrimPrefix(listID, "list-pinsync ")
+		aud, _, _ := strings.Cut(name, " ")
+		k := changes.List{Audience: aud, Type: ident.Email}.AppendKey(nil)
+		if part.Partition(k) == 0 && revokedAt.Load() != 0 {
+			late.Add(1)
+		}
+	}}
+	s = startStage(t, brokers, guarded, 20*time.Millisecond)
+	waitBuffered(t, s, 800)
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		closed <- s.Close(ctx)
+	}()
+	// Close has stopped the workers: both partitions are leaving.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(s.leavingOf(map[string][]int32{"changes": {0, 1}})) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("Close never stopped the workers")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.revoked(t.Context(), s.cl, map[string][]int32{"changes": {0}})
+	revokedAt.Store(time.Now().UnixNano())
+	if p := s.leavingOf(map[string][]int32{"changes": {0}}); len(p) != 0 {
+		t.Error("partition 0 is still leaving after its revoke: Close would go on flushing it")
+	}
+	for _, p := range s.tr.Partitions() {
+		if p.Partition == 0 {
+			t.Error("partition 0 is still tracked after its revoke: Close would commit it")
+		}
+	}
+	<-closed
+	s.flightWG.Wait()
+	if n := late.Load(); n != 0 {
+		t.Errorf("%d uploads for partition 0's lists started after it was revoked", n)
+	}
+}
+
+// guardSpy is a Pinterest whose updates call onUpdate with the list id.
+type guardSpy struct {
+	pinFunc
+	onUpdate func(listID string)
+}
+
+func (g guardSpy) CustomerLists(ctx context.Context, acct string) ([]pinterest.CustomerList, error) {
+	return resolved{g.pinFunc}.CustomerLists(ctx, acct)
+}
+
+func (g guardSpy) UpdateCustomerList(ctx context.Context, acct, listID string, op pinterest.Operation, records []ident.Hash) error {
+	g.onUpdate(listID)
+	return g.pinFunc.UpdateCustomerList(ctx, acct, listID, op, records)
 }

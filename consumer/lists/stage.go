@@ -504,7 +504,11 @@ func (s *Stage) assigned(_ context.Context, cl *kgo.Client, assigned map[string]
 // changes is in flight when it returns.
 func (s *Stage) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	<-s.started
-	parts := s.stopWorkers(revoked)
+	s.stopWorkers(revoked)
+	// During Close the workers are stopped already, their partitions
+	// leaving: one revoked now is revoked like any other, or this member
+	// would go on flushing and committing it for the rest of the grace.
+	parts := s.leavingOf(revoked)
 	if len(parts) == 0 {
 		return
 	}
@@ -529,7 +533,8 @@ func (s *Stage) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][
 // lost drops the lost partitions' changes without committing.
 func (s *Stage) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	<-s.started
-	parts := s.stopWorkers(lost)
+	s.stopWorkers(lost)
+	parts := s.leavingOf(lost) // during Close too
 	s.forget(parts)
 	s.setShare(s.owned())
 	s.log.Warn("partitions lost", "partitions", fmtParts(lost))
@@ -615,6 +620,22 @@ func (s *Stage) stopWorkers(which map[string][]int32) map[*commit.Partition]bool
 	for _, w := range ws {
 		<-w.done
 		parts[w.pt] = true
+	}
+	return parts
+}
+
+// leavingOf returns the tracked partitions of the given ones whose workers
+// have stopped (revoked, or stopped by Close).
+func (s *Stage) leavingOf(which map[string][]int32) map[*commit.Partition]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	parts := map[*commit.Partition]bool{}
+	for _, ps := range which {
+		for _, p := range ps {
+			if w := s.leaving[p]; w != nil {
+				parts[w.pt] = true
+			}
+		}
 	}
 	return parts
 }

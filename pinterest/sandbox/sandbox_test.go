@@ -623,3 +623,30 @@ func TestRequestLogCountsRecordsPerCall(t *testing.T) {
 		t.Errorf("requests %+v", st.Requests)
 	}
 }
+
+// TestDeletedListAnswers404: a list deleted through the admin endpoint (a
+// user deleting it in Ads Manager) is gone from the state, and every later
+// call on it answers 404 as Pinterest does; a second delete is a 404 too.
+func TestDeletedListAnswers404(t *testing.T) {
+	e := setup(t, sandbox.Config{})
+	id := e.createList("l", "EMAIL", hashes(0, 3))
+	other := e.createList("m", "EMAIL", hashes(0, 2))
+	if r := e.do("DELETE", "/sandbox/v1/customer_lists/"+id, nil); r.status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.status, r.body)
+	}
+	if _, ok := e.s.CustomerList(id); ok {
+		t.Error("the deleted list is still in the state")
+	}
+	if r := e.patch(id, "ADD", hashes(3, 4)); r.status != http.StatusNotFound {
+		t.Errorf("update of the deleted list: %d, want 404", r.status)
+	}
+	if r := e.do("GET", listsPath("/"+id), nil); r.status != http.StatusNotFound {
+		t.Errorf("get of the deleted list: %d, want 404", r.status)
+	}
+	if r := e.do("DELETE", "/sandbox/v1/customer_lists/"+id, nil); r.status != http.StatusNotFound {
+		t.Errorf("second delete: %d, want 404", r.status)
+	}
+	if r := e.patch(other, "ADD", hashes(5, 6)); r.status != http.StatusOK {
+		t.Errorf("update of another list: %d, want 200", r.status)
+	}
+}

@@ -5,8 +5,9 @@
 // x-pinterest-rid and x-ratelimit-* headers of the real API, enforces
 // scopes, roles, ads_read/ads_write budgets and request size limits, and
 // keeps every customer list's member set so that tests can check what a
-// client really uploaded. Faults (5xx, latency, outages, 429 bursts) can be
-// injected, and an admin API under /sandbox/v1 exposes state.
+// client really uploaded. Faults (5xx, latency, outages, 429 bursts, records
+// refused) can be injected, and an admin API under /sandbox/v1 exposes state
+// and does what only a user can do in Ads Manager (delete a customer list).
 //
 // It is stricter than Pinterest where pinsync promises more: every record
 // must be a lowercase hex SHA-256 (a plaintext identifier is rejected and
@@ -171,6 +172,7 @@ func (s *Server) routes() {
 	m.Handle("GET /oauth/{$}", s.plain("oauth/authorize", CategoryOAuth, s.authorize))
 	m.Handle("GET /sandbox/v1/state", s.plain("sandbox/state", CategoryAdmin, s.handleState))
 	m.Handle("POST /sandbox/v1/reset", s.plain("sandbox/reset", CategoryAdmin, s.handleReset))
+	m.Handle("DELETE /sandbox/v1/customer_lists/{customer_list_id}", s.plain("sandbox/delete_list", CategoryAdmin, s.handleDeleteList))
 	m.Handle("GET /sandbox/v1/faults", s.plain("sandbox/faults", CategoryAdmin, s.handleGetFaults))
 	m.Handle("POST /sandbox/v1/faults", s.plain("sandbox/faults", CategoryAdmin, s.handleSetFaults))
 	m.Handle("POST /sandbox/v1/revoke", s.plain("sandbox/revoke", CategoryAdmin, s.handleRevoke))

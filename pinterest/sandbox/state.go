@@ -225,6 +225,28 @@ func (s *Server) handleState(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.State())
 }
 
+// DeleteCustomerList deletes a customer list as a user does in Ads Manager
+// (the API has no such call): every later call on it answers 404, and the
+// audiences that follow it keep pointing at it. It reports whether the
+// list existed.
+func (s *Server) DeleteCustomerList(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.lists[id]; !ok {
+		return false
+	}
+	delete(s.lists, id)
+	return true
+}
+
+func (s *Server) handleDeleteList(w http.ResponseWriter, r *http.Request) {
+	if !s.DeleteCustomerList(r.PathValue("customer_list_id")) {
+		writeError(w, http.StatusNotFound, http.StatusNotFound, "Customer list not found.")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func (s *Server) handleReset(w http.ResponseWriter, _ *http.Request) {
 	s.Reset()
 	w.WriteHeader(http.StatusNoContent)

@@ -51,10 +51,11 @@ func TestChangelogKnowsProfilesByDigestOnly(t *testing.T) {
 			switch {
 			case k == topic+"\x01pos":
 				return
+			case strings.HasPrefix(k, topic+"\x03"): // an audience's name and override
 			case strings.HasPrefix(k, topic+"\x02") && len(k) == len(topic)+1+12:
 				profiles++
 			default:
-				t.Errorf("changelog key %q is neither a position nor a profile digest", k)
+				t.Errorf("changelog key %q is neither a position, an audience nor a profile digest", k)
 			}
 			for id := range ids {
 				if bytes.Contains(rec.Key, []byte(id)) || bytes.Contains(rec.Value, []byte(id)) {

@@ -14,9 +14,15 @@ type audience struct {
 	id        uint32
 	key       string
 	name      string // display name, when an event carried one
+	override  string // the ad-account override the deciding event carried
 	adAccount string
-	selected  bool // allowed by the audience filter
-	members   atomic.Int64
+	// provisional: known only from the state restored (a profile's
+	// audiences), not yet from an event or the audience's own changelog
+	// record, so its name and override are not known yet: the first of
+	// those decides them.
+	provisional bool
+	selected    bool // allowed by the audience filter
+	members     atomic.Int64
 }
 
 // audiences interns audience keys as small integers shared by every
@@ -54,11 +60,13 @@ func newAudiences(allow, deny []string, account string, accounts map[string]stri
 }
 
 // intern returns the audience for key, registering it on first sight with
-// the name and ad-account override an event carried.
+// the name and ad-account override an event carried: that event decides
+// the audience's ad account for the process's life (unless it was restored
+// with its own record, see restoreMeta).
 func (as *audiences) intern(key, name, override string) *audience {
 	as.mu.RLock()
 	a := as.byKey[key]
-	hit := a != nil && (name == "" || a.name != "")
+	hit := a != nil && !a.provisional && (name == "" || a.name != "")
 	as.mu.RUnlock()
 	if hit {
 		return a
@@ -66,21 +74,85 @@ func (as *audiences) intern(key, name, override string) *audience {
 	as.mu.Lock()
 	defer as.mu.Unlock()
 	if a = as.byKey[key]; a != nil {
+		if a.provisional {
+			a.provisional = false
+			a.override = override
+			a.adAccount = as.resolve(key, override)
+		}
 		if a.name == "" {
 			a.name = name
 		}
 		return a
 	}
-	a = &audience{id: uint32(len(as.byID)), key: key, name: name, selected: as.match(key)}
-	a.adAccount = as.account
-	if acc, ok := as.accounts[key]; ok {
-		a.adAccount = acc
-	} else if as.settings && override != "" {
-		a.adAccount = override
+	return as.addLocked(key, name, override, false)
+}
+
+// internRestored returns the audience for key as a restored profile names
+// it: a new one is provisional until an event or its record says more.
+func (as *audiences) internRestored(key string) *audience {
+	as.mu.RLock()
+	a := as.byKey[key]
+	as.mu.RUnlock()
+	if a != nil {
+		return a
 	}
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	if a = as.byKey[key]; a != nil {
+		return a
+	}
+	return as.addLocked(key, "", "", true)
+}
+
+// restoreMeta installs what the changelog keeps of audience key: its name
+// and the override that decided its ad account, unless an event of this
+// process has decided them already.
+func (as *audiences) restoreMeta(key, name, override string) *audience {
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	a := as.byKey[key]
+	if a == nil {
+		return as.addLocked(key, name, override, false)
+	}
+	if a.provisional {
+		a.provisional = false
+		a.name, a.override = name, override
+		a.adAccount = as.resolve(key, override)
+	}
+	return a
+}
+
+// meta returns what the changelog keeps of audience id: its name and the
+// override that decided its ad account; ok is false while it is
+// provisional (there is nothing to keep yet).
+func (as *audiences) meta(id uint32) (key, name, override string, ok bool) {
+	as.mu.RLock()
+	defer as.mu.RUnlock()
+	if int(id) >= len(as.byID) || as.byID[id] == nil || as.byID[id].provisional {
+		return "", "", "", false
+	}
+	a := as.byID[id]
+	return a.key, a.name, a.override, true
+}
+
+func (as *audiences) addLocked(key, name, override string, provisional bool) *audience {
+	a := &audience{id: uint32(len(as.byID)), key: key, name: name, override: override,
+		adAccount: as.resolve(key, override), selected: as.match(key), provisional: provisional}
 	as.byKey[key] = a
 	as.byID = append(as.byID, a)
 	return a
+}
+
+// resolve is the ad account of audience key: its mapping, else the
+// event's override when overrides are allowed, else the default.
+func (as *audiences) resolve(key, override string) string {
+	if acc, ok := as.accounts[key]; ok {
+		return acc
+	}
+	if as.settings && override != "" {
+		return override
+	}
+	return as.account
 }
 
 // get returns the audience with id.

@@ -32,6 +32,41 @@ func changelogKey(topic, key string) string { return topic + "\x02" + key }
 // and the first transaction deletes them.
 func legacyPrefix(topic string) string { return topic + "\x00" }
 
+// audienceKey is the record key of what the changelog keeps of an audience
+// of an input topic: its display name and the ad-account override that
+// decided its account, so that a restore resolves the audience as the
+// events did (the profiles' records name audiences by key only).
+func audienceKey(topic, key string) string { return topic + "\x03" + key }
+
+// audienceValue encodes an audience's name and override.
+func audienceValue(name, override string) []byte {
+	b := []byte{audienceVersion}
+	b = binary.AppendUvarint(b, uint64(len(name)))
+	b = append(b, name...)
+	b = binary.AppendUvarint(b, uint64(len(override)))
+	return append(b, override...)
+}
+
+// parseAudienceValue decodes what audienceValue wrote.
+func parseAudienceValue(b []byte) (name, override string, err error) {
+	if len(b) < 1 || b[0] != audienceVersion {
+		return "", "", errBadState
+	}
+	b = b[1:]
+	var fields [2]string
+	for i := range fields {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b[k:])) < n {
+			return "", "", errBadState
+		}
+		fields[i] = string(b[k : k+int(n)])
+		b = b[k+int(n):]
+	}
+	return fields[0], fields[1], nil
+}
+
+const audienceVersion = 1
+
 // positionKey is the record key of an input topic's position: the next
 // input offset (8 bytes, big endian) and its leader epoch (4 bytes) of
 // the state written before it.
@@ -112,7 +147,7 @@ func (c codec) decode(b []byte) (*profile, error) {
 		}
 		key := string(b[1+k : 1+k+int(l)])
 		b = b[1+k+int(l):]
-		a := c.auds.intern(key, "", "")
+		a := c.auds.internRestored(key)
 		v := a.id
 		if flag == 0 {
 			v |= outBit
@@ -137,6 +172,8 @@ type restored struct {
 	// legacy are the keys of profiles restored from records of a version
 	// that keyed them by plain id: to delete.
 	legacy []string
+	// audiences are the audiences whose record the changelog holds.
+	audiences []uint32
 }
 
 // restore reads input partition key's state from its changelog partition,
@@ -179,6 +216,7 @@ func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey
 		return res, nil
 	}
 	prefix, legacy, pk := key.topic+"\x02", legacyPrefix(key.topic), positionKey(key.topic)
+	audPrefix := audienceKey(key.topic, "")
 	seen := false
 	for next := start.Offset; next < end.Offset; {
 		fs := rcl.PollFetches(ctx)
@@ -198,6 +236,16 @@ func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey
 			k := string(r.Key)
 			if k == pk || strings.HasPrefix(k, prefix) || strings.HasPrefix(k, legacy) {
 				seen = true
+			}
+			if strings.HasPrefix(k, audPrefix) {
+				seen = true
+				name, override, err := parseAudienceValue(r.Value)
+				if err != nil {
+					skip(r.Offset)
+					return
+				}
+				res.audiences = append(res.audiences, c.auds.restoreMeta(k[len(audPrefix):], name, override).id)
+				return
 			}
 			if k == pk {
 				if len(r.Value) == 12 {

@@ -53,6 +53,10 @@ type worker struct {
 	// legacy are changelog keys of a version that keyed profiles by plain
 	// id, restored under their digest: the next transaction deletes them.
 	legacy []string
+	// described are the audiences whose record (name, override) the
+	// partition's changelog holds: restored, or written by a transaction
+	// of this worker.
+	described map[uint32]bool
 	// failingSince is when the partition's start (fencing, restore)
 	// began failing, in Unix nanoseconds; 0 while it does not.
 	failingSince atomic.Int64
@@ -360,6 +364,10 @@ func (w *worker) restore(ctx context.Context) error {
 	}
 	s.m.restored.Add(float64(res.profiles))
 	w.legacy = res.legacy
+	w.described = make(map[uint32]bool, len(res.audiences))
+	for _, a := range res.audiences {
+		w.described[a] = true
+	}
 	switch {
 	case res.next >= 0:
 		w.next, w.leaderEpoch, w.vouchFrom = res.next, res.leaderEpoch, -1
@@ -508,9 +516,11 @@ func (w *worker) process(b batch) {
 func (w *worker) writeChanges() {
 	s := w.s
 	for _, i := range w.touched {
-		if sl := w.slots[i]; len(sl.cs) > 0 {
+		sl := w.slots[i]
+		if len(sl.cs) > 0 {
 			w.writeSlot(sl)
 		}
+		w.describe(sl.aud)
 	}
 	w.touched = w.touched[:0]
 	if w.adds > 0 {
@@ -520,6 +530,26 @@ func (w *worker) writeChanges() {
 		s.m.changes.WithLabelValues("remove").Add(float64(w.removes))
 	}
 	w.adds, w.removes = 0, 0
+}
+
+// describe writes, once per partition, what the changelog keeps of an
+// audience whose lists the partition's changes touch: a new owner then
+// resolves its ad account as the events did.
+func (w *worker) describe(aud uint32) {
+	s := w.s
+	if s.cfg.ChangelogTopic == "" || w.described[aud] {
+		return
+	}
+	key, name, override, ok := s.auds.meta(aud)
+	if !ok {
+		return
+	}
+	if w.described == nil {
+		w.described = make(map[uint32]bool)
+	}
+	w.produce(&kgo.Record{Topic: s.cfg.ChangelogTopic, Partition: w.key.partition,
+		Key: []byte(audienceKey(w.key.topic, key)), Value: audienceValue(name, override)})
+	w.described[aud] = true
 }
 
 // writeSlot produces the changes sl holds (at most changes.MaxChanges) as

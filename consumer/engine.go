@@ -33,6 +33,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/consumer/hold"
 	"github.com/pinsync/pinsync/consumer/lists"
 	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/control"
@@ -65,7 +66,7 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Hold, when set, says why both stages must stop fetching (the
 	// Pinterest client's Credentials: refused credentials); nil to go on.
-	Hold func(context.Context) error
+	Hold hold.Func
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }

@@ -34,6 +34,7 @@ import (
 
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/consumer/hold"
 )
 
 // fetchMaxWait is how long a fetch waits for data on idle partitions.
@@ -146,8 +147,8 @@ type Deps struct {
 	DeadLetters *prometheus.CounterVec
 	// Hold, when set, says why fetching must wait (Pinterest refused
 	// the credentials: nothing read now could be uploaded); nil to go on.
-	// It is asked before every poll, and every holdPoll while it holds.
-	Hold func(context.Context) error
+	// It is asked before every poll, and every hold.Poll while it holds.
+	Hold hold.Func
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -437,13 +438,13 @@ func (s *Stage) poll(ctx context.Context) {
 		if waited {
 			s.paused.Store(false)
 		}
-		if err != nil || !s.waitHold(ctx) {
+		if err != nil || !hold.Wait(ctx, s.deps.Hold, &s.paused, s.log) {
 			return
 		}
 		// A record holds up to changes.MaxChanges changes: poll no more
 		// than the room left, so the cap holds within one record's worth.
 		room := s.cfg.MaxBuffered - s.ws.buffer()
-		pctx, cancel := s.pollContext(ctx)
+		pctx, cancel := hold.PollContext(ctx, s.deps.Hold)
 		fetches := s.cl.PollRecords(pctx, min(max(room/changes.MaxChanges, 1), 10_000))
 		cancel()
 		if fetches.IsClientClosed() || ctx.Err() != nil {
@@ -859,44 +860,4 @@ func fmtParts(m map[string][]int32) string {
 		b = append(b, fmt.Sprint(ps)...)
 	}
 	return string(b)
-}
-
-// holdPoll is how often a held poll loop asks Hold again.
-const holdPoll = 500 * time.Millisecond
-
-// waitHold waits while Deps.Hold holds, with fetching marked paused, and
-// reports false when ctx ends first.
-func (s *Stage) waitHold(ctx context.Context) bool {
-	if s.deps.Hold == nil {
-		return true
-	}
-	for held := false; ; {
-		err := s.deps.Hold(ctx)
-		if err == nil {
-			if held {
-				s.paused.Store(false)
-				s.log.Info("fetching resumed")
-			}
-			return true
-		}
-		if !held {
-			held = true
-			s.paused.Store(true)
-			s.log.Warn("fetching paused until the credentials are accepted again", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(holdPoll):
-		}
-	}
-}
-
-// pollContext bounds one poll: by holdPoll when Deps.Hold is set, so that
-// a poll waiting for records does not outlast the moment Hold holds.
-func (s *Stage) pollContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if s.deps.Hold == nil {
-		return context.WithCancel(ctx)
-	}
-	return context.WithTimeout(ctx, holdPoll)
 }

@@ -514,7 +514,7 @@ func TestCredentialsRefusedOnExistingListsDeadLetterNothing(t *testing.T) {
 	if _, metrics := r.get("/metrics"); !strings.Contains(metrics, "\npinsync_fetch_paused 1\n") {
 		t.Errorf("fetching is not paused:\n%s", grepLines(metrics, "pinsync_fetch_paused"))
 	}
-	applied := metricSum(t, r, "pinsync_events_total")
+	applied := metricOf(t, r, "pinsync_events_total", "")
 	var later []stream.Record
 	for i := range 5 {
 		p := "existing-later-" + strconv.Itoa(i)
@@ -523,7 +523,7 @@ func TestCredentialsRefusedOnExistingListsDeadLetterNothing(t *testing.T) {
 	r.produce(later...)
 	failed := uploadErrors(t, r)
 	waitFor(t, 30*time.Second, "two more failed uploads", func() bool { return uploadErrors(t, r) >= failed+2 })
-	if n := metricSum(t, r, "pinsync_events_total"); n != applied {
+	if n := metricOf(t, r, "pinsync_events_total", ""); n != applied {
 		t.Errorf("%v records read while the credentials were refused; want none", n-applied)
 	}
 	late = append(late, later...)
@@ -559,31 +559,18 @@ func TestCredentialsRefusedOnExistingListsDeadLetterNothing(t *testing.T) {
 // uploadErrors is pinsync_uploads_total{outcome="error"}, summed.
 func uploadErrors(t *testing.T, r *svcRig) float64 {
 	t.Helper()
-	return metricSumWith(t, r, "pinsync_uploads_total", `outcome="error"`)
+	return metricOf(t, r, "pinsync_uploads_total", `outcome="error"`)
 }
 
-// metricSum sums every series of a metric family.
-func metricSum(t *testing.T, r *svcRig, name string) float64 {
+// metricOf sums the series of a metric family of the service whose labels
+// contain label (every series when label is "").
+func metricOf(t *testing.T, r *svcRig, name, label string) float64 {
 	t.Helper()
-	return metricSumWith(t, r, name, "")
-}
-
-// metricSumWith sums the series of a metric family whose labels contain
-// label (every series when label is "").
-func metricSumWith(t *testing.T, r *svcRig, name, label string) float64 {
-	t.Helper()
-	_, metrics := r.get("/metrics")
-	sum := 0.0
-	for _, l := range strings.Split(metrics, "\n") {
-		if (strings.HasPrefix(l, name+"{") || strings.HasPrefix(l, name+" ")) && strings.Contains(l, label) {
-			v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sum += v
-		}
+	v, err := metricWith(r.addr, name, label)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return sum
+	return v
 }
 
 // reauthorise runs `pinsync auth` into the service's token store, as an

@@ -323,7 +323,7 @@ func TestPausedReplicaWakesFencedOut(t *testing.T) {
 // wrote to topic before t: the producers the partitions' owners held then.
 func (f *fleet) producerEpochsBefore(topic string, t time.Time) map[int64]int16 {
 	out := map[int64]int16{}
-	for _, r := range f.readTopic(topic, false) {
+	for _, r := range readTopic(f.t, f.brokers, topic, false) {
 		if r.Timestamp.Before(t) && r.ProducerEpoch >= out[r.ProducerID] {
 			out[r.ProducerID] = r.ProducerEpoch
 		}
@@ -332,15 +332,22 @@ func (f *fleet) producerEpochsBefore(topic string, t time.Time) map[int64]int16 
 }
 
 // committedRecords returns the committed records of topic.
-func (f *fleet) committedRecords(topic string) []*kgo.Record { return f.readTopic(topic, true) }
+func (f *fleet) committedRecords(topic string) []*kgo.Record {
+	return readTopic(f.t, f.brokers, topic, true)
+}
 
 // readTopic reads topic to its end, committed records only when
 // committed, every record otherwise; control records are left out.
-func (f *fleet) readTopic(topic string, committed bool) []*kgo.Record {
-	f.t.Helper()
-	ends, err := kadm.NewClient(f.kcl).ListEndOffsets(f.t.Context(), topic)
+func readTopic(t *testing.T, brokers []string, topic string, committed bool) []*kgo.Record {
+	t.Helper()
+	adm, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
-		f.t.Fatal(err)
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	ends, err := kadm.NewClient(adm).ListEndOffsets(t.Context(), topic)
+	if err != nil {
+		t.Fatal(err)
 	}
 	left := map[int32]int64{}
 	ends.Each(func(o kadm.ListedOffset) {
@@ -348,32 +355,32 @@ func (f *fleet) readTopic(topic string, committed bool) []*kgo.Record {
 			left[o.Partition] = o.Offset
 		}
 	})
-	starts, err := kadm.NewClient(f.kcl).ListStartOffsets(f.t.Context(), topic)
+	starts, err := kadm.NewClient(adm).ListStartOffsets(t.Context(), topic)
 	if err != nil {
-		f.t.Fatal(err)
+		t.Fatal(err)
 	}
 	starts.Each(func(o kadm.ListedOffset) {
 		if end, ok := left[o.Partition]; ok && o.Offset >= end {
 			delete(left, o.Partition)
 		}
 	})
-	opts := []kgo.Opt{kgo.SeedBrokers(f.brokers...), kgo.ConsumeTopics(topic),
+	opts := []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords()}
 	if committed {
 		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		f.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(f.t.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	var out []*kgo.Record
 	for len(left) > 0 {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			f.t.Fatalf("reading %s: partitions %v not read to their end", topic, left)
+			t.Fatalf("reading %s: %d records read, partitions %v not read to their end", topic, len(out), left)
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			if !r.Attrs.IsControl() {

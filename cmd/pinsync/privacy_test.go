@@ -179,38 +179,7 @@ func TestPrivacyNoPlaintextIdentifierOrSecretLeaks(t *testing.T) {
 // letters are written in transactions; the markers take offsets too).
 func (r *svcRig) deadLetters() []*kgo.Record {
 	r.t.Helper()
-	topic := r.cfg.Kafka.Group + ".dlq"
-	cl, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer cl.Close()
-	left := map[int32]int64{}
-	for p, end := range r.endsOf(topic) {
-		if end > 0 {
-			left[p] = end
-		}
-	}
-	var out []*kgo.Record
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for len(left) > 0 {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			r.t.Fatalf("read %d dead letters; partitions %v not read to their end", len(out), left)
-		}
-		fs.EachRecord(func(rec *kgo.Record) {
-			if !rec.Attrs.IsControl() {
-				out = append(out, rec)
-			}
-			if rec.Offset+1 >= left[rec.Partition] {
-				delete(left, rec.Partition)
-			}
-		})
-	}
-	return out
+	return readTopic(r.t, r.brokers, r.cfg.Kafka.Group+".dlq", true)
 }
 
 func TestConsentWithdrawnRemovesProfileFromEveryAudience(t *testing.T) {

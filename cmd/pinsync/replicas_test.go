@@ -448,7 +448,10 @@ func finalRecords(want map[stream.ListKey]stream.Set) int {
 }
 
 // metric sums a metric's samples from a replica's /metrics.
-func metric(addr, name string) (float64, error) {
+func metric(addr, name string) (float64, error) { return metricWith(addr, name, "") }
+
+// metricWith is metric over the series whose labels contain label.
+func metricWith(addr, name, label string) (float64, error) {
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return 0, err
@@ -461,7 +464,8 @@ func metric(addr, name string) (float64, error) {
 	sum := 0.0
 	for line := range strings.Lines(string(b)) {
 		line = strings.TrimSpace(line)
-		if !strings.HasPrefix(line, name) || len(line) == len(name) || (line[len(name)] != ' ' && line[len(name)] != '{') {
+		if !strings.HasPrefix(line, name) || len(line) == len(name) || (line[len(name)] != ' ' && line[len(name)] != '{') ||
+			!strings.Contains(line, label) {
 			continue
 		}
 		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)

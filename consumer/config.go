@@ -84,6 +84,10 @@ type Config struct {
 	// AudiencePollInterval is how often each audience's size and status
 	// are read from Pinterest. Default 15m; negative disables.
 	AudiencePollInterval time.Duration
+	// ParkedRetry is how often the ad account of a parked list (its role
+	// lost) is checked again, and the longest wait between attempts to
+	// rebuild a list. Default 1m.
+	ParkedRetry time.Duration
 	// Decoder configures the event decoder.
 	Decoder schemas.DecoderConfig
 }
@@ -107,6 +111,7 @@ func Defaults() Config {
 		CommitInterval:        time.Second,
 		TransactionTimeout:    10 * time.Second,
 		AudiencePollInterval:  15 * time.Minute,
+		ParkedRetry:           time.Minute,
 	}
 }
 
@@ -145,6 +150,7 @@ func (c Config) WithDefaults() Config {
 	dur(&c.CommitInterval, d.CommitInterval)
 	dur(&c.TransactionTimeout, d.TransactionTimeout)
 	dur(&c.AudiencePollInterval, d.AudiencePollInterval)
+	dur(&c.ParkedRetry, d.ParkedRetry)
 	num(&c.MaxRecords, d.MaxRecords)
 	num(&c.MaxBuffered, d.MaxBuffered)
 	num(&c.MaxIdentifiersPerType, d.MaxIdentifiersPerType)
@@ -220,6 +226,9 @@ func (c Config) Validate() error {
 	}
 	if c.UnhealthyAfter <= 0 {
 		bad("sync.unhealthy_after", "must be positive")
+	}
+	if c.ParkedRetry <= 0 {
+		bad("sync.parked_retry_interval", "must be positive")
 	}
 	if c.MaxFlights < 1 {
 		bad("sync.max_flights", "must be positive")

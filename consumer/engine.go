@@ -37,6 +37,7 @@ import (
 	"github.com/pinsync/pinsync/consumer/lists"
 	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/control"
+	"github.com/pinsync/pinsync/schemas/ident"
 )
 
 // Pinterest is what the engine needs from the Pinterest API client: what
@@ -138,6 +139,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		Kafka: e.deps.Kafka, Pinterest: e.deps.Pinterest, Writes: e.deps.Writes, Reads: e.deps.Reads,
 		Registry: reg, Logger: e.log, Registerer: e.deps.Registerer,
 		Commits: e.m.commits("lists"), Assigned: e.m.listPartitions, DeadLetters: e.m.deadLetters, Now: e.deps.Now, Hold: e.deps.Hold,
+		Members: e.members(),
 	})
 	if err != nil {
 		return err
@@ -183,13 +185,25 @@ func (e *Engine) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// members reads a list's members from the changelog, to rebuild it; nil
+// without a changelog.
+func (e *Engine) members() lists.Members {
+	changelog := e.cfg.ChangelogTopic
+	if !topicOn(changelog) {
+		return nil
+	}
+	return func(ctx context.Context, audience string, t ident.Type) ([]ident.Hash, error) {
+		return profiles.Members(ctx, e.deps.Kafka, changelog, audience, t)
+	}
+}
+
 func (e *Engine) listsConfig(t topicLayout) lists.Config {
 	c := e.cfg
 	return lists.Config{
 		Topic: c.ChangesTopic, Partitions: t.changes, Group: c.listsGroup(), DLQTopic: c.DLQTopic, DLQPartitions: t.dlq,
 		FlushInterval: c.FlushInterval, CommitInterval: c.CommitInterval, RevokeTimeout: c.RevokeTimeout,
 		MaxRecords: c.MaxRecords, MaxBuffered: c.MaxBuffered, MaxFlights: c.MaxFlights,
-		ListNameTemplate: c.ListNameTemplate, AudiencePollInterval: c.AudiencePollInterval,
+		ListNameTemplate: c.ListNameTemplate, AudiencePollInterval: c.AudiencePollInterval, ParkedRetry: c.ParkedRetry,
 	}
 }
 
@@ -232,6 +246,9 @@ type Status struct {
 	// PendingChanges are changes the profile stage wrote that the list
 	// stage has not committed past.
 	PendingChanges int64 `json:"pending_changes"`
+	// Parked names the lists this process owns that wait for a rebuild,
+	// their changes dropped: "audience/TYPE (reason)".
+	Parked []string `json:"parked_lists,omitempty"`
 	// Audiences are the audiences this process knows: as the profile
 	// stage sees them (members of its input partitions) and as the list
 	// stage owns their lists. Each list appears on its owner only.
@@ -277,6 +294,9 @@ func (e *Engine) Status() Status {
 		byKey[a.Key] = &AudienceStatus{Key: a.Key, Name: a.Name, AdAccount: a.AdAccount, Synced: a.Synced, LocalMembers: a.Members}
 	}
 	for _, l := range lst.Lists {
+		if l.Parked != "" {
+			st.Parked = append(st.Parked, l.Audience+"/"+l.ListType+" ("+l.Parked+")")
+		}
 		a := byKey[l.Audience]
 		if a == nil {
 			a = &AudienceStatus{Key: l.Audience, Name: l.Name, AdAccount: l.AdAccount, Synced: true}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/pinsync/pinsync/schemas/ident"
@@ -25,6 +26,36 @@ type ListEntry struct {
 	AudienceID string `json:"audience_id,omitempty"`
 	// Name is the list's (and its audience's) name at Pinterest.
 	Name string `json:"name"`
+	// Generation counts the list's rebuilds: 0 for the list first
+	// created, g for the list the g-th rebuild made.
+	Generation int `json:"generation,omitempty"`
+	// Rebuild, when set, says the list no longer holds exactly its
+	// audience, and why (RebuildNotFound, RebuildPermission,
+	// RebuildRequested): its owner drops the audience's changes and
+	// rebuilds the list from the profile state once it can. A list never
+	// created has no CustomerListID then.
+	Rebuild string `json:"rebuild,omitempty"`
+	// Retired are the customer lists of earlier generations: no audience
+	// follows them any more, and pinsync never writes to them again
+	// (Pinterest has no call to delete a list; Ads Manager can).
+	Retired []string `json:"retired,omitempty"`
+}
+
+// The reasons a list is rebuilt.
+const (
+	// RebuildNotFound: Pinterest answered 404 for the list (deleted in Ads
+	// Manager).
+	RebuildNotFound = "not_found"
+	// RebuildPermission: the token's user lost the role on the list's ad
+	// account (403); the audience is parked until it is back.
+	RebuildPermission = "permission"
+	// RebuildRequested: an operator asked for it (pinsync resync).
+	RebuildRequested = "requested"
+)
+
+func (e ListEntry) equal(o ListEntry) bool {
+	return e.CustomerListID == o.CustomerListID && e.AudienceID == o.AudienceID && e.Name == o.Name &&
+		e.Generation == o.Generation && e.Rebuild == o.Rebuild && slices.Equal(e.Retired, o.Retired)
 }
 
 // registryPrefix starts the key of every registry record:
@@ -67,7 +98,7 @@ func (t *Topic) applyRegistry(r Record) {
 		return
 	}
 	var e ListEntry
-	if err := json.Unmarshal(r.Value, &e); err != nil || e.CustomerListID == "" {
+	if err := json.Unmarshal(r.Value, &e); err != nil || (e.CustomerListID == "" && e.Rebuild == "") {
 		t.logger.Warn("skipping a malformed list registry record", "offset", r.Offset)
 		return
 	}
@@ -107,10 +138,10 @@ func (r *Registry) get(k ListKey) (ListEntry, bool) {
 // Record writes the entry of k and returns once it is durable and
 // applied.
 func (r *Registry) Record(ctx context.Context, k ListKey, e ListEntry) error {
-	if e.CustomerListID == "" {
+	if e.CustomerListID == "" && e.Rebuild == "" {
 		return fmt.Errorf("control: registry entry of %s has no customer list id", k.record())
 	}
-	if cur, ok := r.get(k); ok && cur == e {
+	if cur, ok := r.get(k); ok && cur.equal(e) {
 		return nil
 	}
 	b, err := json.Marshal(e)
@@ -131,6 +162,19 @@ func (r *Registry) Entries() map[ListKey]ListEntry {
 	out := make(map[ListKey]ListEntry, len(r.t.registry))
 	for k, e := range r.t.registry {
 		out[k] = e
+	}
+	return out
+}
+
+// Rebuilds returns the entries of the lists waiting to be rebuilt.
+func (r *Registry) Rebuilds() map[ListKey]ListEntry {
+	r.t.mu.Lock()
+	defer r.t.mu.Unlock()
+	out := map[ListKey]ListEntry{}
+	for k, e := range r.t.registry {
+		if e.Rebuild != "" {
+			out[k] = e
+		}
 	}
 	return out
 }

@@ -101,3 +101,35 @@ func (c *Client) Audiences(ctx context.Context, adAccountID string) ([]Audience,
 	}
 	return paginate[Audience](ctx, c, audiencesPath(adAccountID), nil)
 }
+
+// RepointAudience makes a CUSTOMER_LIST audience follow another customer
+// list of its ad account (PATCH of its rule.customer_list_id): campaigns
+// targeting the audience then target the new list. Repeating it is
+// harmless.
+func (c *Client) RepointAudience(ctx context.Context, adAccountID, audienceID, customerListID string) (Audience, error) {
+	if adAccountID == "" || audienceID == "" || customerListID == "" {
+		return Audience{}, errors.New("pinterest: empty ad account, audience or customer list id")
+	}
+	req := struct {
+		AdAccountID   string       `json:"ad_account_id"`
+		Rule          AudienceRule `json:"rule"`
+		OperationType string       `json:"operation_type"`
+	}{adAccountID, AudienceRule{CustomerListID: customerListID}, "UPDATE"}
+	b := c.newBody()
+	defer b.release()
+	enc, err := json.Marshal(req)
+	if err != nil {
+		return Audience{}, err
+	}
+	*b.buf = append(*b.buf, enc...)
+	var a Audience
+	err = c.do(ctx, request{
+		method: http.MethodPatch, path: audiencesPath(adAccountID) + "/" + url.PathEscape(audienceID),
+		body: b, adAccount: adAccountID,
+	}, &a)
+	if err != nil {
+		return Audience{}, err
+	}
+	c.log.InfoContext(ctx, "audience repointed", "ad_account", adAccountID, "audience", audienceID, "customer_list", customerListID)
+	return a, nil
+}

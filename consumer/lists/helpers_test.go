@@ -185,6 +185,9 @@ func (f pinFunc) Audiences(context.Context, string) ([]pinterest.Audience, error
 func (f pinFunc) CreateAudience(_ context.Context, _, name, listID string) (pinterest.Audience, error) {
 	return pinterest.Audience{ID: "aud-" + name, Rule: pinterest.AudienceRule{CustomerListID: listID}}, nil
 }
+func (f pinFunc) RepointAudience(_ context.Context, _, audienceID, listID string) (pinterest.Audience, error) {
+	return pinterest.Audience{ID: audienceID, Rule: pinterest.AudienceRule{CustomerListID: listID}}, nil
+}
 func (f pinFunc) Audience(context.Context, string, string) (pinterest.Audience, error) {
 	return pinterest.Audience{}, errors.New("unexpected read")
 }
@@ -208,7 +211,7 @@ func newSchedStage(t interface {
 	s, err := New(Config{
 		Topic: "changes", Partitions: 1, Group: "g.lists", DLQTopic: "g.dlq", DLQPartitions: 1,
 		FlushInterval: interval, CommitInterval: time.Second, RevokeTimeout: time.Second,
-		MaxRecords: maxRecords, MaxBuffered: 1_000_000, MaxFlights: 4, ListNameTemplate: DefaultListNameTemplate,
+		MaxRecords: maxRecords, MaxBuffered: 1_000_000, MaxFlights: 4, ListNameTemplate: DefaultListNameTemplate, ParkedRetry: time.Second,
 	}, Deps{Pinterest: pin})
 	if err != nil {
 		t.Fatal(err)

@@ -36,6 +36,8 @@ type metrics struct {
 	uploaded       *prometheus.CounterVec
 	pinSize        *prometheus.GaugeVec
 	pinReady       *prometheus.GaugeVec
+	parked         *prometheus.GaugeVec
+	rebuilds       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, flushInterval time.Duration) (*metrics, error) {
@@ -50,7 +52,7 @@ func newMetrics(reg prometheus.Registerer, flushInterval time.Duration) (*metric
 			Name: "pinsync_buffered_records", Help: "Records waiting in windows or in flight, all windows of this member.",
 		}),
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pinsync_flushes_total", Help: "Window flushes, by reason (full, interval, revoke, shutdown) and outcome (ok, error, not_owner).",
+			Name: "pinsync_flushes_total", Help: "Window flushes, by reason (full, interval, revoke, shutdown) and outcome (ok, error, not_owner, parked: the list was marked for a rebuild and its changes dropped).",
 		}, []string{"reason", "outcome"}),
 		perRequest: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "pinsync_records_per_request", Help: "Records per Pinterest write request.",
@@ -76,13 +78,20 @@ func newMetrics(reg prometheus.Registerer, flushInterval time.Duration) (*metric
 		pinReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pinsync_audience_ready", Help: "1 when Pinterest reports the audience READY.",
 		}, []string{"audience", "list_type"}),
+		parked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pinsync_list_parked",
+			Help: "1 while a list waits for a rebuild from the profile state, its changes dropped, by reason: permission (the role on the ad account is gone), not_found (deleted at Pinterest), requested (pinsync resync). Only the list's owner reports it.",
+		}, []string{"audience", "list_type", "reason"}),
+		rebuilds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pinsync_list_rebuilds_total", Help: "Attempts to rebuild a list from the profile state, by outcome (ok, error).",
+		}, []string{"outcome"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{
 		m.read, m.malformed, m.buffered, m.flushes, m.perRequest, m.uploads, m.uploadDuration, m.eventToUpload,
-		m.uploaded, m.pinSize, m.pinReady,
+		m.uploaded, m.pinSize, m.pinReady, m.parked, m.rebuilds,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -24,6 +24,7 @@ type Pinterest interface {
 	Audiences(ctx context.Context, adAccountID string) ([]pinterest.Audience, error)
 	CreateAudience(ctx context.Context, adAccountID, name, customerListID string) (pinterest.Audience, error)
 	Audience(ctx context.Context, adAccountID, audienceID string) (pinterest.Audience, error)
+	RepointAudience(ctx context.Context, adAccountID, audienceID, customerListID string) (pinterest.Audience, error)
 }
 
 // Registry keeps each list's Pinterest ids across owners, so that a new
@@ -34,6 +35,9 @@ type Registry interface {
 	Lookup(ctx context.Context, k control.ListKey) (control.ListEntry, bool, error)
 	// Record writes the entry of k and returns once it is durable.
 	Record(ctx context.Context, k control.ListKey, e control.ListEntry) error
+	// Rebuilds returns the entries of the lists marked for a rebuild, as
+	// read so far.
+	Rebuilds() map[control.ListKey]control.ListEntry
 }
 
 // DefaultListNameTemplate is the default Pinterest list name.
@@ -91,6 +95,7 @@ type listInfo struct {
 	pids   listIDs
 	size   int64
 	status string
+	rb     rebuildState
 }
 
 // listIDs are a list's Pinterest ids and name.
@@ -253,10 +258,16 @@ func (r *resolver) ensure(ctx context.Context, li *listInfo, adds []ident.Hash) 
 		if err != nil {
 			return "", false, fmt.Errorf("list registry: %w", err)
 		}
+		if ok && e.Rebuild != "" {
+			return "", false, &rebuildError{reason: e.Rebuild}
+		}
 		if ok {
 			ids = listIDs{name: e.Name, listID: e.CustomerListID, audienceID: e.AudienceID}
 			li.setIDs(ids)
-			if ids.audienceID != "" {
+			li.mu.Lock()
+			li.rb.generation, li.rb.retired = e.Generation, e.Retired
+			li.mu.Unlock()
+			if ids.listID != "" && ids.audienceID != "" {
 				return ids.listID, false, nil
 			}
 		}
@@ -302,7 +313,14 @@ func (r *resolver) ensure(ctx context.Context, li *listInfo, adds []ident.Hash) 
 			return cl.ID, true, rerr
 		}
 	}
-	au, err := r.ensureAudience(ctx, acct, ids, !created)
+	var au pinterest.Audience
+	if ids.audienceID != "" {
+		// A rebuild found no member: the audience follows a retired list
+		// until this one exists.
+		au, err = r.followList(ctx, acct, ids.name, ids.audienceID, ids.listID)
+	} else {
+		au, err = r.ensureAudience(ctx, acct, ids, !created)
+	}
 	if err != nil {
 		return ids.listID, created, err
 	}
@@ -436,4 +454,17 @@ func (r *resolver) audiences(ctx context.Context, acct string) (map[string]pinte
 	idx.audiences = m
 	r.mu.Unlock()
 	return m, nil
+}
+
+// followList makes the CUSTOMER_LIST audience audienceID follow list
+// listID (a rebuilt list), or creates an audience named name following it
+// when there is none (audienceID empty, or deleted meanwhile).
+func (r *resolver) followList(ctx context.Context, acct, name, audienceID, listID string) (pinterest.Audience, error) {
+	if audienceID != "" {
+		au, err := r.pin.RepointAudience(ctx, acct, audienceID, listID)
+		if pinterest.Classify(err) != pinterest.ClassNotFound {
+			return au, err
+		}
+	}
+	return r.pin.CreateAudience(ctx, acct, name, listID)
 }

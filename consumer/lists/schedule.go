@@ -3,6 +3,7 @@ package lists
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strconv"
@@ -85,8 +86,18 @@ func (s *Stage) fly(ctx context.Context, f *flight) {
 		return removesOK
 	}
 	failed := err != nil
+	parked := false
+	if reason := rebuildReason(err); reason != "" && !cancelled {
+		// The list cannot take these changes: marked for a rebuild, it
+		// drops them (the flight's too) and nothing waits for it.
+		if merr := s.markRebuild(ctx, li, reason); merr != nil {
+			err = fmt.Errorf("%w (and marking the list for a rebuild failed: %v)", err, merr)
+		} else {
+			parked = true
+		}
+	}
 	var d commit.Deltas
-	s.ws.finish(f, ok, failed, end, backoff, &d)
+	s.ws.finish(f, ok, failed && !parked, end, backoff, &d)
 	s.tr.Apply(&d)
 	s.mu.Lock()
 	s.flights--
@@ -100,6 +111,8 @@ func (s *Stage) fly(ctx context.Context, f *flight) {
 		outcome = "not_owner"
 		s.log.Warn("upload not sent: this member no longer owns the list's partition", "audience", li.key.Audience,
 			"list_type", li.key.Type.String(), "records", f.records(), "err", err)
+	case parked:
+		outcome = "parked"
 	case failed:
 		outcome = "error"
 		if !cancelled {

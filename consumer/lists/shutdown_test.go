@@ -183,7 +183,7 @@ func startStage(t *testing.T, brokers []string, pin Pinterest, flush time.Durati
 		Topic: "changes", Partitions: 2, Group: "g.lists", DLQTopic: "dlq", DLQPartitions: 2,
 		FlushInterval: flush, CommitInterval: 20 * time.Millisecond, RevokeTimeout: time.Second,
 		MaxRecords: 5000, MaxBuffered: 100_000, MaxFlights: 1, ListNameTemplate: DefaultListNameTemplate,
-		AudiencePollInterval: -1,
+		AudiencePollInterval: -1, ParkedRetry: time.Second,
 	}, Deps{Kafka: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Pinterest: pin})
 	if err != nil {
 		t.Fatal(err)

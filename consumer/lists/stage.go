@@ -70,6 +70,10 @@ type Config struct {
 	// AudiencePollInterval is how often each list's audience size and
 	// status are read; negative disables.
 	AudiencePollInterval time.Duration
+	// ParkedRetry is how often a parked list's ad account is checked
+	// again (the role may be back), and the longest wait between attempts
+	// to rebuild a list.
+	ParkedRetry time.Duration
 }
 
 // Validate reports a missing or impossible field.
@@ -109,6 +113,9 @@ func (c Config) Validate() error {
 	if c.MaxFlights < 1 {
 		bad("MaxFlights")
 	}
+	if c.ParkedRetry <= 0 {
+		bad("ParkedRetry")
+	}
 	if _, err := parseTemplate(c.ListNameTemplate); err != nil {
 		errs = append(errs, fmt.Errorf("lists: Config.ListNameTemplate: %w", err))
 	}
@@ -136,9 +143,12 @@ type Deps struct {
 	// changes topic's partitions it owns. Nil means no budget.
 	Writes, Reads Budget
 	// Registry keeps list ids across owners; nil means lists are found by
-	// name.
+	// name (and cannot be rebuilt).
 	Registry Registry
-	Logger   *slog.Logger
+	// Members reads a list's members from the profile state, to rebuild
+	// it; nil means lists cannot be rebuilt (they stay parked).
+	Members Members
+	Logger  *slog.Logger
 	// Registerer receives the stage's own metrics; Commits, Assigned and
 	// DeadLetters are series the caller shares between the stages.
 	Registerer  prometheus.Registerer
@@ -179,6 +189,9 @@ type Stage struct {
 	ws    *windows
 	lists *listTable
 	res   *resolver
+	// part places lists in the changes topic's partitions (for the
+	// rebuild loop only: it is not safe for concurrent use).
+	part *changes.Partitioner
 
 	cl *kgo.Client
 	// uploadCtx outlives the run so that the shutdown flush can finish;
@@ -245,7 +258,7 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 		writes: deps.Writes, reads: deps.Reads, kopts: deps.Kafka,
 		tr: commit.NewTracker(), ws: newWindows(cfg.MaxRecords), lists: newListTable(),
 		workers: make(map[int32]*worker), leaving: make(map[int32]*worker), pollDone: make(chan struct{}),
-		started: make(chan struct{}),
+		started: make(chan struct{}), part: changes.NewPartitioner(cfg.Partitions),
 	}
 	s.res = newResolver(deps.Pinterest, deps.Registry, tmpl, now, s.lists.lastAssigned)
 	s.setShare(0)
@@ -290,7 +303,8 @@ func (s *Stage) Start(ctx context.Context) error {
 	close(s.started)
 	bg, stop := context.WithCancel(context.Background())
 	s.stopBG = stop
-	s.bg.Add(3)
+	s.bg.Add(4)
+	go func() { defer s.bg.Done(); s.rebuildLoop(bg) }()
 	go func() { defer s.bg.Done(); s.schedule(bg) }()
 	go func() { defer s.bg.Done(); s.commitLoop(bg) }()
 	go func() { defer s.bg.Done(); s.pollLoop(bg) }()
@@ -409,6 +423,7 @@ func (s *Stage) Close(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	cancel()
+	s.stopRebuilds(nil)
 	s.cancelUploads()
 	// The scheduler stops before the flights are waited for: it would
 	// otherwise start new ones (Add concurrent with Wait) that outlive
@@ -513,6 +528,9 @@ func (s *Stage) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][
 	if len(parts) == 0 {
 		return
 	}
+	// A rebuild in progress stops: its kept changes are dropped, and its
+	// mark in the registry tells the next owner.
+	s.stopRebuilds(partitionsOf(parts))
 	s.ws.markUrgent(parts)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RevokeTimeout)
 	idle := s.waitIdle(wctx, parts)
@@ -574,6 +592,8 @@ func (s *Stage) forget(parts map[*commit.Partition]bool) {
 		}
 	}
 	s.mu.Unlock()
+	s.stopRebuilds(partitionsOf(parts))
+	s.forgetRebuilds(partitionsOf(parts))
 	for p := range parts {
 		s.tr.Remove(p)
 		pl := strconv.Itoa(int(p.Partition))
@@ -860,4 +880,13 @@ func fmtParts(m map[string][]int32) string {
 		b = append(b, fmt.Sprint(ps)...)
 	}
 	return string(b)
+}
+
+// partitionsOf returns the partition numbers of tracked partitions.
+func partitionsOf(parts map[*commit.Partition]bool) map[int32]bool {
+	out := make(map[int32]bool, len(parts))
+	for p := range parts {
+		out[p.Partition] = true
+	}
+	return out
 }

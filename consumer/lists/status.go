@@ -40,6 +40,17 @@ type ListStatus struct {
 	LastFlush      time.Time `json:"last_flush,omitzero"`
 	PinterestSize  int64     `json:"pinterest_size"`
 	PinterestState string    `json:"pinterest_status,omitempty"`
+	// Generation counts the list's rebuilds; Retired are the customer
+	// lists earlier generations used.
+	Generation int      `json:"generation,omitempty"`
+	Retired    []string `json:"retired_customer_list_ids,omitempty"`
+	// Parked, when set, says why the list waits for a rebuild, its
+	// changes dropped: permission, not_found or requested (see
+	// pinsync_list_parked). ParkedSince is since when, RebuildError what
+	// the last attempt met.
+	Parked       string    `json:"parked,omitempty"`
+	ParkedSince  time.Time `json:"parked_since,omitzero"`
+	RebuildError string    `json:"rebuild_error,omitempty"`
 }
 
 // Status returns a snapshot of the stage.
@@ -62,11 +73,13 @@ func (s *Stage) Status() Status {
 			Audience: li.key.Audience, Name: li.header.Name, AdAccount: li.header.AdAccount, ListType: li.key.Type.String(),
 			ListName: li.pids.name, CustomerListID: li.pids.listID, AudienceID: li.pids.audienceID, Partition: li.partition,
 			PinterestSize: li.size, PinterestState: li.status,
+			Generation: li.rb.generation, Retired: li.rb.retired,
+			Parked: li.rb.reason, ParkedSince: li.rb.since, RebuildError: li.rb.lastErr,
 		}
 		li.mu.Unlock()
 		w := perWindow[li.id]
 		ls.Pending, ls.LastFlush = w.pending, w.flushed
-		if ls.CustomerListID == "" && ls.Pending == 0 {
+		if ls.CustomerListID == "" && ls.Pending == 0 && ls.Parked == "" {
 			continue // nothing to add to a list that does not exist
 		}
 		st.Lists = append(st.Lists, ls)

@@ -99,7 +99,24 @@ type window struct {
 	urgent  bool
 	// flushed is when a flight of this window last succeeded.
 	flushed time.Time
+	// mode says what becomes of the list's changes (see windowMode).
+	mode windowMode
 }
+
+// windowMode is what a window does with its list's changes.
+type windowMode uint8
+
+const (
+	// modeSync keeps and flushes them.
+	modeSync windowMode = iota
+	// modeDrop drops them as they arrive: the list is durably marked for
+	// a rebuild from the profile state, which will hold them.
+	modeDrop
+	// modeHold keeps them without flushing while the list is rebuilt:
+	// they go to the new list once it holds the state read after they
+	// began to be kept. Where the new list stands for them is unknown.
+	modeHold
+)
 
 // windows is the set of windows of the lists a member of the list stage
 // owns, with the count of buffered records. All methods are safe for
@@ -147,17 +164,23 @@ func (ws *windows) add(l listID, cs []changes.Change, pk commit.Key, now time.Ti
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	w := ws.lookup(l)
+	if w.mode == modeDrop {
+		return
+	}
 	added := 0
 	for i := range cs {
 		c := &cs[i]
 		b := before(c)
+		if w.mode == modeHold {
+			b = stateUnknown
+		}
 		e, existed := w.entries.upsert(c.Hash)
 		if existed {
 			old := *e
 			d.Add(old.pk, -1)
 			w.count(old.op, -1)
 			ws.buffered--
-			if old.before != stateUnknown && c.Vouched && old.before == after(c.Op) {
+			if old.before != stateUnknown && b != stateUnknown && old.before == after(c.Op) {
 				// Back where the list stands: nothing to send (add then
 				// remove of a record never uploaded, or the reverse).
 				w.entries.del(c.Hash)
@@ -231,7 +254,7 @@ func (ws *windows) due(now time.Time, interval time.Duration, budget float64, fr
 	defer ws.mu.Unlock()
 	var cands []*window
 	ws.eachLocked(func(w *window) {
-		if w.flight != nil || w.entries.len() == 0 || now.Before(w.retryAt) {
+		if w.flight != nil || w.entries.len() == 0 || now.Before(w.retryAt) || w.mode != modeSync {
 			return
 		}
 		full := w.adds >= ws.max || w.removes >= ws.max
@@ -336,7 +359,9 @@ func (ws *windows) finish(f *flight, ok func(i int) bool, failed bool, now time.
 	done := 0
 	for i, e := range f.meta {
 		dropped := e.pk.P.Dropped()
-		if ok(i) || dropped {
+		// A list marked for a rebuild takes back nothing: the rebuild
+		// holds it.
+		if ok(i) || dropped || w.mode == modeDrop {
 			if !dropped {
 				d.Add(e.pk, -1)
 			}
@@ -509,4 +534,37 @@ func (ws *windows) empty() bool {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	return ws.buffered == 0
+}
+
+// setMode sets what list l's window does with its changes. Switching to
+// modeDrop drops what it holds (not what a flight holds: the flight's
+// finish does); modeHold and modeSync keep it. The pending counts released
+// go to d.
+func (ws *windows) setMode(l listID, m windowMode, d *commit.Deltas) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.lookup(l)
+	w.mode = m
+	switch m {
+	case modeDrop:
+		w.entries.each(func(_ ident.Hash, e entry) bool {
+			d.Add(e.pk, -1)
+			return true
+		})
+		ws.buffered -= w.entries.len()
+		w.entries.reset()
+		w.adds, w.removes = 0, 0
+		w.retryAt, w.fails = time.Time{}, 0
+		ws.releaseLocked()
+	case modeSync:
+		w.retryAt, w.fails = time.Time{}, 0
+		ws.signal()
+	}
+}
+
+// modeOf returns list l's window mode.
+func (ws *windows) modeOf(l listID) windowMode {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.lookup(l).mode
 }

@@ -70,9 +70,11 @@ type Server struct {
 	mu       sync.Mutex
 	accounts []AdAccount // config order
 	acctByID map[string]*AdAccount
-	nextID   uint64
-	lists    map[string]*customerList
-	auds     map[string]*audience
+	// roles are the roles SetPermissions gave, by ad account id.
+	roles  map[string][]string
+	nextID uint64
+	lists  map[string]*customerList
+	auds   map[string]*audience
 	// oauth state
 	access  map[string]*accessToken
 	refresh map[string]*refreshToken
@@ -104,15 +106,15 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "pinterest-sandbox"),
 		accounts: cfg.AdAccounts,
-		acctByID: map[string]*AdAccount{},
-		nextID:   2542620639000,
-		lists:    map[string]*customerList{},
-		auds:     map[string]*audience{},
-		access:   map[string]*accessToken{},
-		refresh:  map[string]*refreshToken{},
-		codes:    map[string]*authCode{},
-		windows:  map[string]*window{},
-		rng:      mrand.New(mrand.NewPCG(cfg.Seed, 0x9e3779b97f4a7c15)),
+		acctByID: map[string]*AdAccount{}, roles: map[string][]string{},
+		nextID:  2542620639000,
+		lists:   map[string]*customerList{},
+		auds:    map[string]*audience{},
+		access:  map[string]*accessToken{},
+		refresh: map[string]*refreshToken{},
+		codes:   map[string]*authCode{},
+		windows: map[string]*window{},
+		rng:     mrand.New(mrand.NewPCG(cfg.Seed, 0x9e3779b97f4a7c15)),
 	}
 	for i := range s.accounts {
 		s.acctByID[s.accounts[i].ID] = &s.accounts[i]
@@ -173,6 +175,7 @@ func (s *Server) routes() {
 	m.Handle("GET /sandbox/v1/state", s.plain("sandbox/state", CategoryAdmin, s.handleState))
 	m.Handle("POST /sandbox/v1/reset", s.plain("sandbox/reset", CategoryAdmin, s.handleReset))
 	m.Handle("DELETE /sandbox/v1/customer_lists/{customer_list_id}", s.plain("sandbox/delete_list", CategoryAdmin, s.handleDeleteList))
+	m.Handle("POST /sandbox/v1/ad_accounts/{ad_account_id}/permissions", s.plain("sandbox/permissions", CategoryAdmin, s.handleSetPermissions))
 	m.Handle("GET /sandbox/v1/faults", s.plain("sandbox/faults", CategoryAdmin, s.handleGetFaults))
 	m.Handle("POST /sandbox/v1/faults", s.plain("sandbox/faults", CategoryAdmin, s.handleSetFaults))
 	m.Handle("POST /sandbox/v1/revoke", s.plain("sandbox/revoke", CategoryAdmin, s.handleRevoke))
@@ -330,7 +333,7 @@ func (s *Server) runHandler(w http.ResponseWriter, r *http.Request, c *call, nee
 			writeError(w, http.StatusNotFound, CodeNotFound, "AdAccount not found.")
 			return
 		}
-		if c.op.write && !canWrite(c.account) {
+		if c.op.write && !canWrite(s.permissions(c.account)) {
 			writeError(w, http.StatusForbidden, CodeNotPermitted, MessageForbidden)
 			return
 		}
@@ -344,8 +347,8 @@ func (s *Server) accountByID(id string) *AdAccount {
 	return s.acctByID[id]
 }
 
-func canWrite(a *AdAccount) bool {
-	for _, p := range a.Permissions {
+func canWrite(roles []string) bool {
+	for _, p := range roles {
 		if writeRoles[p] {
 			return true
 		}

@@ -211,6 +211,7 @@ func (s *Server) Reset() {
 	defer s.mu.Unlock()
 	clear(s.lists)
 	clear(s.auds)
+	clear(s.roles)
 	clear(s.windows)
 	s.injected = 0
 	s.plainRejects = 0

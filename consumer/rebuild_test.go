@@ -1,0 +1,225 @@
+package consumer_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pinsync/pinsync/consumer"
+	"github.com/pinsync/pinsync/pinterest/sandbox"
+	"github.com/pinsync/pinsync/schemas/stream"
+)
+
+// rebuildStream is a stream split in two: the first half syncs, then a
+// fault, then the second half.
+func rebuildStream(t *testing.T) (first, all []stream.Record, wantFirst, wantAll map[stream.ListKey]stream.Set) {
+	t.Helper()
+	recs, _, err := stream.Collect(stream.Config{Profiles: 400, Audiences: 4, Events: 4000, Seed: 13, MalformedFraction: stream.None})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first = recs[:len(recs)/2]
+	wantFirst, _ = oracle(t, first)
+	wantAll, _ = oracle(t, recs)
+	return first, recs, wantFirst, wantAll
+}
+
+// gaugeWith reads the gauge series of a family whose label has value (0
+// when there is none).
+func gaugeWith(t *testing.T, g prometheus.Gatherer, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					sum += m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}
+
+// listStatus returns the status of one list, on the engine that owns it.
+func listStatus(e *consumer.Engine, audience, typ string) (consumer.ListStatus, bool) {
+	for _, a := range e.Status().Audiences {
+		for _, l := range a.Lists {
+			if a.Key == audience && l.ListType == typ {
+				return l, true
+			}
+		}
+	}
+	return consumer.ListStatus{}, false
+}
+
+// TestDeletedListIsRebuiltFromState: a user deletes a synced list in Ads
+// Manager (the sandbox then answers 404 for it, as Pinterest does). The
+// next write to it is answered 404; the list is rebuilt from the profile
+// state: a new list, named with the generation suffix, holding exactly the
+// audience's members, followed by the same CUSTOMER_LIST audience (so its
+// campaigns follow). The old list is reported retired, every input record
+// is committed and nothing is dead-lettered.
+func TestDeletedListIsRebuiltFromState(t *testing.T) {
+	r := newRig(t, 2, sandbox.Config{})
+	first, all, wantFirst, wantAll := rebuildStream(t)
+	cfg := engineConfig()
+	r.produce(first)
+	m := r.start(cfg)
+	r.converge(wantFirst, 30*time.Second)
+
+	// The biggest list of the first half, which the second half changes.
+	var victim stream.ListKey
+	for k, s := range wantFirst {
+		if len(s) > len(wantFirst[victim]) && !stream.Diff(map[stream.ListKey]stream.Set{k: s}, map[stream.ListKey]stream.Set{k: wantAll[k]}).OK() {
+			victim = k
+		}
+	}
+	if victim.Audience == "" {
+		t.Fatal("no list changes in the second half")
+	}
+	var oldID, audienceID string
+	st := r.sb.State()
+	for _, l := range st.CustomerLists {
+		if l.Name == listName(victim.Audience, victim.Type) {
+			oldID = l.ID
+		}
+	}
+	for _, a := range st.Audiences {
+		if a.CustomerListID == oldID {
+			audienceID = a.ID
+		}
+	}
+	if oldID == "" || audienceID == "" {
+		t.Fatalf("no list or audience for %v", victim)
+	}
+	if !r.sb.DeleteCustomerList(oldID) {
+		t.Fatal("the sandbox did not delete the list")
+	}
+
+	r.produce(all[len(first):])
+	r.converge(wantAll, 60*time.Second)
+	waitFor(t, 30*time.Second, "every record committed", func() bool { return r.committed(cfg.Group) == int64(len(all)) })
+
+	var rebuilt *sandbox.ListState
+	st = r.sb.State()
+	for _, l := range st.CustomerLists {
+		if l.Name == listName(victim.Audience, victim.Type)+" #1" {
+			rebuilt = &l
+		}
+	}
+	if rebuilt == nil {
+		t.Fatalf("no list named %q", listName(victim.Audience, victim.Type)+" #1")
+	}
+	for _, a := range st.Audiences {
+		if a.ID == audienceID && a.CustomerListID != rebuilt.ID {
+			t.Errorf("audience %s follows list %s, want the rebuilt %s", a.ID, a.CustomerListID, rebuilt.ID)
+		}
+	}
+	ls, ok := listStatus(m.eng, victim.Audience, victim.Type.String())
+	if !ok {
+		t.Fatal("the rebuilt list is not in the status")
+	}
+	if ls.Generation != 1 || !slices.Equal(ls.Retired, []string{oldID}) || ls.CustomerListID != rebuilt.ID || ls.Parked != "" {
+		t.Errorf("status: generation %d, retired %v, list %s, parked %q; want 1, [%s], %s, none",
+			ls.Generation, ls.Retired, ls.CustomerListID, ls.Parked, oldID, rebuilt.ID)
+	}
+	if n := counterSum(t, m.reg, "pinsync_dead_letters_total"); n != 0 {
+		t.Errorf("%v records dead-lettered", n)
+	}
+	if n := counterValue(t, m.reg, "pinsync_list_rebuilds_total", "outcome", "ok"); n != 1 {
+		t.Errorf("%v rebuilds, want 1", n)
+	}
+}
+
+// TestLostRoleParksOnlyThatAccount: the token's user loses its role on the
+// ad account of one audience (every write there answers 403). That
+// audience's lists are parked: nothing more is sent to them, /status and
+// pinsync_list_parked name them, and everything else, their own changes
+// included, keeps uploading and committing. Once the role is back, the
+// parked lists are rebuilt from the state, exact, their audiences
+// repointed, and nothing is dead-lettered.
+func TestLostRoleParksOnlyThatAccount(t *testing.T) {
+	const other = "549755885176"
+	r := newRig(t, 2, sandbox.Config{AdAccounts: []sandbox.AdAccount{
+		{ID: sandbox.DefaultAdAccountID, Permissions: []string{"OWNER"}},
+		{ID: other, Permissions: []string{"OWNER"}},
+	}})
+	first, all, wantFirst, wantAll := rebuildStream(t)
+	var parkedAud string
+	for k := range wantFirst {
+		if parkedAud == "" || k.Audience < parkedAud {
+			parkedAud = k.Audience
+		}
+	}
+	cfg := engineConfig()
+	cfg.AudienceAdAccounts = map[string]string{parkedAud: other}
+	cfg.ParkedRetry = 300 * time.Millisecond
+	r.produce(first)
+	m := r.start(cfg)
+	r.converge(wantFirst, 30*time.Second)
+
+	if !r.sb.SetPermissions(other, []string{"ANALYST"}) {
+		t.Fatal("the sandbox refused the roles")
+	}
+	r.produce(all[len(first):])
+	// The other audiences converge to the whole stream, the parked one
+	// stays as it was, and every record is committed.
+	want := map[stream.ListKey]stream.Set{}
+	for k, s := range wantAll {
+		if k.Audience != parkedAud {
+			want[k] = s
+		}
+	}
+	for k, s := range wantFirst {
+		if k.Audience == parkedAud {
+			want[k] = s
+		}
+	}
+	waitFor(t, 60*time.Second, "every record committed while the audience is parked", func() bool {
+		return r.committed(cfg.Group) == int64(len(all))
+	})
+	r.converge(want, 30*time.Second)
+	if got := gaugeWith(t, m.reg, "pinsync_list_parked", "audience", parkedAud); got < 1 {
+		t.Errorf("pinsync_list_parked{audience=%q} = %v, want at least 1", parkedAud, got)
+	}
+	parked := m.eng.Status().Parked
+	if len(parked) == 0 {
+		t.Errorf("the status names no parked list")
+	}
+	for _, p := range parked {
+		if !strings.HasPrefix(p, parkedAud+"/") || !strings.HasSuffix(p, "(permission)") {
+			t.Errorf("status names %q parked; want lists of %s, for permission", p, parkedAud)
+		}
+	}
+	if !r.sb.SetPermissions(other, []string{"AUDIENCE_MANAGER"}) {
+		t.Fatal("the sandbox refused the roles")
+	}
+	r.converge(wantAll, 60*time.Second)
+	waitFor(t, 10*time.Second, "no list parked", func() bool {
+		return gaugeWith(t, m.reg, "pinsync_list_parked", "audience", parkedAud) == 0 && len(m.eng.Status().Parked) == 0
+	})
+	st := r.sb.State()
+	lists := map[string]string{}
+	for _, l := range st.CustomerLists {
+		lists[l.ID] = l.Name
+	}
+	for _, a := range st.Audiences {
+		if a.AdAccountID == other && !strings.HasSuffix(lists[a.CustomerListID], " #1") {
+			t.Errorf("audience %q follows list %q, want the rebuilt one", a.Name, lists[a.CustomerListID])
+		}
+	}
+	if n := counterSum(t, m.reg, "pinsync_dead_letters_total"); n != 0 {
+		t.Errorf("%v records dead-lettered", n)
+	}
+}

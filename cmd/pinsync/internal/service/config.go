@@ -169,7 +169,7 @@ func Default() Config {
 			ShutdownGrace: Duration(sd.ShutdownGrace), RevokeTimeout: Duration(sd.RevokeTimeout), UnhealthyAfter: Duration(sd.UnhealthyAfter),
 			AudiencePollInterval: Duration(sd.AudiencePollInterval), MaxFlights: sd.MaxFlights,
 			ParkedRetryInterval: Duration(sd.ParkedRetry),
-			CommitInterval: Duration(sd.CommitInterval),
+			CommitInterval:      Duration(sd.CommitInterval),
 		},
 		HTTP: HTTPConfig{Listen: ":8080"},
 		Log:  LogConfig{Level: "info"},

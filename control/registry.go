@@ -178,3 +178,29 @@ func (r *Registry) Rebuilds() map[ListKey]ListEntry {
 	}
 	return out
 }
+
+// RequestRebuild marks for a rebuild (RebuildRequested) every registered
+// list of audience, of type t only unless t is 0, having read every entry
+// written before the call. It returns the entries as they were; none when
+// no list of the audience is registered. A list marked already keeps its
+// reason.
+func (r *Registry) RequestRebuild(ctx context.Context, audience string, t ident.Type) (map[ListKey]ListEntry, error) {
+	if err := r.t.log.CatchUp(ctx); err != nil {
+		return nil, err
+	}
+	out := map[ListKey]ListEntry{}
+	for k, e := range r.Entries() {
+		if k.Audience != audience || (t != 0 && k.Type != t) {
+			continue
+		}
+		out[k] = e
+		if e.Rebuild != "" {
+			continue
+		}
+		e.Rebuild = RebuildRequested
+		if err := r.Record(ctx, k, e); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

@@ -60,6 +60,7 @@ func commands() map[string]command {
 		"bench":        {"measure the pipeline against its limits", runBench},
 		"demo":         {"run the whole system on an embedded Kafka and Pinterest sandbox", runDemo},
 		"check-config": {"validate a configuration file without connecting", runCheckConfig},
+		"resync":       {"rebuild an audience's lists from the profile state (--config FILE --audience KEY)", runResync},
 	}
 }
 

@@ -46,6 +46,11 @@ type Config struct {
 	// written to the changes topic that the list stage has not passed;
 	// fetching pauses at the cap. Default 1,000,000.
 	MaxBuffered int
+	// MaxBufferedBytes caps the memory a list-stage member's windows hold
+	// for the changes they wait to upload (their tables, and room for each
+	// change in a flight): what grows while Pinterest is away. Reading
+	// pauses at the cap. Default DefaultMaxBufferedBytes.
+	MaxBufferedBytes int64
 	// MaxIdentifiersPerType bounds each profile's identifiers of one type;
 	// beyond it the oldest is dropped (and removed from the lists). Default 5.
 	MaxIdentifiersPerType int
@@ -92,6 +97,14 @@ type Config struct {
 	Decoder schemas.DecoderConfig
 }
 
+// DefaultMaxBufferedBytes is the default of Config.MaxBufferedBytes: a
+// quarter of a 512 MiB pod, leaving room for the profile state, Kafka's
+// fetch buffers and the garbage collector's headroom.
+const DefaultMaxBufferedBytes = 128 << 20
+
+// minBufferedBytes is the smallest byte cap: a few windows' tables.
+const minBufferedBytes = 1 << 20
+
 // DefaultListNameTemplate is the default Pinterest list name.
 const DefaultListNameTemplate = lists.DefaultListNameTemplate
 
@@ -102,6 +115,7 @@ func Defaults() Config {
 		FlushInterval:         10 * time.Second,
 		MaxRecords:            5000,
 		MaxBuffered:           1_000_000,
+		MaxBufferedBytes:      DefaultMaxBufferedBytes,
 		MaxIdentifiersPerType: 5,
 		ListNameTemplate:      DefaultListNameTemplate,
 		RevokeTimeout:         10 * time.Second,
@@ -153,6 +167,9 @@ func (c Config) WithDefaults() Config {
 	dur(&c.ParkedRetry, d.ParkedRetry)
 	num(&c.MaxRecords, d.MaxRecords)
 	num(&c.MaxBuffered, d.MaxBuffered)
+	if c.MaxBufferedBytes == 0 {
+		c.MaxBufferedBytes = d.MaxBufferedBytes
+	}
 	num(&c.MaxIdentifiersPerType, d.MaxIdentifiersPerType)
 	num(&c.MaxFlights, d.MaxFlights)
 	return c
@@ -203,6 +220,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRecords < 1 {
 		bad("pinterest.max_records", "must be positive, got %d", c.MaxRecords)
+	}
+	if c.MaxBufferedBytes < minBufferedBytes {
+		bad("sync.max_buffered_bytes", "must be at least %d (1 MiB), got %d", minBufferedBytes, c.MaxBufferedBytes)
 	}
 	if c.MaxBuffered < c.MaxRecords {
 		bad("sync.max_buffered_records", "must be at least pinterest.max_records (%d), got %d", c.MaxRecords, c.MaxBuffered)

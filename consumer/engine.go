@@ -202,7 +202,7 @@ func (e *Engine) listsConfig(t topicLayout) lists.Config {
 	return lists.Config{
 		Topic: c.ChangesTopic, Partitions: t.changes, Group: c.listsGroup(), DLQTopic: c.DLQTopic, DLQPartitions: t.dlq,
 		FlushInterval: c.FlushInterval, CommitInterval: c.CommitInterval, RevokeTimeout: c.RevokeTimeout,
-		MaxRecords: c.MaxRecords, MaxBuffered: c.MaxBuffered, MaxFlights: c.MaxFlights,
+		MaxRecords: c.MaxRecords, MaxBuffered: c.MaxBuffered, MaxBufferedBytes: c.MaxBufferedBytes, MaxFlights: c.MaxFlights,
 		ListNameTemplate: c.ListNameTemplate, AudiencePollInterval: c.AudiencePollInterval, ParkedRetry: c.ParkedRetry,
 	}
 }
@@ -233,11 +233,14 @@ func (e *Engine) stages() (*profiles.Stage, *lists.Stage) {
 // status page. It holds no identifier and no secret.
 type Status struct {
 	// Joined reports that both stages are members of their groups.
-	Joined      bool   `json:"joined"`
-	Buffered    int    `json:"buffered_records"`
-	FetchPaused bool   `json:"fetch_paused"`
-	Flights     int    `json:"uploads_in_flight"`
-	LastError   string `json:"last_upload_error,omitempty"`
+	Joined   bool `json:"joined"`
+	Buffered int  `json:"buffered_records"`
+	// BufferedBytes is what the list stage's windows hold, counted
+	// against sync.max_buffered_bytes.
+	BufferedBytes int64  `json:"buffered_bytes"`
+	FetchPaused   bool   `json:"fetch_paused"`
+	Flights       int    `json:"uploads_in_flight"`
+	LastError     string `json:"last_upload_error,omitempty"`
 	// Partitions are the input partitions this process's profile stage
 	// owns; ListPartitions the changes topic's partitions its list stage
 	// owns.
@@ -285,7 +288,7 @@ func (e *Engine) Status() Status {
 	}
 	pst, lst := ps.Status(), ls.Status()
 	st.Joined = pst.Joined && lst.Joined
-	st.Buffered, st.Flights, st.LastError = lst.Buffered, lst.Flights, lst.LastError
+	st.Buffered, st.BufferedBytes, st.Flights, st.LastError = lst.Buffered, lst.BufferedBytes, lst.Flights, lst.LastError
 	st.FetchPaused = pst.FetchPaused || lst.FetchPaused
 	st.Partitions, st.ListPartitions = pst.Partitions, lst.Partitions
 	st.PendingChanges = pst.Pending

@@ -157,6 +157,74 @@ func TestMemoryCapPausesFetching(t *testing.T) {
 	m.stop(t)
 }
 
+// TestByteCapHoldsThroughAnOutage: Pinterest is down while a steady
+// stream over a fixed set of profiles arrives. The list stage's windows
+// fill to sync.max_buffered_bytes and no further: the bytes counted never
+// pass the cap, reading pauses (pinsync_fetch_paused 1) with records left
+// unread, nothing is committed past what was uploaded, and once Pinterest
+// is back the lists converge exactly and everything is committed.
+func TestByteCapHoldsThroughAnOutage(t *testing.T) {
+	r := newRig(t, 2, sandbox.Config{})
+	recs, _, err := stream.Collect(stream.Config{Profiles: 4000, Audiences: 6, Events: 40000, Seed: 8, MalformedFraction: stream.None})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := oracle(t, recs)
+	if err := r.sb.SetFaults(sandbox.Faults{Outage: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	const limit = 1 << 20
+	cfg := engineConfig()
+	cfg.MaxBufferedBytes = limit
+	m := r.start(cfg)
+	// The stream arrives in steady steps while the outage lasts.
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for i := 0; i < len(recs); i += 2000 {
+			r.produce(recs[i:min(i+2000, len(recs))])
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	peak := int64(0)
+	sample := func() {
+		st := m.eng.Status()
+		peak = max(peak, st.BufferedBytes)
+		if st.BufferedBytes > limit {
+			t.Fatalf("the windows hold %d bytes with a cap of %d", st.BufferedBytes, limit)
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for gauge(t, m.reg, "pinsync_fetch_paused") != 1 {
+		sample()
+		if time.Now().After(deadline) {
+			t.Fatalf("reading never paused; the windows peaked at %d bytes", peak)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	<-produced
+	for range 500 {
+		sample()
+		time.Sleep(2 * time.Millisecond)
+	}
+	if peak < limit/2 {
+		t.Errorf("the windows peaked at %d bytes: the cap of %d was never approached", peak, limit)
+	}
+	if got := r.committed(cfg.ChangesTopic + ".lists"); got != 0 {
+		t.Logf("list group committed %d", got)
+	}
+	if c := r.committed(cfg.Group); c >= int64(len(recs)) {
+		t.Fatalf("%d input records committed during the outage", c)
+	}
+	if err := r.sb.SetFaults(sandbox.Faults{}); err != nil {
+		t.Fatal(err)
+	}
+	r.converge(want, 90*time.Second)
+	waitFor(t, 30*time.Second, "every record committed", func() bool { return r.committed(cfg.Group) == int64(len(recs)) })
+	t.Logf("peak %d bytes counted, cap %d", peak, limit)
+	m.stop(t)
+}
+
 // TestRebalanceKeepsListsExact: a second member joins mid-stream and leaves
 // again; partitions move twice and the lists still converge exactly.
 func TestRebalanceKeepsListsExact(t *testing.T) {

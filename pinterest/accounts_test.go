@@ -140,3 +140,37 @@ func TestAudienceLifecycle(t *testing.T) {
 		t.Fatalf("Audiences of unknown account: %v, want 404", err)
 	}
 }
+
+// TestRepointAudience: an audience repointed to another list follows it
+// (the sandbox's state and the answer say so, with a request Pinterest's
+// description accepts); repointing to a list that does not exist is a
+// permanent refusal, and an audience that does not exist is not_found.
+func TestRepointAudience(t *testing.T) {
+	e := newEnv(t, envOpts{sandbox: sandbox.Config{MatchRate: sandbox.MatchAll}})
+	ctx := context.Background()
+	old, err := e.client.CreateCustomerList(ctx, testAccount, "members", ident.Email, hashes("m", 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := e.client.CreateAudience(ctx, testAccount, "pinsync members", old.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rebuilt, err := e.client.CreateCustomerList(ctx, testAccount, "members #1", ident.Email, hashes("n", 5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.client.RepointAudience(ctx, testAccount, a.ID, rebuilt.ID)
+	if err != nil || got.ID != a.ID || got.Rule.CustomerListID != rebuilt.ID {
+		t.Fatalf("RepointAudience = %+v, %v; want audience %s following %s", got, err, a.ID, rebuilt.ID)
+	}
+	if st := e.sb.State(); len(st.Audiences) != 1 || st.Audiences[0].CustomerListID != rebuilt.ID {
+		t.Fatalf("sandbox audiences = %+v", st.Audiences)
+	}
+	if _, err := e.client.RepointAudience(ctx, testAccount, a.ID, "987654321"); Classify(err) != ClassRefused {
+		t.Errorf("repoint to an unknown list: %v (%v), want refused", err, Classify(err))
+	}
+	if _, err := e.client.RepointAudience(ctx, testAccount, "987654321", rebuilt.ID); Classify(err) != ClassNotFound {
+		t.Errorf("repoint of an unknown audience: %v (%v), want not_found", err, Classify(err))
+	}
+}

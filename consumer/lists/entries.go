@@ -3,6 +3,7 @@ package lists
 import (
 	"encoding/binary"
 	"math/bits"
+	"unsafe"
 
 	"github.com/pinsync/pinsync/schemas/ident"
 )
@@ -112,6 +113,16 @@ func (s *entrySet) upsert(h ident.Hash) (e *entry, existed bool) {
 
 // del removes h, reporting whether it was present. It may shrink the set.
 func (s *entrySet) del(h ident.Hash) bool {
+	if !s.delKeep(h) {
+		return false
+	}
+	s.tidy()
+	return true
+}
+
+// delKeep is del without shrinking: the array stays for entries to come
+// back (a flight's, if it fails).
+func (s *entrySet) delKeep(h ident.Hash) bool {
 	if s.n == 0 {
 		return false
 	}
@@ -121,13 +132,26 @@ func (s *entrySet) del(h ident.Hash) bool {
 	}
 	s.unslot(uint64(i))
 	s.n--
+	return true
+}
+
+// tidy releases an empty set's array, and rebuilds a large one that
+// deletions left few entries in smaller.
+func (s *entrySet) tidy() {
 	switch {
 	case s.n == 0:
-		s.reset()
+		if s.slots != nil {
+			s.reset()
+		}
 	case len(s.slots) > entryShrinkSlots && s.n*8 < len(s.slots):
 		s.resize(entryFit(s.n))
 	}
-	return true
+}
+
+// clearKeep removes every entry, keeping the array.
+func (s *entrySet) clearKeep() {
+	clear(s.slots)
+	s.n = 0
 }
 
 // unslot empties slot i by backward-shift deletion: every following slot
@@ -214,4 +238,25 @@ func (s *entrySet) eachFrom(start int, f func(h ident.Hash, e entry) bool) int {
 		}
 	}
 	return start
+}
+
+// slotBytes is the memory of one slot of a table.
+const slotBytes = int64(unsafe.Sizeof(entrySlot{}))
+
+// tableBytes is the memory of s's array.
+func (s *entrySet) tableBytes() int64 { return int64(len(s.slots)) * slotBytes }
+
+// tableBytesWith is the memory s's array would take with k more entries.
+func (s *entrySet) tableBytesWith(k int) int64 {
+	if s.n+k == 0 {
+		return s.tableBytes()
+	}
+	size := len(s.slots)
+	if size == 0 {
+		size = max(s.hint, entryMinSlots)
+	}
+	for (s.n+k)*4 > size*3 {
+		size *= 2
+	}
+	return int64(size) * slotBytes
 }

@@ -86,7 +86,7 @@ type testWindows struct {
 func newTestWindows(max int) (*testWindows, *commit.Tracker, *commit.Partition) {
 	tr := commit.NewTracker()
 	pt := tr.Assign("events", 0, -1)
-	return &testWindows{windows: newWindows(max), tr: tr, list: listOf}, tr, pt
+	return &testWindows{windows: newWindows(max, 0), tr: tr, list: listOf}, tr, pt
 }
 
 // add puts cs into their windows, consecutive changes to one list in one

@@ -28,6 +28,7 @@ type metrics struct {
 	read           *prometheus.CounterVec
 	malformed      prometheus.Counter
 	buffered       prometheus.Gauge
+	bufferedBytes  prometheus.Gauge
 	flushes        *prometheus.CounterVec
 	perRequest     prometheus.Histogram
 	uploads        *prometheus.CounterVec
@@ -50,6 +51,9 @@ func newMetrics(reg prometheus.Registerer, flushInterval time.Duration) (*metric
 		}),
 		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pinsync_buffered_records", Help: "Records waiting in windows or in flight, all windows of this member.",
+		}),
+		bufferedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pinsync_buffered_bytes", Help: "Memory the windows of this member hold for their records (tables, and room for each record in a flight), counted against sync.max_buffered_bytes.",
 		}),
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pinsync_flushes_total", Help: "Window flushes, by reason (full, interval, revoke, shutdown) and outcome (ok, error, not_owner, parked: the list was marked for a rebuild and its changes dropped).",
@@ -90,7 +94,7 @@ func newMetrics(reg prometheus.Registerer, flushInterval time.Duration) (*metric
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{
-		m.read, m.malformed, m.buffered, m.flushes, m.perRequest, m.uploads, m.uploadDuration, m.eventToUpload,
+		m.read, m.malformed, m.buffered, m.bufferedBytes, m.flushes, m.perRequest, m.uploads, m.uploadDuration, m.eventToUpload,
 		m.uploaded, m.pinSize, m.pinReady, m.parked, m.rebuilds,
 	} {
 		if err := reg.Register(c); err != nil {

@@ -47,6 +47,7 @@ func (s *Stage) dispatch() {
 	closing := s.closing
 	s.mu.Unlock()
 	s.m.buffered.Set(float64(s.ws.buffer()))
+	s.m.bufferedBytes.Set(float64(s.ws.bytes()))
 	if free <= 0 {
 		return
 	}

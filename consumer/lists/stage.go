@@ -63,6 +63,10 @@ type Config struct {
 	// MaxBuffered caps the records waiting in windows; fetching pauses at
 	// the cap.
 	MaxBuffered int
+	// MaxBufferedBytes caps the memory the windows hold for their records
+	// (their tables, and room for each record in a flight); reading pauses
+	// at the cap. 0: no cap but MaxBuffered.
+	MaxBufferedBytes int64
 	// MaxFlights bounds concurrent uploads.
 	MaxFlights int
 	// ListNameTemplate names a Pinterest list (and its audience).
@@ -112,6 +116,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxFlights < 1 {
 		bad("MaxFlights")
+	}
+	if c.MaxBufferedBytes < 0 {
+		errs = append(errs, errors.New("lists: Config.MaxBufferedBytes must not be negative"))
 	}
 	if c.ParkedRetry <= 0 {
 		bad("ParkedRetry")
@@ -204,6 +211,8 @@ type Stage struct {
 	pollDone      chan struct{}
 
 	paused atomic.Bool
+	// waitingRoom counts the workers waiting for room under the byte cap.
+	waitingRoom atomic.Int32
 
 	mu      sync.Mutex
 	workers map[int32]*worker
@@ -256,7 +265,7 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	s := &Stage{
 		cfg: cfg, log: log, pin: deps.Pinterest, now: now, m: m, cm: deps.Commits, deps: deps,
 		writes: deps.Writes, reads: deps.Reads, kopts: deps.Kafka,
-		tr: commit.NewTracker(), ws: newWindows(cfg.MaxRecords), lists: newListTable(),
+		tr: commit.NewTracker(), ws: newWindows(cfg.MaxRecords, cfg.MaxBufferedBytes), lists: newListTable(),
 		workers: make(map[int32]*worker), leaving: make(map[int32]*worker), pollDone: make(chan struct{}),
 		started: make(chan struct{}), part: changes.NewPartitioner(cfg.Partitions),
 	}
@@ -375,7 +384,7 @@ func (s *Stage) Drain(ctx context.Context) {
 		}
 		// Fetching paused at the buffer cap reads on only as windows
 		// flush: flushing starts now.
-		if behind == 0 || s.paused.Load() {
+		if behind == 0 || s.paused.Load() || s.waitingRoom.Load() > 0 {
 			return
 		}
 		select {

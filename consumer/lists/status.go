@@ -15,9 +15,12 @@ type Status struct {
 	Joined      bool
 	FetchPaused bool
 	Buffered    int
-	Flights     int
-	LastError   string
-	Partitions  []PartitionStatus
+	// BufferedBytes is what the windows hold, counted against
+	// Config.MaxBufferedBytes.
+	BufferedBytes int64
+	Flights       int
+	LastError     string
+	Partitions    []PartitionStatus
 	// Lists are the lists of the partitions this member owns, each with
 	// figures of the whole list: its owner alone writes to it.
 	Lists []ListStatus
@@ -55,8 +58,8 @@ type ListStatus struct {
 
 // Status returns a snapshot of the stage.
 func (s *Stage) Status() Status {
-	st := Status{FetchPaused: s.paused.Load()}
-	st.Buffered = s.ws.buffer()
+	st := Status{FetchPaused: s.Paused()}
+	st.Buffered, st.BufferedBytes = s.ws.buffer(), s.ws.bytes()
 	perWindow := s.ws.stats()
 	s.mu.Lock()
 	st.Joined = s.joined
@@ -91,8 +94,10 @@ func (s *Stage) Status() Status {
 	return st
 }
 
-// Paused reports whether fetching is paused at the cap.
-func (s *Stage) Paused() bool { return s.paused.Load() }
+// Paused reports whether reading is paused at a cap: fetching at
+// MaxBuffered records, or a worker waiting for room under
+// MaxBufferedBytes.
+func (s *Stage) Paused() bool { return s.paused.Load() || s.waitingRoom.Load() > 0 }
 
 // Unhealthy reports the partitions whose start (learning where the
 // partition ends) has been failing for longer than limit; nil when there

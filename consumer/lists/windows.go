@@ -5,6 +5,7 @@ import (
 	"sort"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/commit"
@@ -130,6 +131,10 @@ type windows struct {
 	byID     []*window
 	max      int // per-request maximum records
 	buffered int
+	// maxBytes caps bytes() (0: no cap); tableBytes is the memory of
+	// every window's table.
+	maxBytes   int64
+	tableBytes int64
 	// wake is signalled (non-blocking) when a window becomes full or urgent,
 	// or a flight ends.
 	wake chan struct{}
@@ -137,8 +142,47 @@ type windows struct {
 	drained chan struct{}
 }
 
-func newWindows(maxRecords int) *windows {
-	return &windows{max: maxRecords, wake: make(chan struct{}, 1), drained: make(chan struct{})}
+func newWindows(maxRecords int, maxBytes int64) *windows {
+	return &windows{max: maxRecords, maxBytes: maxBytes, wake: make(chan struct{}, 1), drained: make(chan struct{})}
+}
+
+// flightRecordBytes is what a buffered record may take besides its slot:
+// its copy in a flight (the record and its entry).
+const flightRecordBytes = int64(unsafe.Sizeof(ident.Hash{}) + unsafe.Sizeof(entry{}))
+
+// inFlight is the number of records of w's flight (0 without one).
+func (w *window) inFlight() int {
+	if w.flight == nil {
+		return 0
+	}
+	return w.flight.records()
+}
+
+// tableCost is what w's table counts against the byte cap: its array, or
+// the array it would need if its flight's records came back (a failed
+// flight puts them back), whichever is larger.
+func (w *window) tableCost() int64 {
+	return max(w.entries.tableBytes(), w.entries.tableBytesWith(w.inFlight()))
+}
+
+// bytesLocked is the memory the windows hold for their records: every
+// table (see tableCost), and room for each buffered record in a flight.
+func (ws *windows) bytesLocked() int64 {
+	return ws.tableBytes + int64(ws.buffered)*flightRecordBytes
+}
+
+// drainedChan returns the channel closed when buffered records next fall.
+func (ws *windows) drainedChan() <-chan struct{} {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.drained
+}
+
+// bytes is bytesLocked under the lock.
+func (ws *windows) bytes() int64 {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.bytesLocked()
 }
 
 func (ws *windows) signal() {
@@ -156,17 +200,29 @@ func (ws *windows) releaseLocked() {
 
 // add puts changes to list l, read in epoch pk, into its window; now is
 // the arrival time used for the flush interval. The pending counts it moves
-// go to d.
-func (ws *windows) add(l listID, cs []changes.Change, pk commit.Key, now time.Time, d *commit.Deltas) {
+// go to d. It adds nothing and reports false when the changes might take
+// the windows past their byte cap (as new records, each with a flight's
+// worth of room, in the table they might grow), unless the windows hold no
+// record at all: then nothing could free room, and they are taken.
+func (ws *windows) add(l listID, cs []changes.Change, pk commit.Key, now time.Time, d *commit.Deltas) bool {
 	if len(cs) == 0 {
-		return
+		return true
 	}
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	w := ws.lookup(l)
 	if w.mode == modeDrop {
-		return
+		return true
 	}
+	table := w.tableCost()
+	if ws.maxBytes > 0 && ws.buffered > 0 {
+		need := max(w.entries.tableBytes(), w.entries.tableBytesWith(len(cs)+w.inFlight())) - table +
+			int64(len(cs))*flightRecordBytes
+		if ws.bytesLocked()+need > ws.maxBytes {
+			return false
+		}
+	}
+	defer func() { ws.tableBytes += w.tableCost() - table }()
 	added := 0
 	for i := range cs {
 		c := &cs[i]
@@ -200,6 +256,7 @@ func (ws *windows) add(l listID, cs []changes.Change, pk commit.Key, now time.Ti
 		}
 	}
 	d.Add(pk, added)
+	return true
 }
 
 // lookup returns the window of list l, creating it on first use.
@@ -300,15 +357,27 @@ func (ws *windows) kind(w *window) (urgent, full bool) {
 func (ws *windows) take(w *window, reason string, parent context.Context) (*flight, context.Context) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
+	table := w.tableCost()
+	defer func() { ws.tableBytes += w.tableCost() - table }()
 	ctx, cancel := context.WithCancel(parent)
 	f := &flight{w: w, reason: reason, oldest: w.oldest, urgent: w.urgent, cancel: cancel, done: make(chan struct{})}
-	var removes []ident.Hash
-	var rmeta []entry
 	// A flush for a full side sends only the full side(s): the other keeps
 	// filling (fewer, fuller calls).
 	full := reason == FlushFull
 	takeAdds := !full || w.adds >= ws.max
 	takeRemoves := !full || w.removes >= ws.max
+	// Sized exactly: what a flight holds is counted as flightRecordBytes
+	// per record.
+	var na, nr int
+	if takeAdds {
+		na = min(w.adds, ws.max)
+	}
+	if takeRemoves {
+		nr = min(w.removes, ws.max)
+	}
+	f.adds, f.meta = make([]ident.Hash, 0, na), make([]entry, 0, na+nr)
+	removes := make([]ident.Hash, 0, nr)
+	rmeta := make([]entry, 0, nr)
 	// Collect, then delete: deleting moves entries within the set. The
 	// walk starts where the last one stopped, so that what a flight leaves
 	// behind goes in the next.
@@ -324,14 +393,16 @@ func (ws *windows) take(w *window, reason string, parent context.Context) (*flig
 		}
 		return (takeAdds && len(f.adds) < ws.max) || (takeRemoves && len(removes) < ws.max)
 	})
+	// The table keeps its size while the flight is out: if it fails, its
+	// records come back, and the byte cap counted them in it.
 	if len(f.adds)+len(removes) == w.entries.len() {
-		w.entries.reset()
+		w.entries.clearKeep()
 	} else {
 		for _, h := range f.adds {
-			w.entries.del(h)
+			w.entries.delKeep(h)
 		}
 		for _, h := range removes {
-			w.entries.del(h)
+			w.entries.delKeep(h)
 		}
 	}
 	w.count(changes.Add, -len(f.adds))
@@ -356,6 +427,8 @@ func (ws *windows) finish(f *flight, ok func(i int) bool, failed bool, now time.
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	w := f.w
+	table := w.tableCost()
+	defer func() { ws.tableBytes += w.tableCost() - table }()
 	done := 0
 	for i, e := range f.meta {
 		dropped := e.pk.P.Dropped()
@@ -386,6 +459,7 @@ func (ws *windows) finish(f *flight, ok func(i int) bool, failed bool, now time.
 		w.urgent = w.urgent || f.urgent
 	}
 	w.flight = nil
+	w.entries.tidy()
 	if failed {
 		w.fails++
 		w.retryAt = now.Add(backoff(w.fails))
@@ -453,6 +527,8 @@ func (ws *windows) drop(parts map[*commit.Partition]bool) []*flight {
 	var flights []*flight
 	var gone []ident.Hash
 	ws.eachLocked(func(w *window) {
+		table := w.tableCost()
+		defer func() { ws.tableBytes += w.tableCost() - table }()
 		// Collect, then delete: deleting moves entries within the set.
 		gone = gone[:0]
 		w.entries.each(func(h ident.Hash, e entry) bool {
@@ -478,14 +554,15 @@ func (ws *windows) drop(parts map[*commit.Partition]bool) []*flight {
 	return flights
 }
 
-// waitBelow blocks until fewer than limit records are buffered or ctx
-// ends, calling paused once if it has to wait. It reports whether it waited.
+// waitBelow blocks until fewer than limit records are buffered, and the
+// windows are below their byte cap, or ctx ends, calling paused once if it has to wait. It reports whether it waited.
 func (ws *windows) waitBelow(ctx context.Context, limit int, paused func()) (waited bool, err error) {
 	for {
 		ws.mu.Lock()
 		n, ch := ws.buffered, ws.drained
+		full := ws.maxBytes > 0 && ws.buffered > 0 && ws.bytesLocked() >= ws.maxBytes
 		ws.mu.Unlock()
-		if n < limit {
+		if n < limit && !full {
 			return waited, nil
 		}
 		if !waited {
@@ -547,6 +624,8 @@ func (ws *windows) setMode(l listID, m windowMode, d *commit.Deltas) {
 	w.mode = m
 	switch m {
 	case modeDrop:
+		table := w.tableCost()
+		defer func() { ws.tableBytes += w.tableCost() - table }()
 		w.entries.each(func(_ ident.Hash, e entry) bool {
 			d.Add(e.pk, -1)
 			return true

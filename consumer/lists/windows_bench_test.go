@@ -25,7 +25,7 @@ func BenchmarkWindowAdd(b *testing.B) {
 	var d commit.Deltas
 	b.ReportAllocs()
 	for b.Loop() {
-		ws := newWindows(5000)
+		ws := newWindows(5000, 0)
 		pk := tr.Open(pt)
 		for l := range per {
 			for i := range per[l] {
@@ -56,7 +56,7 @@ func BenchmarkWindowTake(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		b.StopTimer()
-		ws := newWindows(5000)
+		ws := newWindows(5000, 0)
 		ws.add(1, cs, tr.Open(pt), now, &d)
 		w := ws.byID[1]
 		b.StartTimer()

@@ -101,6 +101,31 @@ func (w *worker) fence() bool {
 	}
 }
 
+// waitRoom waits, at the windows' byte cap, until room is closed (uploads
+// freed some), a commit interval passes or the worker quits (then it
+// reports false). On the first wait for a record, what was read before it
+// is sealed, so that its commit does not wait for the room.
+func (w *worker) waitRoom(room <-chan struct{}, first bool) bool {
+	s := w.s
+	if first {
+		s.tr.Apply(&w.d)
+		w.d.Reset()
+		w.read.Store(w.next)
+		w.seal()
+	}
+	s.waitingRoom.Add(1)
+	defer s.waitingRoom.Add(-1)
+	t := time.NewTimer(s.cfg.CommitInterval)
+	defer t.Stop()
+	select {
+	case <-w.quit:
+		return false
+	case <-room:
+	case <-t.C:
+	}
+	return true
+}
+
 // seal closes the open epoch at the next offset to read.
 func (w *worker) seal() {
 	if w.next < 0 {
@@ -133,9 +158,8 @@ func (w *worker) process(recs []*kgo.Record) {
 		if w.next < 0 {
 			w.first.Store(r.Offset)
 		}
-		w.next = r.Offset + 1
-		w.leaderEpoch = r.LeaderEpoch
 		if r.Attrs.IsControl() {
+			w.next, w.leaderEpoch = r.Offset+1, r.LeaderEpoch
 			continue
 		}
 		l, err := changes.ParseKey(r.Key)
@@ -152,6 +176,7 @@ func (w *worker) process(recs []*kgo.Record) {
 			})
 		}
 		if err != nil {
+			w.next, w.leaderEpoch = r.Offset+1, r.LeaderEpoch
 			s.m.malformed.Inc()
 			s.log.Error("skipping a malformed record of the changes topic", "partition", r.Partition, "offset", r.Offset, "err", err)
 			continue
@@ -164,7 +189,17 @@ func (w *worker) process(recs []*kgo.Record) {
 				removes++
 			}
 		}
-		s.ws.add(li.id, w.cs, w.open, now, &w.d)
+		for waited := false; ; waited = true {
+			room := s.ws.drainedChan()
+			if s.ws.add(li.id, w.cs, w.open, now, &w.d) {
+				break
+			}
+			if !w.waitRoom(room, !waited) {
+				return
+			}
+			now = s.now()
+		}
+		w.next, w.leaderEpoch = r.Offset+1, r.LeaderEpoch
 	}
 	s.tr.Apply(&w.d)
 	w.d.Reset()

@@ -650,3 +650,34 @@ func TestDeletedListAnswers404(t *testing.T) {
 		t.Errorf("update of another list: %d, want 200", r.status)
 	}
 }
+
+// TestRolesChangedAtRunTime: the admin endpoint changes the user's roles on
+// an ad account, as its owner does in Business Access: without a write
+// role every write answers 403 code 29 and the account shows the new
+// roles; with one back, writes succeed again. An unknown role or account
+// is refused.
+func TestRolesChangedAtRunTime(t *testing.T) {
+	e := setup(t, sandbox.Config{})
+	id := e.createList("l", "EMAIL", hashes(0, 3))
+	perm := "/sandbox/v1/ad_accounts/" + acct + "/permissions"
+	if r := e.do("POST", perm, map[string]any{"permissions": []string{"ANALYST"}}); r.status != http.StatusNoContent {
+		t.Fatalf("set roles: %d %s", r.status, r.body)
+	}
+	if r := e.patch(id, "ADD", hashes(3, 4)); r.status != http.StatusForbidden || !strings.Contains(string(r.body), `"code":29`) {
+		t.Errorf("update without a write role: %d %s, want 403 code 29", r.status, r.body)
+	}
+	if r := e.do("GET", "/v5/ad_accounts/"+acct, nil); !strings.Contains(string(r.body), `"permissions":["ANALYST"]`) {
+		t.Errorf("the account shows %s, want the roles set", r.body)
+	}
+	if r := e.do("POST", perm, map[string]any{"permissions": []string{"AUDIENCE_MANAGER"}}); r.status != http.StatusNoContent {
+		t.Fatalf("set roles: %d %s", r.status, r.body)
+	}
+	if r := e.patch(id, "ADD", hashes(3, 4)); r.status != http.StatusOK {
+		t.Errorf("update with the role back: %d %s, want 200", r.status, r.body)
+	}
+	for _, bad := range []struct{ path, role string }{{perm, "EMPEROR"}, {"/sandbox/v1/ad_accounts/999/permissions", "OWNER"}} {
+		if r := e.do("POST", bad.path, map[string]any{"permissions": []string{bad.role}}); r.status != http.StatusBadRequest {
+			t.Errorf("set roles %s on %s: %d, want 400", bad.role, bad.path, r.status)
+		}
+	}
+}

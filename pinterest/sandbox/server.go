@@ -7,7 +7,8 @@
 // keeps every customer list's member set so that tests can check what a
 // client really uploaded. Faults (5xx, latency, outages, 429 bursts, records
 // refused) can be injected, and an admin API under /sandbox/v1 exposes state
-// and does what only a user can do in Ads Manager (delete a customer list).
+// and does what only a user can do in Ads Manager or Business Access (delete
+// a customer list, change the roles on an ad account).
 //
 // It is stricter than Pinterest where pinsync promises more: every record
 // must be a lowercase hex SHA-256 (a plaintext identifier is rejected and

@@ -119,6 +119,7 @@ type AudienceFilter struct {
 type SyncConfig struct {
 	FlushInterval         Duration       `yaml:"flush_interval"`
 	MaxBufferedRecords    int            `yaml:"max_buffered_records"`
+	MaxBufferedBytes      int64          `yaml:"max_buffered_bytes"`
 	MaxIdentifiersPerType int            `yaml:"max_identifiers_per_type"`
 	ListNameTemplate      string         `yaml:"list_name_template"`
 	Audiences             AudienceFilter `yaml:"audiences"`
@@ -163,7 +164,7 @@ func Default() Config {
 			BreakerFailures: pinterest.DefaultBreakerFailures, BreakerOpenTimeout: Duration(pinterest.DefaultBreakerOpenTimeout),
 		},
 		Sync: SyncConfig{
-			FlushInterval: Duration(sd.FlushInterval), MaxBufferedRecords: sd.MaxBuffered, MaxIdentifiersPerType: sd.MaxIdentifiersPerType,
+			FlushInterval: Duration(sd.FlushInterval), MaxBufferedRecords: sd.MaxBuffered, MaxBufferedBytes: sd.MaxBufferedBytes, MaxIdentifiersPerType: sd.MaxIdentifiersPerType,
 			ListNameTemplate: sd.ListNameTemplate, Audiences: AudienceFilter{Allow: []string{"*"}},
 			EnteredEvent: schemas.DefaultEnteredEvent, ExitedEvent: schemas.DefaultExitedEvent,
 			ShutdownGrace: Duration(sd.ShutdownGrace), RevokeTimeout: Duration(sd.RevokeTimeout), UnhealthyAfter: Duration(sd.UnhealthyAfter),
@@ -445,7 +446,7 @@ func (c Config) Engine() consumer.Config {
 		ChangesTopic: c.Kafka.ChangesTopic, ChangesPartitions: c.Kafka.ChangesPartitions, ControlTopic: c.Kafka.ControlTopic,
 		TransactionTimeout: time.Duration(c.Kafka.TransactionTimeout), CommitInterval: time.Duration(c.Sync.CommitInterval),
 		FlushInterval: time.Duration(c.Sync.FlushInterval), MaxRecords: c.Pinterest.MaxRecords,
-		MaxBuffered: c.Sync.MaxBufferedRecords, MaxIdentifiersPerType: c.Sync.MaxIdentifiersPerType,
+		MaxBuffered: c.Sync.MaxBufferedRecords, MaxBufferedBytes: c.Sync.MaxBufferedBytes, MaxIdentifiersPerType: c.Sync.MaxIdentifiersPerType,
 		ListNameTemplate: c.Sync.ListNameTemplate, Allow: c.Sync.Audiences.Allow, Deny: c.Sync.Audiences.Deny,
 		AdAccount: c.Pinterest.AdAccountID, AudienceAdAccounts: c.Pinterest.AudienceAdAccounts,
 		AllowAudienceSettings: c.Pinterest.AllowAudienceSettings,

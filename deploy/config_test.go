@@ -73,6 +73,7 @@ type pinsyncConfig struct {
 	Sync struct {
 		FlushInterval         string `json:"flush_interval,omitempty"`
 		MaxBufferedRecords    *int   `json:"max_buffered_records,omitempty"`
+		MaxBufferedBytes      *int64 `json:"max_buffered_bytes,omitempty"`
 		MaxIdentifiersPerType *int   `json:"max_identifiers_per_type,omitempty"`
 		ListNameTemplate      string `json:"list_name_template,omitempty"`
 		Audiences             *struct {
@@ -85,6 +86,7 @@ type pinsyncConfig struct {
 		ShutdownGrace        string `json:"shutdown_grace,omitempty"`
 		RevokeTimeout        string `json:"revoke_timeout,omitempty"`
 		AudiencePollInterval string `json:"audience_poll_interval,omitempty"`
+		ParkedRetryInterval  string `json:"parked_retry_interval,omitempty"`
 		MaxFlights           *int   `json:"max_flights,omitempty"`
 		CommitInterval       string `json:"commit_interval,omitempty"`
 	} `json:"sync"`

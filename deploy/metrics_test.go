@@ -17,6 +17,9 @@ var knownMetrics = []string{
 	"pinsync_events_total",
 	"pinsync_changes_total",
 	"pinsync_buffered_records",
+	"pinsync_buffered_bytes",
+	"pinsync_list_parked",
+	"pinsync_list_rebuilds_total",
 	"pinsync_fetch_paused",
 	"pinsync_flushes_total",
 	"pinsync_records_per_request",
@@ -290,7 +293,7 @@ func TestAlertRulesUseKnownMetricsAndDocumentThemselves(t *testing.T) {
 		}
 	}
 	sort.Strings(alerts)
-	want := []string{"PinsyncBreakerOpen", "PinsyncCommitsStalled", "PinsyncConsumerLagGrowing",
+	want := []string{"PinsyncAudienceParked", "PinsyncBreakerOpen", "PinsyncCommitsStalled", "PinsyncConsumerLagGrowing",
 		"PinsyncCredentialsRejected", "PinsyncDeadLetters", "PinsyncRateLimited"}
 	if !slices.Equal(alerts, want) {
 		t.Errorf("alerts = %q, want %q", alerts, want)

@@ -20,13 +20,18 @@ import (
 func main() { os.Exit(run()) }
 
 func run() int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	// The first signal starts a clean shutdown; from then on the signals
 	// have their default effect, so a second one ends the process at once.
+	// The default is restored before the shutdown starts: nothing the
+	// shutdown does can be seen before a second signal would kill.
 	go func() {
-		<-ctx.Done()
-		stop()
+		<-sigs
+		signal.Reset(os.Interrupt, syscall.SIGTERM)
+		cancel()
 	}()
 	return dispatch(ctx, &stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Getenv: os.Getenv}, os.Args[1:])
 }

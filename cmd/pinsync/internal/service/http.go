@@ -137,14 +137,15 @@ th{background:#f4f4f4}
 <h1>pinsync</h1>
 <p id="ready">{{if .Ready}}<span class="ok">ready</span>{{else}}<span class="bad">not ready: {{.NotReadyReason}}</span>{{end}}</p>
 <p id="group">{{if .Joined}}Member of the consumer groups{{else}}<span class="bad">Not a member of both consumer groups</span>{{end}} · input partitions owned: {{len .Partitions}} · lag: {{totalLag .Partitions}} records · list partitions owned: {{len .ListPartitions}} · changes not yet uploaded: {{totalLag .ListPartitions}} records</p>
-<p>Buffered records: {{.Buffered}}{{if .FetchPaused}} (fetching paused){{end}} · uploads in flight: {{.Flights}} · changes written, not yet passed by the list stage: {{.PendingChanges}}
+<p>Buffered records: {{.Buffered}} ({{.BufferedBytes}} bytes){{if .FetchPaused}} (fetching paused){{end}} · uploads in flight: {{.Flights}} · changes written, not yet passed by the list stage: {{.PendingChanges}}
 · write budget: {{perMinute .Budget.WritesPerMinute}} · read budget: {{perMinute .Budget.ReadsPerMinute}}
 {{if not .TokenExpiry.IsZero}} · access token expires {{.TokenExpiry.Format "2006-01-02 15:04:05 MST"}}{{end}}</p>
 {{if .CredentialError}}<p class="bad" id="credentials">{{.CredentialError}}</p>{{end}}
 {{if .LastError}}<p class="bad">last upload error: {{.LastError}}</p>{{end}}
+{{if .Parked}}<p class="bad" id="parked">parked, waiting for a rebuild: {{range $i, $p := .Parked}}{{if $i}}, {{end}}{{$p}}{{end}}</p>{{end}}
 <h2>Lists owned here</h2>
-<table id="lists"><thead><tr><th>audience</th><th>list type</th><th>customer list</th><th>Pinterest audience</th><th>partition</th><th>pending</th><th>last flush</th><th>Pinterest size</th><th>Pinterest status</th></tr></thead><tbody>
-{{range $a := .Audiences}}{{range .Lists}}<tr><td>{{$a.Key}}</td><td>{{.ListType}}</td><td>{{.CustomerListID}}</td><td>{{.AudienceID}}</td><td>{{.Partition}}</td><td>{{.Pending}}</td><td>{{since .LastFlush}}</td><td>{{.PinterestSize}}</td><td>{{.PinterestState}}</td></tr>
+<table id="lists"><thead><tr><th>audience</th><th>list type</th><th>customer list</th><th>Pinterest audience</th><th>partition</th><th>pending</th><th>last flush</th><th>Pinterest size</th><th>Pinterest status</th><th>generation</th><th>parked</th></tr></thead><tbody>
+{{range $a := .Audiences}}{{range .Lists}}<tr><td>{{$a.Key}}</td><td>{{.ListType}}</td><td>{{.CustomerListID}}</td><td>{{.AudienceID}}</td><td>{{.Partition}}</td><td>{{.Pending}}</td><td>{{since .LastFlush}}</td><td>{{.PinterestSize}}</td><td>{{.PinterestState}}</td><td>{{.Generation}}</td><td>{{.Parked}}</td></tr>
 {{end}}{{end}}</tbody></table>
 <h2>Audiences seen here</h2>
 <table id="audiences"><thead><tr><th>audience</th><th>name</th><th>ad account</th><th>synced</th><th>local members</th></tr></thead><tbody>

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/pinsync/pinsync/pinterest/sandbox"
 	"github.com/pinsync/pinsync/schemas/stream"
@@ -20,6 +21,20 @@ func counterSum(t *testing.T, g prometheus.Gatherer, name string) float64 {
 // counterValue sums the series of a counter family whose label has value
 // (every series when label is "").
 func counterValue(t *testing.T, g prometheus.Gatherer, name, label, value string) float64 {
+	t.Helper()
+	return seriesSum(t, g, name, label, value, func(m *dto.Metric) float64 { return m.GetCounter().GetValue() })
+}
+
+// gaugeWith sums the series of a gauge family whose label has value (0
+// when there is none).
+func gaugeWith(t *testing.T, g prometheus.Gatherer, name, label, value string) float64 {
+	t.Helper()
+	return seriesSum(t, g, name, label, value, func(m *dto.Metric) float64 { return m.GetGauge().GetValue() })
+}
+
+// seriesSum sums value(series) over the series of family name whose label
+// has value (every series when label is "").
+func seriesSum(t *testing.T, g prometheus.Gatherer, name, label, value string, get func(*dto.Metric) float64) float64 {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
@@ -36,7 +51,7 @@ func counterValue(t *testing.T, g prometheus.Gatherer, name, label, value string
 				match = match || l.GetName() == label && l.GetValue() == value
 			}
 			if match {
-				sum += m.GetCounter().GetValue()
+				sum += get(m)
 			}
 		}
 	}

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/pinsync/pinsync/consumer"
 	"github.com/pinsync/pinsync/pinterest/sandbox"
 	"github.com/pinsync/pinsync/schemas/stream"
@@ -25,30 +23,6 @@ func rebuildStream(t *testing.T) (first, all []stream.Record, wantFirst, wantAll
 	wantFirst, _ = oracle(t, first)
 	wantAll, _ = oracle(t, recs)
 	return first, recs, wantFirst, wantAll
-}
-
-// gaugeWith reads the gauge series of a family whose label has value (0
-// when there is none).
-func gaugeWith(t *testing.T, g prometheus.Gatherer, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					sum += m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	return sum
 }
 
 // listStatus returns the status of one list, on the engine that owns it.

@@ -2,7 +2,6 @@ package pinterest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -53,13 +52,11 @@ func (c *Client) CreateAudience(ctx context.Context, adAccountID, name, customer
 		AudienceType string       `json:"audience_type"`
 		Rule         AudienceRule `json:"rule"`
 	}{adAccountID, name, "CUSTOMER_LIST", AudienceRule{CustomerListID: customerListID}}
-	b := c.newBody()
-	defer b.release()
-	enc, err := json.Marshal(req)
+	b, err := c.jsonBody(req)
 	if err != nil {
 		return Audience{}, err
 	}
-	*b.buf = append(*b.buf, enc...)
+	defer b.release()
 	var a Audience
 	err = c.do(ctx, request{
 		method: http.MethodPost, path: audiencesPath(adAccountID), body: b, adAccount: adAccountID,
@@ -115,13 +112,11 @@ func (c *Client) RepointAudience(ctx context.Context, adAccountID, audienceID, c
 		Rule          AudienceRule `json:"rule"`
 		OperationType string       `json:"operation_type"`
 	}{adAccountID, AudienceRule{CustomerListID: customerListID}, "UPDATE"}
-	b := c.newBody()
-	defer b.release()
-	enc, err := json.Marshal(req)
+	b, err := c.jsonBody(req)
 	if err != nil {
 		return Audience{}, err
 	}
-	*b.buf = append(*b.buf, enc...)
+	defer b.release()
 	var a Audience
 	err = c.do(ctx, request{
 		method: http.MethodPatch, path: audiencesPath(adAccountID) + "/" + url.PathEscape(audienceID),

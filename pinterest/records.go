@@ -3,6 +3,7 @@ package pinterest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"slices"
@@ -61,6 +62,17 @@ func (c *Client) newBody() *body {
 	b := &body{buf: bp, pool: &c.bufs}
 	b.refs.Store(1)
 	return b
+}
+
+// jsonBody is a request body holding v in JSON.
+func (c *Client) jsonBody(v any) (*body, error) {
+	enc, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	b := c.newBody()
+	*b.buf = append(*b.buf, enc...)
+	return b, nil
 }
 
 // release drops the caller's reference.

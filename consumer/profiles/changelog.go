@@ -181,16 +181,7 @@ type restored struct {
 // every earlier writer of the partition, so the end does not move.
 func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey, state *profiles, c codec, skip func(offset int64)) (restored, error) {
 	res := restored{next: -1, leaderEpoch: -1}
-	rcl, err := kgo.NewClient(append(append([]kgo.Opt{}, kopts...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{
-			changelog: {key.partition: kgo.NewOffset().AtStart()},
-		}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// Transaction markers count as records, so that reading reaches
-		// the end even when the log ends with one.
-		kgo.KeepControlRecords(),
-		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(32<<20),
-	)...)
+	rcl, err := changelogReader(kopts)
 	if err != nil {
 		return res, err
 	}
@@ -218,69 +209,111 @@ func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey
 	prefix, legacy, pk := key.topic+"\x02", legacyPrefix(key.topic), positionKey(key.topic)
 	audPrefix := audienceKey(key.topic, "")
 	seen := false
-	for next := start.Offset; next < end.Offset; {
-		fs := rcl.PollFetches(ctx)
+	err = readTo(ctx, rcl, changelog, map[int32]int64{key.partition: start.Offset}, map[int32]int64{key.partition: end.Offset}, func(r *kgo.Record) {
+		k := string(r.Key)
+		if k == pk || strings.HasPrefix(k, prefix) || strings.HasPrefix(k, legacy) {
+			seen = true
+		}
+		if strings.HasPrefix(k, audPrefix) {
+			seen = true
+			name, override, err := parseAudienceValue(r.Value)
+			if err != nil {
+				skip(r.Offset)
+				return
+			}
+			res.audiences = append(res.audiences, c.auds.restoreMeta(k[len(audPrefix):], name, override).id)
+			return
+		}
+		if k == pk {
+			if len(r.Value) == 12 {
+				res.next = int64(binary.BigEndian.Uint64(r.Value))
+				res.leaderEpoch = int32(binary.BigEndian.Uint32(r.Value[8:]))
+			}
+			return
+		}
+		var pkey string
+		switch {
+		case strings.HasPrefix(k, prefix) && len(k) == len(prefix)+profileKeyLen:
+			pkey = k[len(prefix):]
+		case strings.HasPrefix(k, legacy):
+			// Rewritten under its digest, and deleted, by the
+			// first transaction.
+			pkey = state.keyOf(k[len(legacy):])
+			res.legacy = append(res.legacy, k)
+		case strings.HasPrefix(k, prefix):
+			skip(r.Offset)
+			return
+		default:
+			return
+		}
+		if restoreRecord(state, c, pkey, r.Value) {
+			res.profiles++
+			if strings.HasPrefix(k, legacy) {
+				state.touch(pkey)
+			}
+		} else if r.Value != nil {
+			skip(r.Offset)
+		}
+	})
+	if err != nil {
+		return res, err
+	}
+	res.empty = !seen
+	return res, nil
+}
+
+// changelogReader returns a client that reads committed records of the
+// changelog, transaction markers included: reading then reaches the end
+// even when the log ends with one.
+func changelogReader(kopts []kgo.Opt) (*kgo.Client, error) {
+	return kgo.NewClient(append(append([]kgo.Opt{}, kopts...),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(32<<20),
+	)...)
+}
+
+// readTo reads partitions of topic with cl (a changelogReader), each from
+// its offset in starts up to its offset in ends, and calls f with every
+// record before the end that is not a transaction marker, in offset order
+// within a partition.
+func readTo(ctx context.Context, cl *kgo.Client, topic string, starts, ends map[int32]int64, f func(*kgo.Record)) error {
+	from := map[int32]kgo.Offset{}
+	for p, end := range ends {
+		if starts[p] < end {
+			from[p] = kgo.NewOffset().At(starts[p])
+		}
+	}
+	if len(from) == 0 {
+		return nil
+	}
+	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: from})
+	done := make(map[int32]bool, len(from))
+	for len(done) < len(from) {
+		fs := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
-			return res, err
+			return err
 		}
 		var ferr error
 		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
 		if ferr != nil {
-			return res, fmt.Errorf("changelog fetch: %w", ferr)
+			return fmt.Errorf("changelog fetch: %w", ferr)
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			next = r.Offset + 1
-			if r.Attrs.IsControl() {
+			end := ends[r.Partition]
+			if done[r.Partition] || r.Offset >= end {
+				done[r.Partition] = true
 				return
 			}
-			k := string(r.Key)
-			if k == pk || strings.HasPrefix(k, prefix) || strings.HasPrefix(k, legacy) {
-				seen = true
+			if r.Offset+1 >= end {
+				done[r.Partition] = true
 			}
-			if strings.HasPrefix(k, audPrefix) {
-				seen = true
-				name, override, err := parseAudienceValue(r.Value)
-				if err != nil {
-					skip(r.Offset)
-					return
-				}
-				res.audiences = append(res.audiences, c.auds.restoreMeta(k[len(audPrefix):], name, override).id)
-				return
-			}
-			if k == pk {
-				if len(r.Value) == 12 {
-					res.next = int64(binary.BigEndian.Uint64(r.Value))
-					res.leaderEpoch = int32(binary.BigEndian.Uint32(r.Value[8:]))
-				}
-				return
-			}
-			var pkey string
-			switch {
-			case strings.HasPrefix(k, prefix) && len(k) == len(prefix)+profileKeyLen:
-				pkey = k[len(prefix):]
-			case strings.HasPrefix(k, legacy):
-				// Rewritten under its digest, and deleted, by the
-				// first transaction.
-				pkey = state.keyOf(k[len(legacy):])
-				res.legacy = append(res.legacy, k)
-			case strings.HasPrefix(k, prefix):
-				skip(r.Offset)
-				return
-			default:
-				return
-			}
-			if restoreRecord(state, c, pkey, r.Value) {
-				res.profiles++
-				if strings.HasPrefix(k, legacy) {
-					state.touch(pkey)
-				}
-			} else if r.Value != nil {
-				skip(r.Offset)
+			if !r.Attrs.IsControl() {
+				f(r)
 			}
 		})
 	}
-	res.empty = !seen
-	return res, nil
+	return nil
 }
 
 // restoreRecord installs one changelog record of the profile of key (a nil

@@ -30,11 +30,7 @@ import (
 // It holds one entry per member of the audience, and the result: about
 // 60 bytes per member.
 func Members(ctx context.Context, kopts []kgo.Opt, changelog, audience string, typ ident.Type) ([]ident.Hash, error) {
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, kopts...),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(),
-		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(32<<20),
-	)...)
+	cl, err := changelogReader(kopts)
 	if err != nil {
 		return nil, err
 	}
@@ -48,49 +44,25 @@ func Members(ctx context.Context, kopts []kgo.Opt, changelog, audience string, t
 	if err != nil {
 		return nil, fmt.Errorf("changelog start offsets: %w", err)
 	}
-	from := map[int32]kgo.Offset{}
-	left := 0
-	for p, end := range ends {
-		if st, ok := starts.Lookup(changelog, p); ok && st.Err == nil && st.Offset < end {
-			from[p] = kgo.NewOffset().At(st.Offset)
-			left++
+	from := map[int32]int64{}
+	for p := range ends {
+		if st, ok := starts.Lookup(changelog, p); ok && st.Err == nil {
+			from[p] = st.Offset
 		}
 	}
 	members := map[string][]ident.Hash{}
-	if left > 0 {
-		cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{changelog: from})
-	}
-	done := map[int32]bool{}
-	for left > 0 {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, err
+	err = readTo(ctx, cl, changelog, from, ends, func(r *kgo.Record) {
+		if !isProfileKey(r.Key) {
+			return
 		}
-		var ferr error
-		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
-		if ferr != nil {
-			return nil, fmt.Errorf("changelog fetch: %w", ferr)
+		if hs, in := memberHashes(r.Value, audience, typ); in {
+			members[string(r.Key)] = hs
+		} else {
+			delete(members, string(r.Key))
 		}
-		fs.EachRecord(func(r *kgo.Record) {
-			if done[r.Partition] {
-				return
-			}
-			if r.Offset+1 >= ends[r.Partition] {
-				done[r.Partition] = true
-				left--
-			}
-			if r.Offset >= ends[r.Partition] || r.Attrs.IsControl() {
-				return
-			}
-			if !isProfileKey(r.Key) {
-				return
-			}
-			if hs, in := memberHashes(r.Value, audience, typ); in {
-				members[string(r.Key)] = hs
-			} else {
-				delete(members, string(r.Key))
-			}
-		})
+	})
+	if err != nil {
+		return nil, err
 	}
 	var out []ident.Hash
 	for _, hs := range members {

@@ -1,6 +1,8 @@
 package consumer_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -8,6 +10,7 @@ import (
 
 	"github.com/pinsync/pinsync/consumer"
 	"github.com/pinsync/pinsync/pinterest/sandbox"
+	"github.com/pinsync/pinsync/schemas/ident"
 	"github.com/pinsync/pinsync/schemas/stream"
 )
 
@@ -195,5 +198,88 @@ func TestLostRoleParksOnlyThatAccount(t *testing.T) {
 	}
 	if n := counterSum(t, m.reg, "pinsync_dead_letters_total"); n != 0 {
 		t.Errorf("%v records dead-lettered", n)
+	}
+}
+
+// TestEmptiedListIsRecreatedForItsNextMember: a list is deleted at
+// Pinterest while its every member leaves the audience. The removals are
+// answered 404; the rebuild finds no member, so there is no list to make
+// (Pinterest needs a record to create one), and the audience keeps
+// following the deleted one until the next member enters: then a list
+// named with the generation suffix is created for it and the same
+// audience is repointed to it.
+func TestEmptiedListIsRecreatedForItsNextMember(t *testing.T) {
+	r := newRig(t, 2, sandbox.Config{})
+	event := func(profile, name string) stream.Record {
+		b, err := json.Marshal(map[string]any{
+			"type": "track", "event": name, "userId": profile,
+			"properties": map[string]any{"audience_key": "vip"},
+			"context":    map[string]any{"traits": map[string]any{"email": profile + "@example.com"}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stream.Record{Key: []byte(profile), Value: b}
+	}
+	var entered, exited []stream.Record
+	for i := range 5 {
+		p := fmt.Sprintf("vip-%d", i)
+		entered = append(entered, event(p, "Audience Entered"))
+		exited = append(exited, event(p, "Audience Exited"))
+	}
+	cfg := engineConfig()
+	r.produce(entered)
+	m := r.start(cfg)
+	name := listName("vip", ident.Email)
+	var oldID, audienceID string
+	waitFor(t, 30*time.Second, "the list holds the five members, an audience following it", func() bool {
+		st := r.sb.State()
+		for _, l := range st.CustomerLists {
+			if l.Name == name && len(l.Records) == 5 {
+				oldID = l.ID
+			}
+		}
+		for _, a := range st.Audiences {
+			if oldID != "" && a.CustomerListID == oldID {
+				audienceID = a.ID
+			}
+		}
+		return audienceID != ""
+	})
+	if !r.sb.DeleteCustomerList(oldID) {
+		t.Fatal("the list could not be deleted")
+	}
+	r.produce(exited)
+	waitFor(t, 30*time.Second, "the rebuild that finds no member", func() bool {
+		return counterValue(t, m.reg, "pinsync_list_rebuilds_total", "outcome", "ok") == 1
+	})
+	if n := len(r.sb.State().CustomerLists); n != 0 {
+		t.Fatalf("%d lists exist after a rebuild with no member", n)
+	}
+	newcomer := event("vip-new", "Audience Entered")
+	r.produce([]stream.Record{newcomer})
+	want, err := ident.OfString(ident.Email, "vip-new@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "a new list for the newcomer, followed by the audience", func() bool {
+		st := r.sb.State()
+		for _, l := range st.CustomerLists {
+			if l.Name != name+" #1" || len(l.Records) != 1 || l.Records[0] != want.String() {
+				continue
+			}
+			for _, a := range st.Audiences {
+				if a.ID == audienceID && a.CustomerListID == l.ID {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	waitFor(t, 30*time.Second, "every record committed", func() bool {
+		return r.committed(cfg.Group) == int64(len(entered)+len(exited)+1)
+	})
+	if n := len(r.sb.State().Audiences); n != 1 {
+		t.Errorf("%d audiences, want the one repointed", n)
 	}
 }

@@ -53,6 +53,13 @@ const (
 	RebuildRequested = "requested"
 )
 
+// valid reports whether e may be recorded: it names a customer list, or
+// it has none because the list waits for a rebuild, or a rebuild found no
+// member to create one with (the next add creates it).
+func (e ListEntry) valid() bool {
+	return e.CustomerListID != "" || e.Rebuild != "" || e.Generation > 0
+}
+
 func (e ListEntry) equal(o ListEntry) bool {
 	return e.CustomerListID == o.CustomerListID && e.AudienceID == o.AudienceID && e.Name == o.Name &&
 		e.Generation == o.Generation && e.Rebuild == o.Rebuild && slices.Equal(e.Retired, o.Retired)
@@ -98,7 +105,7 @@ func (t *Topic) applyRegistry(r Record) {
 		return
 	}
 	var e ListEntry
-	if err := json.Unmarshal(r.Value, &e); err != nil || (e.CustomerListID == "" && e.Rebuild == "") {
+	if err := json.Unmarshal(r.Value, &e); err != nil || !e.valid() {
 		t.logger.Warn("skipping a malformed list registry record", "offset", r.Offset)
 		return
 	}
@@ -138,7 +145,7 @@ func (r *Registry) get(k ListKey) (ListEntry, bool) {
 // Record writes the entry of k and returns once it is durable and
 // applied.
 func (r *Registry) Record(ctx context.Context, k ListKey, e ListEntry) error {
-	if e.CustomerListID == "" && e.Rebuild == "" {
+	if !e.valid() {
 		return fmt.Errorf("control: registry entry of %s has no customer list id", k.record())
 	}
 	if cur, ok := r.get(k); ok && cur.equal(e) {

@@ -133,10 +133,10 @@ func (s *Stage) pendRebuild(li *listInfo, reason string, e control.ListEntry) {
 		}
 	}
 	li.mu.Unlock()
-	var d commit.Deltas
-	s.ws.setMode(li.id, modeDrop, &d)
-	s.tr.Apply(&d)
 	if fresh {
+		var d commit.Deltas
+		s.ws.setMode(li.id, modeDrop, &d)
+		s.tr.Apply(&d)
 		s.m.parked.WithLabelValues(li.key.Audience, li.key.Type.String(), reason).Set(1)
 		s.log.Warn("list parked: its changes are dropped until it is rebuilt from the profile state",
 			"audience", li.key.Audience, "list_type", li.key.Type.String(), "ad_account", li.adAccount(), "reason", reason)
@@ -210,7 +210,9 @@ func (s *Stage) dueRebuild() *listInfo {
 	return nil
 }
 
-// runRebuild runs one attempt to rebuild li and records its outcome.
+// runRebuild runs one attempt to rebuild li and records its outcome. The
+// attempt counts as running until its outcome is recorded: stopRebuilds
+// returns after that.
 func (s *Stage) runRebuild(li *listInfo) {
 	ctx, cancel := context.WithCancel(s.uploadCtx)
 	defer cancel()
@@ -220,8 +222,19 @@ func (s *Stage) runRebuild(li *listInfo) {
 	start := s.now()
 	n, e, err := s.rebuild(ctx, li)
 	now := s.now()
+	typ := li.key.Type.String()
+	if err != nil {
+		// What was kept aside goes: the mark stays, the next attempt
+		// reads the state again.
+		var d commit.Deltas
+		s.ws.setMode(li.id, modeDrop, &d)
+		s.tr.Apply(&d)
+		s.m.rebuilds.WithLabelValues("error").Inc()
+	} else {
+		s.m.rebuilds.WithLabelValues("ok").Inc()
+		s.m.parked.DeletePartialMatch(map[string]string{"audience": li.key.Audience, "list_type": typ})
+	}
 	li.mu.Lock()
-	li.rb.running, li.rb.cancel = false, nil
 	if err == nil {
 		li.rb = rebuildState{generation: e.Generation, retired: e.Retired}
 	} else {
@@ -238,20 +251,19 @@ func (s *Stage) runRebuild(li *listInfo) {
 	}
 	reason := li.rb.reason
 	li.mu.Unlock()
-	typ := li.key.Type.String()
 	if err != nil {
-		var d commit.Deltas
-		s.ws.setMode(li.id, modeDrop, &d)
-		s.tr.Apply(&d)
-		s.m.rebuilds.WithLabelValues("error").Inc()
+		// The reason may have become permission.
+		s.m.parked.DeletePartialMatch(map[string]string{"audience": li.key.Audience, "list_type": typ})
+		s.m.parked.WithLabelValues(li.key.Audience, typ, reason).Set(1)
+		li.mu.Lock()
+		li.rb.running, li.rb.cancel = false, nil
+		li.mu.Unlock()
 		if ctx.Err() == nil {
 			s.log.Warn("list rebuild failed; it is tried again", "audience", li.key.Audience, "list_type", typ,
 				"reason", reason, "err", err)
 		}
 		return
 	}
-	s.m.rebuilds.WithLabelValues("ok").Inc()
-	s.m.parked.DeletePartialMatch(map[string]string{"audience": li.key.Audience, "list_type": typ})
 	s.log.Info("list rebuilt from the profile state", "audience", li.key.Audience, "list_type", typ,
 		"customer_list", e.CustomerListID, "audience_id", e.AudienceID, "generation", e.Generation,
 		"retired", e.Retired, "records", n, "took", now.Sub(start).Round(time.Millisecond))

@@ -338,7 +338,7 @@ func (f *fleet) committedRecords(topic string) []*kgo.Record {
 
 // readTopic reads topic to its end, committed records only when
 // committed, every record otherwise; control records are left out.
-func readTopic(t *testing.T, brokers []string, topic string, committed bool) []*kgo.Record {
+func readTopic(t testing.TB, brokers []string, topic string, committed bool) []*kgo.Record {
 	t.Helper()
 	adm, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {

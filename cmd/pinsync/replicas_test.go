@@ -79,7 +79,7 @@ func TestMain(m *testing.M) {
 
 // fleet is kfake, the sandbox and a set of pinsync processes.
 type fleet struct {
-	t          *testing.T
+	t          testing.TB
 	bin, dir   string
 	brokers    []string
 	partitions int
@@ -115,14 +115,14 @@ type replica struct {
 	done chan struct{} // closed when the process has exited
 }
 
-func newFleet(t *testing.T, partitions int) *fleet {
+func newFleet(t testing.TB, partitions int) *fleet {
 	t.Helper()
 	return newFleetWith(t, partitions, sandbox.Config{WritesPerMinute: sandbox.Unlimited, ReadsPerMinute: sandbox.Unlimited}, fastSettings)
 }
 
 // newFleetWith is newFleet with a sandbox configuration (its budgets) and
 // the replicas' settings.
-func newFleetWith(t *testing.T, partitions int, sbCfg sandbox.Config, settings fleetSettings) *fleet {
+func newFleetWith(t testing.TB, partitions int, sbCfg sandbox.Config, settings fleetSettings) *fleet {
 	t.Helper()
 	bin, err := binary()
 	if err != nil {
@@ -407,7 +407,7 @@ var generationSuffix = regexp.MustCompile(` #[0-9]+$`)
 // generation suffix (a rebuilt list is named " #1"): of the lists of one
 // name, the one an audience follows, the others being retired. Two lists of
 // one name that no audience tells apart fail the test.
-func currentLists(t *testing.T, st sandbox.State) map[string]sandbox.ListState {
+func currentLists(t testing.TB, st sandbox.State) map[string]sandbox.ListState {
 	t.Helper()
 	followed := map[string]bool{}
 	for _, a := range st.Audiences {
@@ -430,7 +430,7 @@ func currentLists(t *testing.T, st sandbox.State) map[string]sandbox.ListState {
 	return out
 }
 
-func expected(t *testing.T, recs []stream.Record) (map[stream.ListKey]stream.Set, *stream.Oracle) {
+func expected(t testing.TB, recs []stream.Record) (map[stream.ListKey]stream.Set, *stream.Oracle) {
 	t.Helper()
 	dec, err := schemas.NewDecoder(schemas.DecoderConfig{})
 	if err != nil {
@@ -509,7 +509,7 @@ func envInt(name string, def int) int {
 	return def
 }
 
-func generate(t *testing.T, cfg stream.Config) []stream.Record {
+func generate(t testing.TB, cfg stream.Config) []stream.Record {
 	t.Helper()
 	recs, _, err := stream.Collect(cfg)
 	if err != nil {

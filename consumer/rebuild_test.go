@@ -51,6 +51,8 @@ func TestDeletedListIsRebuiltFromState(t *testing.T) {
 	r := newRig(t, 2, sandbox.Config{})
 	first, all, wantFirst, wantAll := rebuildStream(t)
 	cfg := engineConfig()
+	// Lists bigger than a request: the rebuilt one is made in several.
+	cfg.MaxRecords = 50
 	r.produce(first)
 	m := r.start(cfg)
 	r.converge(wantFirst, 30*time.Second)
@@ -97,6 +99,9 @@ func TestDeletedListIsRebuiltFromState(t *testing.T) {
 	}
 	if rebuilt == nil {
 		t.Fatalf("no list named %q", listName(victim.Audience, victim.Type)+" #1")
+	}
+	if len(rebuilt.Calls) < 2 {
+		t.Errorf("the rebuilt list of %d records took %d requests; want several of at most 50", len(rebuilt.Records), len(rebuilt.Calls))
 	}
 	for _, a := range st.Audiences {
 		if a.ID == audienceID && a.CustomerListID != rebuilt.ID {

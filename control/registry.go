@@ -26,8 +26,9 @@ type ListEntry struct {
 	AudienceID string `json:"audience_id,omitempty"`
 	// Name is the list's (and its audience's) name at Pinterest.
 	Name string `json:"name"`
-	// Generation counts the list's rebuilds: 0 for the list first
-	// created, g for the list the g-th rebuild made.
+	// Generation counts the lists rebuilds made: 0 for the list first
+	// created; a rebuild's list is named with its generation (" #2"). An
+	// attempt that made a list and failed counts too, its list retired.
 	Generation int `json:"generation,omitempty"`
 	// Rebuild, when set, says the list no longer holds exactly its
 	// audience, and why (RebuildNotFound, RebuildPermission,

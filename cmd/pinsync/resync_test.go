@@ -6,11 +6,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pinsync/pinsync/control"
+	"github.com/pinsync/pinsync/pinterest/sandbox"
 	"github.com/pinsync/pinsync/schemas/stream"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestResyncRebuildsTheAudiencesListsExactly: with two replicas running,
@@ -88,5 +92,91 @@ func TestResyncRebuildsTheAudiencesListsExactly(t *testing.T) {
 		if followedOld[id] {
 			t.Errorf("an audience still follows the old list %q", name)
 		}
+	}
+}
+
+// TestRebuildSurvivesKill9OfItsOwner: a list is deleted at Pinterest and
+// its owner dies (kill -9) in the middle of rebuilding it: the new list is
+// made and recorded as retired, but the audience is not yet repointed
+// (Pinterest answers slowly). The replica that takes over finds the mark in
+// the registry and rebuilds the list again: exact, named with the next
+// generation, followed by the audience, and both the deleted list and the
+// half-made one are reported retired.
+func TestRebuildSurvivesKill9OfItsOwner(t *testing.T) {
+	f := newFleet(t, 2)
+	f.start(0)
+	recs := generate(t, stream.Config{Profiles: 600, Audiences: 3, Events: 6000, Seed: 23, MalformedFraction: stream.None})
+	first := recs[:len(recs)/2]
+	f.produce(first)
+	f.waitLagZero(60 * time.Second)
+	wantFirst, _ := expected(t, first)
+	wantAll, _ := expected(t, recs)
+	f.exact(wantFirst)
+
+	var victim stream.ListKey
+	for k, s := range wantFirst {
+		if len(s) > len(wantFirst[victim]) && len(wantAll[k]) != len(s) {
+			victim = k
+		}
+	}
+	if victim.Audience == "" {
+		t.Fatal("no list changes in the second half")
+	}
+	name := "pinsync " + victim.Audience + " " + victim.Type.String()
+	var oldID string
+	for _, l := range f.sb.State().CustomerLists {
+		if l.Name == name {
+			oldID = l.ID
+		}
+	}
+	if oldID == "" || !f.sb.DeleteCustomerList(oldID) {
+		t.Fatalf("no list %q to delete", name)
+	}
+	if err := f.sb.SetFaults(sandbox.Faults{Latency: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	ct, err := control.Open(t.Context(), control.Config{Kafka: []kgo.Opt{kgo.SeedBrokers(f.brokers...)}, Topic: replicaGroup + ".control"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.Close()
+	key := control.ListKey{AdAccount: sandbox.DefaultAdAccountID, Audience: victim.Audience, Type: victim.Type}
+	f.produce(recs[len(first):])
+	waitFor(t, 90*time.Second, "a rebuild's list made and recorded as retired", func() bool {
+		e := ct.Registry().Entries()[key]
+		return e.Rebuild != "" && len(e.Retired) == 1 && e.Generation == 1
+	})
+	half := ct.Registry().Entries()[key].Retired[0]
+	f.kill9(0)
+	if err := f.sb.SetFaults(sandbox.Faults{}); err != nil {
+		t.Fatal(err)
+	}
+	f.start(0)
+	waitFor(t, 90*time.Second, "the rebuild done by the replica that took over", func() bool {
+		e := ct.Registry().Entries()[key]
+		return e.Rebuild == "" && e.Generation > 1
+	})
+	f.waitLagZero(90 * time.Second)
+	f.exact(wantAll)
+
+	e := ct.Registry().Entries()[key]
+	if e.Rebuild != "" || e.Generation != 2 || !slices.Equal(e.Retired, []string{half, oldID}) {
+		t.Errorf("registry entry %+v; want no mark, generation 2, retired [%s %s]", e, half, oldID)
+	}
+	st := f.sb.State()
+	for _, l := range st.CustomerLists {
+		if l.ID == e.CustomerListID && l.Name != name+" #2" {
+			t.Errorf("the rebuilt list is named %q, want %q", l.Name, name+" #2")
+		}
+	}
+	followed := false
+	for _, a := range st.Audiences {
+		followed = followed || a.CustomerListID == e.CustomerListID
+		if a.CustomerListID == half {
+			t.Errorf("audience %s follows the half-made list", a.ID)
+		}
+	}
+	if !followed {
+		t.Error("no audience follows the rebuilt list")
 	}
 }

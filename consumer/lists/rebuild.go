@@ -304,20 +304,30 @@ func (s *Stage) rebuild(ctx context.Context, li *listInfo) (int, control.ListEnt
 	}
 	ctx = pinterest.WithWriteGuard(ctx, func(ctx context.Context) error { return s.owns(ctx, li.partition) })
 	if len(hashes) > 0 {
-		cl, err := s.pin.CreateCustomerList(ctx, acct, e.Name, li.key.Type, hashes)
+		// The list is made with one request's worth, and recorded as
+		// retired (the mark stays) before it is filled: if this attempt
+		// fails, or its owner dies, the next attempt leaves it and makes
+		// another. Success records it as the list.
+		first := hashes[:min(len(hashes), s.cfg.MaxRecords)]
+		cl, err := s.pin.CreateCustomerList(ctx, acct, e.Name, li.key.Type, first)
+		if cl.ID == "" {
+			return 0, control.ListEntry{}, err
+		}
+		cur.Retired = append(slices.Clone(cur.Retired), cl.ID)
+		cur.Generation = e.Generation // the next attempt's name is its own
+		if rerr := s.deps.Registry.Record(ctx, k, cur); rerr != nil {
+			return 0, control.ListEntry{}, fmt.Errorf("list registry: %w", rerr)
+		}
 		if err != nil {
-			if cl.ID != "" { // made but not filled: retired, the mark stays
-				cur.Retired = append(slices.Clone(cur.Retired), cl.ID)
-				_ = s.deps.Registry.Record(ctx, k, cur)
-			}
+			return 0, control.ListEntry{}, err
+		}
+		s.m.uploads.WithLabelValues("create", "ok").Inc()
+		if err := s.pin.UpdateCustomerList(ctx, acct, cl.ID, pinterest.Add, hashes[len(first):]); err != nil {
 			return 0, control.ListEntry{}, err
 		}
 		e.CustomerListID = cl.ID
-		s.m.uploads.WithLabelValues("create", "ok").Inc()
 		au, err := s.res.followList(ctx, acct, e.Name, e.AudienceID, cl.ID)
 		if err != nil {
-			cur.Retired = append(slices.Clone(cur.Retired), cl.ID)
-			_ = s.deps.Registry.Record(ctx, k, cur)
 			return 0, control.ListEntry{}, err
 		}
 		e.AudienceID = au.ID

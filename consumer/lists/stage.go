@@ -817,7 +817,13 @@ func (s *Stage) owns(ctx context.Context, p int32) error {
 	}
 	eo, ok := w.probeOffset()
 	if !ok {
-		return fmt.Errorf("%w %d: nothing read yet", ErrNotOwner, p)
+		// Nothing read nor committed here yet (a rebuild on a partition
+		// without new changes): what the group had committed when this
+		// member joined.
+		eo, ok = s.cl.CommittedOffsets()[s.cfg.Topic][p]
+	}
+	if !ok || eo.Offset < 0 {
+		return fmt.Errorf("%w %d: nothing read or committed yet", ErrNotOwner, p)
 	}
 	err := commit.Owns(ctx, s.cl, s.cfg.Topic, p, eo)
 	if commit.Expired(err) {

@@ -116,21 +116,23 @@ func (s *Stage) markRebuild(ctx context.Context, li *listInfo, reason string) er
 	if err := s.deps.Registry.Record(ctx, k, e); err != nil {
 		return fmt.Errorf("list registry: %w", err)
 	}
-	s.pendRebuild(li, reason, e)
+	// Pinterest has just refused the role: no use asking again at once.
+	var wait time.Duration
+	if reason == control.RebuildPermission {
+		wait = s.cfg.ParkedRetry
+	}
+	s.pendRebuild(li, reason, e, wait)
 	return nil
 }
 
 // pendRebuild records in memory that li waits for a rebuild (the registry
-// says so already) and drops its changes.
-func (s *Stage) pendRebuild(li *listInfo, reason string, e control.ListEntry) {
+// says so already), the first attempt after wait, and drops its changes.
+func (s *Stage) pendRebuild(li *listInfo, reason string, e control.ListEntry, wait time.Duration) {
 	now := s.now()
 	li.mu.Lock()
 	fresh := li.rb.reason == ""
 	if fresh {
-		li.rb = rebuildState{reason: reason, since: now, at: now, generation: e.Generation, retired: e.Retired}
-		if reason == control.RebuildPermission {
-			li.rb.at = now.Add(s.cfg.ParkedRetry)
-		}
+		li.rb = rebuildState{reason: reason, since: now, at: now.Add(wait), generation: e.Generation, retired: e.Retired}
 	}
 	li.mu.Unlock()
 	if fresh {
@@ -182,7 +184,9 @@ func (s *Stage) adoptRebuilds() {
 		if li.adAccount() != k.AdAccount {
 			continue // a list of the audience in another account: not this one's
 		}
-		s.pendRebuild(li, e.Rebuild, e)
+		// Marked before this member took the list (a restart, a fixed
+		// configuration): tried at once.
+		s.pendRebuild(li, e.Rebuild, e, 0)
 	}
 }
 

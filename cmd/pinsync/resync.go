@@ -56,9 +56,14 @@ spends the write budget like any upload.`)
 		fmt.Fprintf(io.Err, "pinsync resync: invalid configuration:\n%s\n", indent(err.Error()))
 		return 2
 	}
-	topic := cfg.Engine().WithDefaults().ControlTopic
-	if topic == "-" {
+	ec := cfg.Engine().WithDefaults()
+	topic := ec.ControlTopic
+	switch {
+	case topic == "-":
 		fmt.Fprintln(io.Err, "pinsync resync: kafka.control_topic is \"-\": without the list registry no list can be rebuilt")
+		return 2
+	case ec.ChangelogTopic == "-":
+		fmt.Fprintln(io.Err, "pinsync resync: kafka.changelog_topic is \"-\": without the profile state's changelog no list can be rebuilt")
 		return 2
 	}
 	kopts, err := service.KafkaOptions(cfg.Kafka, slog.New(slog.DiscardHandler))

@@ -148,6 +148,10 @@ func (s *Stage) pendRebuild(li *listInfo, reason string, e control.ListEntry, wa
 // rebuildTick is how often the stage looks for lists to rebuild.
 const rebuildTick = time.Second
 
+// rebuildTimeout bounds one attempt: reading the changelog, and making
+// and filling the list within the write budget.
+const rebuildTimeout = 15 * time.Minute
+
 // rebuildLoop starts the rebuilds that are due, one at a time: each reads
 // the whole changelog.
 func (s *Stage) rebuildLoop(ctx context.Context) {
@@ -218,7 +222,7 @@ func (s *Stage) dueRebuild() *listInfo {
 // attempt counts as running until its outcome is recorded: stopRebuilds
 // returns after that.
 func (s *Stage) runRebuild(li *listInfo) {
-	ctx, cancel := context.WithCancel(s.uploadCtx)
+	ctx, cancel := context.WithTimeout(s.uploadCtx, rebuildTimeout)
 	defer cancel()
 	li.mu.Lock()
 	li.rb.cancel = cancel

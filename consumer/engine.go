@@ -32,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/commit"
 	"github.com/pinsync/pinsync/consumer/hold"
 	"github.com/pinsync/pinsync/consumer/lists"
@@ -192,8 +193,8 @@ func (e *Engine) members() lists.Members {
 	if !topicOn(changelog) {
 		return nil
 	}
-	return func(ctx context.Context, audience string, t ident.Type) ([]ident.Hash, error) {
-		return profiles.Members(ctx, e.deps.Kafka, changelog, audience, t)
+	return func(ctx context.Context, ls []changes.List) (map[changes.List][]ident.Hash, error) {
+		return profiles.Members(ctx, e.deps.Kafka, changelog, ls)
 	}
 }
 

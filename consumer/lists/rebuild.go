@@ -38,9 +38,10 @@ import (
 // A failed attempt drops what it kept and is tried again later: the mark
 // stays until a rebuild succeeds, on this owner or the next.
 
-// Members reads, from the profile state, the hashes of type t of every
-// member of audience. profiles.Members implements it.
-type Members func(ctx context.Context, audience string, t ident.Type) ([]ident.Hash, error)
+// Members reads, from the profile state, the hashes of every member of
+// each list's audience of the list's type, in one read. profiles.Members
+// implements it.
+type Members func(ctx context.Context, lists []changes.List) (map[changes.List][]ident.Hash, error)
 
 // rebuildError is returned by the resolver for a list the registry marks
 // for a rebuild.
@@ -148,12 +149,15 @@ func (s *Stage) pendRebuild(li *listInfo, reason string, e control.ListEntry, wa
 // rebuildTick is how often the stage looks for lists to rebuild.
 const rebuildTick = time.Second
 
+// maxRebuildBatch is the most lists one read of the changelog rebuilds.
+const maxRebuildBatch = 64
+
 // rebuildTimeout bounds one attempt: reading the changelog, and making
 // and filling the list within the write budget.
 const rebuildTimeout = 15 * time.Minute
 
-// rebuildLoop starts the rebuilds that are due, one at a time: each reads
-// the whole changelog.
+// rebuildLoop starts the rebuilds that are due, one batch at a time: each
+// batch reads the whole changelog once.
 func (s *Stage) rebuildLoop(ctx context.Context) {
 	if s.deps.Registry == nil {
 		return
@@ -167,8 +171,8 @@ func (s *Stage) rebuildLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		s.adoptRebuilds()
-		if li := s.dueRebuild(); li != nil {
-			s.runRebuild(li)
+		if lis := s.dueRebuilds(maxRebuildBatch); len(lis) > 0 {
+			s.runRebuilds(lis)
 		}
 	}
 }
@@ -194,9 +198,9 @@ func (s *Stage) adoptRebuilds() {
 	}
 }
 
-// dueRebuild returns an owned list whose rebuild may start now, marking it
-// running; nil when there is none.
-func (s *Stage) dueRebuild() *listInfo {
+// dueRebuilds returns up to max owned lists whose rebuild may start now,
+// marking them running.
+func (s *Stage) dueRebuilds(max int) []*listInfo {
 	s.mu.Lock()
 	closing := s.closing
 	s.mu.Unlock()
@@ -204,7 +208,11 @@ func (s *Stage) dueRebuild() *listInfo {
 		return nil
 	}
 	now := s.now()
+	var out []*listInfo
 	for _, li := range s.ownedLists() {
+		if len(out) == max {
+			break
+		}
 		li.mu.Lock()
 		due := li.rb.reason != "" && !li.rb.running && !now.Before(li.rb.at)
 		if due {
@@ -212,23 +220,85 @@ func (s *Stage) dueRebuild() *listInfo {
 		}
 		li.mu.Unlock()
 		if due {
-			return li
+			out = append(out, li)
 		}
 	}
-	return nil
+	return out
 }
 
-// runRebuild runs one attempt to rebuild li and records its outcome. The
-// attempt counts as running until its outcome is recorded: stopRebuilds
-// returns after that.
-func (s *Stage) runRebuild(li *listInfo) {
+// runRebuilds runs one attempt to rebuild each of lis, from one read of the
+// profile state, and records each one's outcome. An attempt counts as
+// running until its outcome is recorded: stopRebuilds returns after that.
+func (s *Stage) runRebuilds(lis []*listInfo) {
 	ctx, cancel := context.WithTimeout(s.uploadCtx, rebuildTimeout)
 	defer cancel()
-	li.mu.Lock()
-	li.rb.cancel = cancel
-	li.mu.Unlock()
+	for _, li := range lis {
+		li.mu.Lock()
+		li.rb.cancel = cancel
+		li.mu.Unlock()
+	}
 	start := s.now()
-	n, e, err := s.rebuild(ctx, li)
+	// Those Pinterest takes writes for keep their new changes aside from
+	// now on: the state read next stands after every change read before.
+	var ready []*listInfo
+	var keys []changes.List
+	curs := map[*listInfo]control.ListEntry{}
+	access := map[string]error{} // by ad account
+	for _, li := range lis {
+		cur, err := s.prepareRebuild(ctx, li, access)
+		if err != nil {
+			s.finishRebuild(ctx, li, 0, control.ListEntry{}, err, start)
+			continue
+		}
+		ready, curs[li] = append(ready, li), cur
+		keys = append(keys, li.key)
+	}
+	if len(ready) == 0 {
+		return
+	}
+	members, err := s.deps.Members(ctx, keys)
+	if err != nil {
+		err = fmt.Errorf("reading the audience's members from the profile state: %w", err)
+	}
+	for _, li := range ready {
+		if err != nil {
+			s.finishRebuild(ctx, li, 0, control.ListEntry{}, err, start)
+			continue
+		}
+		hashes := members[li.key]
+		e, berr := s.build(ctx, li, curs[li], hashes)
+		s.finishRebuild(ctx, li, len(hashes), e, berr, start)
+	}
+}
+
+// prepareRebuild checks that Pinterest takes writes for li (once per ad
+// account of a batch), reads its registry entry and keeps its new changes
+// aside.
+func (s *Stage) prepareRebuild(ctx context.Context, li *listInfo, access map[string]error) (control.ListEntry, error) {
+	if s.deps.Members == nil {
+		return control.ListEntry{}, errors.New("lists: no profile state to rebuild from (the changelog is off)")
+	}
+	acct := li.adAccount()
+	err, checked := access[acct]
+	if !checked {
+		err = s.pin.CheckWriteAccess(ctx, acct)
+		access[acct] = err
+	}
+	if err != nil {
+		return control.ListEntry{}, err
+	}
+	cur, _, err := s.deps.Registry.Lookup(ctx, registryKey(li))
+	if err != nil {
+		return control.ListEntry{}, fmt.Errorf("list registry: %w", err)
+	}
+	var d commit.Deltas
+	s.ws.setMode(li.id, modeHold, &d)
+	return cur, nil
+}
+
+// finishRebuild records the outcome of li's attempt: the list syncs again,
+// or its kept changes go and the next attempt is scheduled.
+func (s *Stage) finishRebuild(ctx context.Context, li *listInfo, n int, e control.ListEntry, err error, start time.Time) {
 	now := s.now()
 	typ := li.key.Type.String()
 	if err != nil {
@@ -277,32 +347,17 @@ func (s *Stage) runRebuild(li *listInfo) {
 		"retired", e.Retired, "records", n, "took", now.Sub(start).Round(time.Millisecond))
 }
 
-// rebuild makes li's new list from the profile state (see the comment at
-// the top of this file). It returns the records the list got and the
-// registry entry it wrote.
-func (s *Stage) rebuild(ctx context.Context, li *listInfo) (int, control.ListEntry, error) {
-	if s.deps.Members == nil {
-		return 0, control.ListEntry{}, errors.New("lists: no profile state to rebuild from (the changelog is off)")
-	}
+// build makes li's new list holding hashes, cur being its registry entry
+// (see the comment at the top of this file), and returns the registry
+// entry it wrote.
+func (s *Stage) build(ctx context.Context, li *listInfo, cur control.ListEntry, hashes []ident.Hash) (control.ListEntry, error) {
 	acct := li.adAccount()
-	if err := s.pin.CheckWriteAccess(ctx, acct); err != nil {
-		return 0, control.ListEntry{}, err
-	}
 	k := registryKey(li)
-	cur, _, err := s.deps.Registry.Lookup(ctx, k)
-	if err != nil {
-		return 0, control.ListEntry{}, fmt.Errorf("list registry: %w", err)
-	}
-	var d commit.Deltas
-	s.ws.setMode(li.id, modeHold, &d)
-	hashes, err := s.deps.Members(ctx, li.key.Audience, li.key.Type)
-	if err != nil {
-		return 0, control.ListEntry{}, fmt.Errorf("reading the audience's members from the profile state: %w", err)
-	}
 	base := baseName(cur.Name)
 	if base == "" {
+		var err error
 		if base, err = s.res.name(li); err != nil {
-			return 0, control.ListEntry{}, err
+			return control.ListEntry{}, err
 		}
 	}
 	e := control.ListEntry{AudienceID: cur.AudienceID, Generation: cur.Generation + 1, Retired: slices.Clone(cur.Retired)}
@@ -319,24 +374,24 @@ func (s *Stage) rebuild(ctx context.Context, li *listInfo) (int, control.ListEnt
 		first := hashes[:min(len(hashes), s.cfg.MaxRecords)]
 		cl, err := s.pin.CreateCustomerList(ctx, acct, e.Name, li.key.Type, first)
 		if cl.ID == "" {
-			return 0, control.ListEntry{}, err
+			return control.ListEntry{}, err
 		}
 		cur.Retired = append(slices.Clone(cur.Retired), cl.ID)
 		cur.Generation = e.Generation // the next attempt's name is its own
 		if rerr := s.deps.Registry.Record(ctx, k, cur); rerr != nil {
-			return 0, control.ListEntry{}, fmt.Errorf("list registry: %w", rerr)
+			return control.ListEntry{}, fmt.Errorf("list registry: %w", rerr)
 		}
 		if err != nil {
-			return 0, control.ListEntry{}, err
+			return control.ListEntry{}, err
 		}
 		s.m.uploads.WithLabelValues("create", "ok").Inc()
 		if err := s.pin.UpdateCustomerList(ctx, acct, cl.ID, pinterest.Add, hashes[len(first):]); err != nil {
-			return 0, control.ListEntry{}, err
+			return control.ListEntry{}, err
 		}
 		e.CustomerListID = cl.ID
 		au, err := s.res.followList(ctx, acct, e.Name, e.AudienceID, cl.ID)
 		if err != nil {
-			return 0, control.ListEntry{}, err
+			return control.ListEntry{}, err
 		}
 		e.AudienceID = au.ID
 		li.setAudience(au)
@@ -344,12 +399,13 @@ func (s *Stage) rebuild(ctx context.Context, li *listInfo) (int, control.ListEnt
 	// With no member there is no list to make (Pinterest needs a record
 	// to create one): the next add creates it and repoints the audience.
 	if err := s.deps.Registry.Record(ctx, k, e); err != nil {
-		return 0, control.ListEntry{}, fmt.Errorf("list registry: %w", err)
+		return control.ListEntry{}, fmt.Errorf("list registry: %w", err)
 	}
 	li.setIDs(listIDs{name: e.Name, listID: e.CustomerListID, audienceID: e.AudienceID})
+	var d commit.Deltas
 	s.ws.setMode(li.id, modeSync, &d)
 	s.m.uploaded.WithLabelValues(li.key.Audience, li.key.Type.String(), "add").Add(float64(len(hashes)))
-	return len(hashes), e, nil
+	return e, nil
 }
 
 // generationSuffix is what a rebuild appends to a list's name.

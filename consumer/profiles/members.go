@@ -12,12 +12,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
 
-// Members reads, from the changelog, the hashes of type typ of every
-// profile that is a member of audience: what the audience's list of that
-// type holds when it is exact. It is how a list is rebuilt (package lists).
+// Members reads, from the changelog, the hashes of every member of each
+// list's audience of the list's identifier type: what the lists hold when
+// they are exact. It is how lists are rebuilt (package lists), several in
+// one read.
 //
 // The state it reads stands after every transaction that wrote a change
 // the list stage has read before the call: it first waits, for every
@@ -27,9 +29,9 @@ import (
 // may be in the result already; applying it again on top is harmless, as a
 // change says where the list stands for its record.
 //
-// It holds one entry per member of the audience, and the result: about
-// 60 bytes per member.
-func Members(ctx context.Context, kopts []kgo.Opt, changelog, audience string, typ ident.Type) ([]ident.Hash, error) {
+// It holds the identifiers of every profile in one of the audiences, and
+// the result: about 100 bytes per member.
+func Members(ctx context.Context, kopts []kgo.Opt, changelog string, lists []changes.List) (map[changes.List][]ident.Hash, error) {
 	cl, err := changelogReader(kopts)
 	if err != nil {
 		return nil, err
@@ -50,26 +52,51 @@ func Members(ctx context.Context, kopts []kgo.Opt, changelog, audience string, t
 			from[p] = st.Offset
 		}
 	}
-	members := map[string][]ident.Hash{}
+	types := map[string][]ident.Type{} // by audience
+	for _, l := range lists {
+		if !slices.Contains(types[l.Audience], l.Type) {
+			types[l.Audience] = append(types[l.Audience], l.Type)
+		}
+	}
+	// The last record of each profile decides (a compacted topic): its
+	// identifiers and the wanted audiences it is in.
+	type member struct {
+		ids []byte
+		in  []string
+	}
+	byProfile := map[string]member{}
+	var in []string
 	err = readTo(ctx, cl, changelog, from, ends, func(r *kgo.Record) {
 		if !isProfileKey(r.Key) {
 			return
 		}
-		if hs, in := memberHashes(r.Value, audience, typ); in {
-			members[string(r.Key)] = hs
-		} else {
-			delete(members, string(r.Key))
+		ids, ok := memberships(r.Value, types, &in)
+		if !ok || len(in) == 0 {
+			delete(byProfile, string(r.Key))
+			return
 		}
+		byProfile[string(r.Key)] = member{ids: bytes.Clone(ids), in: slices.Clone(in)}
 	})
 	if err != nil {
 		return nil, err
 	}
-	var out []ident.Hash
-	for _, hs := range members {
-		out = append(out, hs...)
+	out := make(map[changes.List][]ident.Hash, len(lists))
+	for _, l := range lists {
+		out[l] = nil
 	}
-	slices.SortFunc(out, func(a, b ident.Hash) int { return strings.Compare(string(a[:]), string(b[:])) })
-	return slices.Compact(out), nil
+	for _, m := range byProfile {
+		for _, aud := range m.in {
+			for _, t := range types[aud] {
+				l := changes.List{Type: t, Audience: aud}
+				out[l] = appendHashes(out[l], m.ids, t)
+			}
+		}
+	}
+	for l, hs := range out {
+		slices.SortFunc(hs, func(a, b ident.Hash) int { return strings.Compare(string(a[:]), string(b[:])) })
+		out[l] = slices.Compact(hs)
+	}
+	return out, nil
 }
 
 // readableEnds returns, for each partition of the changelog, the offset up
@@ -123,10 +150,12 @@ func isProfileKey(k []byte) bool {
 	return bytes.IndexByte(k, 0) >= 0
 }
 
-// memberHashes decodes a profile record (see codec.encode) far enough to
-// say whether it is a member of audience, and if so its hashes of type
-// typ. A tombstone or a malformed record is no member.
-func memberHashes(b []byte, audience string, typ ident.Type) ([]ident.Hash, bool) {
+// memberships decodes a profile record (see codec.encode) far enough to
+// return its identifiers (type and hash, 33 bytes each) and, in *in, the
+// audiences of want it is a member of. A tombstone or a malformed record
+// reports false.
+func memberships(b []byte, want map[string][]ident.Type, in *[]string) (ids []byte, ok bool) {
+	*in = (*in)[:0]
 	if len(b) < 1 || b[0] != stateVersion {
 		return nil, false
 	}
@@ -135,14 +164,13 @@ func memberHashes(b []byte, audience string, typ ident.Type) ([]ident.Hash, bool
 	if k <= 0 || n > 1000 || len(b[k:]) < int(n)*33 {
 		return nil, false
 	}
-	ids := b[k : k+int(n)*33]
+	ids = b[k : k+int(n)*33]
 	b = b[k+int(n)*33:]
 	na, k := binary.Uvarint(b)
 	if k <= 0 {
 		return nil, false
 	}
 	b = b[k:]
-	in := false
 	for i := uint64(0); i < na; i++ {
 		if len(b) < 2 {
 			return nil, false
@@ -152,21 +180,24 @@ func memberHashes(b []byte, audience string, typ ident.Type) ([]ident.Hash, bool
 		if k <= 0 || uint64(len(b[1+k:])) < l {
 			return nil, false
 		}
-		if string(b[1+k:1+k+int(l)]) == audience {
-			in = flag == 1
+		if aud := b[1+k : 1+k+int(l)]; flag == 1 {
+			if _, wanted := want[string(aud)]; wanted {
+				*in = append(*in, string(aud))
+			}
 		}
 		b = b[1+k+int(l):]
 	}
-	if !in {
-		return nil, false
-	}
-	var hs []ident.Hash
+	return ids, true
+}
+
+// appendHashes appends the hashes of type t among ids (see memberships).
+func appendHashes(hs []ident.Hash, ids []byte, t ident.Type) []ident.Hash {
 	for ; len(ids) >= 33; ids = ids[33:] {
-		if ident.Type(ids[0]) == typ {
+		if ident.Type(ids[0]) == t {
 			var h ident.Hash
 			copy(h[:], ids[1:33])
 			hs = append(hs, h)
 		}
 	}
-	return hs, true
+	return hs
 }

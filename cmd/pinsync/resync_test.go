@@ -29,12 +29,7 @@ func TestResyncRebuildsTheAudiencesListsExactly(t *testing.T) {
 	f := newFleet(t, 2)
 	f.start(0)
 	f.start(1)
-	recs := generate(t, stream.Config{Profiles: 600, Audiences: 3, Events: 6000, Seed: 21, MalformedFraction: stream.None})
-	first := recs[:len(recs)/2]
-	f.produce(first)
-	f.waitLagZero(60 * time.Second)
-	wantFirst, _ := expected(t, first)
-	f.exact(wantFirst)
+	recs, first, wantFirst := f.syncFirstHalf(21)
 
 	var aud string
 	before := map[string]string{} // list name → id
@@ -105,13 +100,8 @@ func TestResyncRebuildsTheAudiencesListsExactly(t *testing.T) {
 func TestRebuildSurvivesKill9OfItsOwner(t *testing.T) {
 	f := newFleet(t, 2)
 	f.start(0)
-	recs := generate(t, stream.Config{Profiles: 600, Audiences: 3, Events: 6000, Seed: 23, MalformedFraction: stream.None})
-	first := recs[:len(recs)/2]
-	f.produce(first)
-	f.waitLagZero(60 * time.Second)
-	wantFirst, _ := expected(t, first)
+	recs, first, wantFirst := f.syncFirstHalf(23)
 	wantAll, _ := expected(t, recs)
-	f.exact(wantFirst)
 
 	var victim stream.ListKey
 	for k, s := range wantFirst {
@@ -179,4 +169,18 @@ func TestRebuildSurvivesKill9OfItsOwner(t *testing.T) {
 	if !followed {
 		t.Error("no audience follows the rebuilt list")
 	}
+}
+
+// syncFirstHalf generates a stream (600 profiles, 3 audiences, 6,000
+// events), syncs its first half and checks the lists exact. It returns
+// the stream, its first half and the lists that half makes.
+func (f *fleet) syncFirstHalf(seed uint64) (recs, first []stream.Record, wantFirst map[stream.ListKey]stream.Set) {
+	f.t.Helper()
+	recs = generate(f.t, stream.Config{Profiles: 600, Audiences: 3, Events: 6000, Seed: seed, MalformedFraction: stream.None})
+	first = recs[:len(recs)/2]
+	f.produce(first)
+	f.waitLagZero(60 * time.Second)
+	wantFirst, _ = expected(f.t, first)
+	f.exact(wantFirst)
+	return recs, first, wantFirst
 }

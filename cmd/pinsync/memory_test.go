@@ -1,13 +1,8 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -41,44 +36,15 @@ func BenchmarkRSSThroughOutage(b *testing.B) {
 }
 
 func rssThroughOutage(b *testing.B, limit int64, outage time.Duration) {
-	f := newFleet(b, 4)
-	cfg := f.config(0)
+	settings := fastSettings
 	if limit > 0 {
-		cfg = strings.Replace(cfg, "sync:\n", fmt.Sprintf("sync:\n  max_buffered_bytes: %d\n", limit), 1)
+		settings.maxBufferedBytes = strconv.FormatInt(limit, 10)
 	}
-	path := filepath.Join(f.dir, "rss.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(f.bin, "run", "--config", path)
-	cmd.Env = append(os.Environ(), keyEnv+"="+f.key)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	addrs := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var m struct{ Addr string }
-			if bytes.Contains(sc.Bytes(), []byte(`"http server listening"`)) && json.Unmarshal(sc.Bytes(), &m) == nil {
-				addrs <- m.Addr
-			}
-		}
-	}()
-	var addr string
-	select {
-	case addr = <-addrs:
-	case <-time.After(30 * time.Second):
-		b.Fatal("pinsync run did not listen within 30s")
-	}
+	f := newFleetWith(b, 4, sandbox.Config{WritesPerMinute: sandbox.Unlimited, ReadsPerMinute: sandbox.Unlimited}, settings)
+	r := f.start(0)
+	addr, pid := r.addr, r.cmd.Process.Pid
 	rss := func() float64 {
-		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
 			b.Fatal(err)
 		}

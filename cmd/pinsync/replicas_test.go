@@ -101,6 +101,8 @@ type fleetSettings struct {
 	writesPerMinute string // pinterest.writes_per_minute
 	maxRecords      string // pinterest.max_records
 	flushInterval   string // sync.flush_interval
+	// maxBufferedBytes is sync.max_buffered_bytes; "" keeps the default.
+	maxBufferedBytes string
 }
 
 // fastSettings flush often and spend without a budget, so that the tests
@@ -174,6 +176,10 @@ func newFleetWith(t testing.TB, partitions int, sbCfg sandbox.Config, settings f
 }
 
 func (f *fleet) config(id int) string {
+	bufferedBytes := ""
+	if f.settings.maxBufferedBytes != "" {
+		bufferedBytes = "\n  max_buffered_bytes: " + f.settings.maxBufferedBytes
+	}
 	return fmt.Sprintf(`kafka:
   brokers: [%q]
   topics: [%s]
@@ -191,7 +197,7 @@ pinterest:
   max_records: %s
   breaker_open_timeout: 500ms
 sync:
-  flush_interval: %s
+  flush_interval: %s%s
   revoke_timeout: 5s
   shutdown_grace: 5s
 http:
@@ -200,7 +206,7 @@ log:
   level: info
 `, f.brokers[0], replicaTopic, replicaGroup, id, f.sbURL, sandbox.DefaultAdAccountID,
 		sandbox.DefaultAppID, sandbox.DefaultAppSecret, keyEnv,
-		f.settings.writesPerMinute, f.settings.maxRecords, f.settings.flushInterval)
+		f.settings.writesPerMinute, f.settings.maxRecords, f.settings.flushInterval, bufferedBytes)
 }
 
 // start starts replica id and waits until its HTTP server listens.

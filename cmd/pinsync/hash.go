@@ -24,7 +24,7 @@ func runHash(_ context.Context, io *stdio, args []string) int {
 	typeName := fs.String("type", "email", "identifier type: email, idfa or maid")
 	fs.Usage = func() {
 		fmt.Fprintln(io.Err, "usage: pinsync hash [--type email|idfa|maid] VALUE|-")
-		fmt.Fprintln(io.Err, "\nPrints the lowercase hex SHA-256 pinsync sends for VALUE (a 64-hex digest passes through).\nWith -, VALUE is read from the first line of stdin.")
+		fmt.Fprintln(io.Err, "\nPrints the lowercase hex SHA-256 pinsync sends for VALUE, normalised as Pinterest matches it:\nemail trimmed and lowercased; IDFA trimmed and UPPERCASED; Android advertising id (maid)\ntrimmed and lowercased; device ids as 8-4-4-4-12. A 64-hex digest passes through.\nWith -, VALUE is read from the first line of stdin.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

@@ -25,7 +25,7 @@ func TestHashPrintsWhatPinsyncSends(t *testing.T) {
 		{"email normalised", "", []string{"--type", "email", "  Jane.Doe@Example.com "}, janeHash},
 		{"email is the default", "", []string{"jane.doe@example.com"}, janeHash},
 		{"digest passes through", "", []string{strings.ToUpper(janeHash)}, janeHash},
-		{"idfa", "", []string{"--type", "idfa", "6D92078A-8246-4BA4-AE5B-76104861E7DC"}, "31b806b4deec8c4cb1ffb18b9ab4ee1fa82a2b30e1f47902f04d03f5db023376"},
+		{"idfa", "", []string{"--type", "idfa", "6D92078A-8246-4BA4-AE5B-76104861E7DC"}, "2afcf919a0c1953d177fcb412ea65138b44b4a42dda7d322225811767c0c530c"},
 		{"maid from stdin", "38400000-8cf0-11bd-b23e-10b96e40000d\n", []string{"--type", "MAID", "-"}, "d4181bb455a74b3bc8b37c75ac9b2c702eb6b9930bd040b861403b31ca85634d"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

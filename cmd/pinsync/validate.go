@@ -72,8 +72,8 @@ func validateRecords(ctx context.Context, dec *schemas.Decoder, in io.Reader, ou
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 0, 64<<10), maxRecordLine)
 	var (
-		ev                   schemas.Event
-		line, total, invalid int
+		ev                           schemas.Event
+		line, total, invalid, hashed int
 	)
 	for sc.Scan() {
 		line++
@@ -93,7 +93,9 @@ func validateRecords(ctx context.Context, dec *schemas.Decoder, in io.Reader, ou
 			fmt.Fprintf(w, "line %d: rejected: %v\n", line, err)
 			continue
 		}
-		fmt.Fprintf(w, "line %d: %s\n", line, describe(&ev))
+		desc, n := describe(&ev, value)
+		hashed += n
+		fmt.Fprintf(w, "line %d: %s\n", line, desc)
 	}
 	if err := sc.Err(); err != nil {
 		w.Flush()
@@ -105,6 +107,10 @@ func validateRecords(ctx context.Context, dec *schemas.Decoder, in io.Reader, ou
 		return 2
 	}
 	fmt.Fprintf(w, "%d records: %d accepted, %d rejected\n", total, total-invalid, invalid)
+	if hashed > 0 {
+		fmt.Fprintf(w, "%d identifiers came already hashed (marked prehashed): pinsync sends them as they are, and Pinterest matches them "+
+			"only if the platform normalised them by Pinterest's rules before hashing (email lowercased, IDFA uppercased, Android id lowercased)\n", hashed)
+	}
 	if invalid > 0 {
 		return 1
 	}
@@ -124,8 +130,17 @@ func splitRecord(line []byte) (key, value []byte) {
 	return nil, line
 }
 
-// describe renders an event on one line. Identifiers appear only hashed.
-func describe(ev *schemas.Event) string {
+// describe renders an event on one line. Identifiers appear only hashed;
+// those that came hashed in value are marked, and counted in prehashed.
+func describe(ev *schemas.Event, value []byte) (line string, prehashed int) {
+	lower := bytes.ToLower(value)
+	mark := func(id schemas.Identifier) string {
+		if bytes.Contains(lower, []byte(id.Hash.String())) {
+			prehashed++
+			return "(prehashed)"
+		}
+		return ""
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s profile=%q", ev.Kind, ev.Profile)
 	if ev.Kind == schemas.KindMembership {
@@ -144,10 +159,10 @@ func describe(ev *schemas.Event) string {
 		b.WriteString(" no_consent=true")
 	}
 	for _, id := range ev.Identifiers {
-		fmt.Fprintf(&b, " %s=%s", id.Type, id.Hash)
+		fmt.Fprintf(&b, " %s=%s%s", id.Type, id.Hash, mark(id))
 	}
 	for _, id := range ev.Drop {
-		fmt.Fprintf(&b, " drop:%s=%s", id.Type, id.Hash)
+		fmt.Fprintf(&b, " drop:%s=%s%s", id.Type, id.Hash, mark(id))
 	}
 	if ev.Rejected > 0 {
 		reasons := make([]string, len(ev.RejectReasons))
@@ -156,5 +171,5 @@ func describe(ev *schemas.Event) string {
 		}
 		fmt.Fprintf(&b, " skipped=%d(%s)", ev.Rejected, strings.Join(reasons, ","))
 	}
-	return b.String()
+	return b.String(), prehashed
 }

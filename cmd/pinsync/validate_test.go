@@ -30,7 +30,7 @@ func TestValidateDescribesEveryRecord(t *testing.T) {
 		`line 1: membership profile="u456" audience="first_time_shopper" member=false EMAIL=` + samHash,
 		`line 3: identify profile="key-1" skipped=1(not_an_email)`,
 		`line 4: rejected: record rejected: unsupported_event (event)`,
-		`line 5: membership profile="p1" audience="vip" member=true IDFA=31b806b4deec8c4cb1ffb18b9ab4ee1fa82a2b30e1f47902f04d03f5db023376`,
+		`line 5: membership profile="p1" audience="vip" member=true IDFA=2afcf919a0c1953d177fcb412ea65138b44b4a42dda7d322225811767c0c530c`,
 		`line 6: rejected: record rejected: invalid_json`,
 		`5 records: 3 accepted, 2 rejected`,
 	}
@@ -74,5 +74,26 @@ func TestValidateStopsOnAnOverlongLine(t *testing.T) {
 	code, out, errOut := runWith(t, runValidate, input)
 	if code != 2 || !strings.Contains(errOut, "line 2 is longer than") || !strings.Contains(out, "line 1: membership") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// TestValidateMarksIdentifiersThatCameHashed: an identifier the platform
+// hashed itself is sent as it came, so validate marks it and says what
+// Pinterest needs of it.
+func TestValidateMarksIdentifiersThatCameHashed(t *testing.T) {
+	lowerIDFA := "31B806B4DEEC8C4CB1FFB18B9AB4EE1FA82A2B30E1F47902F04D03F5DB023376" // SHA-256 of the lower-case id
+	input := `{"type":"membership","profile":"p1","audience":"vip","member":true,"identifiers":{"idfa":["` + lowerIDFA +
+		`"],"email":["sam@example.com"]}}`
+	code, out, errOut := runWith(t, runValidate, input)
+	if code != 0 {
+		t.Fatalf("exit %d; stderr %q", code, errOut)
+	}
+	first := strings.SplitN(out, "\n", 2)[0]
+	if !strings.Contains(first, "IDFA="+strings.ToLower(lowerIDFA)+"(prehashed)") || !strings.Contains(first, "EMAIL="+samHash) ||
+		strings.Contains(first, samHash+"(prehashed)") {
+		t.Errorf("the line does not mark the prehashed IDFA, and it alone:\n%s", first)
+	}
+	if !strings.Contains(out, "1 identifiers came already hashed") {
+		t.Errorf("no summary of the prehashed identifiers:\n%s", out)
 	}
 }

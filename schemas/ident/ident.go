@@ -1,8 +1,12 @@
 // Package ident normalises and hashes the identifiers pinsync sends to
 // Pinterest: emails, iOS advertising ids (IDFA) and Android advertising ids
 // (MAID). Every identifier leaves pinsync as the lowercase hex SHA-256 of its
-// normalised form; a value that already is a 64-hex digest passes through
-// (lowercased) so that nothing is ever hashed twice.
+// normalised form, normalised as Pinterest matches it: an email trimmed and
+// lowercased, an IDFA trimmed and UPPERCASED, an Android advertising id
+// trimmed and lowercased, both device ids in the 8-4-4-4-12 form. A hash
+// cannot be re-cased, so a value normalised otherwise matches no Pinterest
+// user. A value that already is a 64-hex digest passes through (lowercased)
+// so that nothing is ever hashed twice.
 //
 // The package knows nothing about events or Kafka; it only turns one value of
 // one type into a Hash, or says why it cannot.
@@ -187,7 +191,7 @@ func Parse(t Type, value []byte) (Hash, Reason) {
 	if t == Email {
 		n, reason = normaliseEmail(buf[:0], v)
 	} else {
-		n, reason = normaliseUUID(buf[:0], v)
+		n, reason = normaliseUUID(buf[:0], v, t == IDFA)
 	}
 	if reason != "" {
 		return Hash{}, reason
@@ -224,7 +228,7 @@ func Normalise(t Type, value string) (string, error) {
 	if t == Email {
 		n, reason = normaliseEmail(nil, v)
 	} else {
-		n, reason = normaliseUUID(nil, v)
+		n, reason = normaliseUUID(nil, v, t == IDFA)
 	}
 	if reason != "" {
 		return "", &RejectError{t, reason}
@@ -326,8 +330,10 @@ func normaliseEmail(dst, v []byte) ([]byte, Reason) {
 	return dst, ""
 }
 
-// normaliseUUID lowercases an 8-4-4-4-12 hex id and rejects the all-zero one.
-func normaliseUUID(dst, v []byte) ([]byte, Reason) {
+// normaliseUUID checks an 8-4-4-4-12 hex id, rejects the all-zero one and
+// writes it in one case: upper for an IDFA (as iOS prints it and Pinterest
+// matches it), lower for an Android advertising id.
+func normaliseUUID(dst, v []byte, upper bool) ([]byte, Reason) {
 	if len(v) != 36 {
 		return nil, ReasonNotUUID
 	}
@@ -343,7 +349,10 @@ func normaliseUUID(dst, v []byte) ([]byte, Reason) {
 		if _, ok := unhex(c); !ok {
 			return nil, ReasonNotUUID
 		}
-		if 'A' <= c && c <= 'F' {
+		switch {
+		case upper && 'a' <= c && c <= 'f':
+			c -= 'a' - 'A'
+		case !upper && 'A' <= c && c <= 'F':
 			c += 'a' - 'A'
 		}
 		if c != '0' {

@@ -107,7 +107,7 @@ func TestCustomerListsAndAudiencesFollowBookmarks(t *testing.T) {
 }
 
 func TestAudienceLifecycle(t *testing.T) {
-	e := newEnv(t, envOpts{sandbox: sandbox.Config{MatchRate: sandbox.MatchAll}})
+	e := newEnv(t, envOpts{sandbox: sandbox.Config{MatchAnyRecord: true}})
 	ctx := context.Background()
 	l, err := e.client.CreateCustomerList(ctx, testAccount, "members", ident.Email, hashes("m", 120))
 	if err != nil {
@@ -146,7 +146,7 @@ func TestAudienceLifecycle(t *testing.T) {
 // description accepts); repointing to a list that does not exist is a
 // permanent refusal, and an audience that does not exist is not_found.
 func TestRepointAudience(t *testing.T) {
-	e := newEnv(t, envOpts{sandbox: sandbox.Config{MatchRate: sandbox.MatchAll}})
+	e := newEnv(t, envOpts{sandbox: sandbox.Config{MatchAnyRecord: true}})
 	ctx := context.Background()
 	old, err := e.client.CreateCustomerList(ctx, testAccount, "members", ident.Email, hashes("m", 10))
 	if err != nil {
@@ -172,5 +172,47 @@ func TestRepointAudience(t *testing.T) {
 	}
 	if _, err := e.client.RepointAudience(ctx, testAccount, "987654321", rebuilt.ID); Classify(err) != ClassNotFound {
 		t.Errorf("repoint of an unknown audience: %v (%v), want not_found", err, Classify(err))
+	}
+}
+
+// TestAudiencesLeaveOutSharedAudiences: since API 5.24 the audience listing
+// holds the audiences other accounts share with this one unless it asks for
+// ownership_type=OWNED; the client asks for it, so that a shared audience
+// with the name pinsync would give its own is never taken for it.
+func TestAudiencesLeaveOutSharedAudiences(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	shared, ok := e.sb.ShareAudience(testAccount, "549755000001", "pinsync members")
+	if !ok {
+		t.Fatal("ShareAudience refused")
+	}
+	l, err := e.client.CreateCustomerList(ctx, testAccount, "members", ident.Email, hashes("m", 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := e.client.CreateAudience(ctx, testAccount, "pinsync members", l.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auds, err := e.client.Audiences(ctx, testAccount)
+	if err != nil || len(auds) != 1 || auds[0].ID != own.ID {
+		t.Fatalf("Audiences = %+v, %v; want only %s, not the shared %s", auds, err, own.ID, shared)
+	}
+	asked := false
+	for _, r := range e.sb.Requests() {
+		if r.Operation == "audiences/list" {
+			asked = true
+			if !strings.Contains(r.Query, "ownership_type=OWNED") {
+				t.Errorf("audience listing %s?%s does not ask for OWNED", r.Path, r.Query)
+			}
+		}
+	}
+	if !asked {
+		t.Fatal("no audience listing was sent")
+	}
+	// The sandbox does hold the shared one in a listing without the
+	// parameter, as the API does since 5.24.
+	if st := e.sb.State(); len(st.Audiences) != 2 {
+		t.Fatalf("sandbox audiences %+v, want the shared one too", st.Audiences)
 	}
 }

@@ -91,12 +91,26 @@ func (c *Client) Audience(ctx context.Context, adAccountID, audienceID string) (
 	return a, err
 }
 
-// Audiences lists the audiences the ad account owns.
+// Audiences lists the audiences the ad account owns. It asks for
+// ownership_type=OWNED: since API 5.24 the listing has no default and
+// otherwise holds audiences other accounts share with this one, which
+// pinsync must never take for its own. An audience of another account that
+// comes anyway is left out.
 func (c *Client) Audiences(ctx context.Context, adAccountID string) ([]Audience, error) {
 	if adAccountID == "" {
 		return nil, errors.New("pinterest: empty ad account id")
 	}
-	return paginate[Audience](ctx, c, audiencesPath(adAccountID), nil)
+	all, err := paginate[Audience](ctx, c, audiencesPath(adAccountID), url.Values{"ownership_type": {"OWNED"}})
+	if err != nil {
+		return nil, err
+	}
+	owned := all[:0]
+	for _, a := range all {
+		if a.AdAccountID == "" || a.AdAccountID == adAccountID {
+			owned = append(owned, a)
+		}
+	}
+	return owned, nil
 }
 
 // RepointAudience makes a CUSTOMER_LIST audience follow another customer

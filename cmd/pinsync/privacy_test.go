@@ -61,7 +61,8 @@ func contains(list []string, s string) bool {
 func TestPrivacyNoPlaintextIdentifierOrSecretLeaks(t *testing.T) {
 	r := newSvcRig(t, 2, sandbox.Config{
 		AppSecret: plantedSecret, RefreshToken: plantedRefresh, AccessToken: plantedAccess,
-		AccessTokenTTL: time.Hour, MatchRate: sandbox.MatchAll,
+		AccessTokenTTL: time.Hour,
+		Population:     []sandbox.User{{Type: "email", ID: plantedEmail}, {Type: "idfa", ID: plantedIDFA}},
 	}, &oauth2.Token{AccessToken: plantedAccess, RefreshToken: plantedRefresh, TokenType: "bearer",
 		Expiry: time.Now().Add(time.Hour), ExpiresIn: 3600})
 	r.start()
@@ -183,7 +184,7 @@ func (r *svcRig) deadLetters() []*kgo.Record {
 }
 
 func TestConsentWithdrawnRemovesProfileFromEveryAudience(t *testing.T) {
-	r := newSvcRig(t, 2, sandbox.Config{MatchRate: sandbox.MatchAll}, nil)
+	r := newSvcRig(t, 2, sandbox.Config{}, nil)
 	r.cfg.Sync.ConsentCategory = "advertising"
 	r.start()
 

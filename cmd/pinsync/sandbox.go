@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/pinsync/pinsync/pinterest/sandbox"
+	"github.com/pinsync/pinsync/schemas/stream"
 )
 
 // runSandbox serves the fake Pinterest API of package pinterest/sandbox
@@ -44,7 +46,9 @@ func runSandbox(ctx context.Context, io *stdio, args []string) int {
 		accessToken  = fs.String("access-token", "", "seeded access token (default none)")
 		tokenTTL     = fs.Duration("token-ttl", sandbox.DefaultAccessTokenTTL, "access token lifetime (expires_in)")
 		grace        = fs.Duration("refresh-grace", sandbox.DefaultRefreshGrace, "how long a used refresh token keeps working")
-		matchRate    = fs.Float64("match-rate", sandbox.DefaultMatchRate, "fraction of records that match a Pinterest user (0..1)")
+		popFile      = fs.String("population", "", "file of the Pinterest users records can match: one a line, `email|idfa|maid<TAB>identifier` as a CDP holds it\n(default: the users among the profiles pinsync produce generates, see --population-profiles)")
+		popProfiles  = fs.Int("population-profiles", stream.DefaultProfiles, "without --population: Pinterest users are a share of the first N profiles pinsync produce generates (any seed, default profile prefix)")
+		popShare     = fs.Float64("population-share", stream.DefaultPopulationShare, "without --population: the share of those profiles that are Pinterest users (0..1)")
 		writes       = fs.Int("writes-per-minute", sandbox.DefaultWritesPerMinute, "ads_write budget per minute (0 = unlimited)")
 		reads        = fs.Int("reads-per-minute", sandbox.DefaultReadsPerMinute, "ads_read budget per minute (0 = unlimited)")
 		maxRecords   = fs.Int("max-records", sandbox.DefaultMaxRecords, "records per customer-list request before 413")
@@ -65,8 +69,13 @@ func runSandbox(ctx context.Context, io *stdio, args []string) int {
 		fmt.Fprintf(io.Err, "sandbox: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	if *matchRate < 0 || *matchRate > 1 || *writes < 0 || *reads < 0 {
-		fmt.Fprintln(io.Err, "sandbox: --match-rate must be in [0,1], --writes-per-minute and --reads-per-minute >= 0")
+	if *popShare < 0 || *popShare > 1 || *popProfiles < 1 || *writes < 0 || *reads < 0 {
+		fmt.Fprintln(io.Err, "sandbox: --population-share must be in [0,1], --population-profiles >= 1, --writes-per-minute and --reads-per-minute >= 0")
+		return 2
+	}
+	population, from, err := sandboxPopulation(*popFile, *popProfiles, *popShare)
+	if err != nil {
+		fmt.Fprintln(io.Err, "sandbox:", err)
 		return 2
 	}
 	level := slog.LevelInfo
@@ -76,14 +85,11 @@ func runSandbox(ctx context.Context, io *stdio, args []string) int {
 	cfg := sandbox.Config{
 		AdAccounts: accounts, AppID: *appID, AppSecret: *appSecret,
 		RefreshToken: *refreshToken, AccessToken: *accessToken,
-		AccessTokenTTL: *tokenTTL, RefreshGrace: *grace, MatchRate: *matchRate,
+		AccessTokenTTL: *tokenTTL, RefreshGrace: *grace, Population: population,
 		WritesPerMinute: unlimitedIfZero(*writes), ReadsPerMinute: unlimitedIfZero(*reads),
 		MaxRecords: *maxRecords, MaxBytes: *maxBytes, Seed: *seed,
 		Faults: sandbox.Faults{ErrorRate: *errorRate, ErrorStatus: *errorStatus, Latency: *latency},
 		Logger: slog.New(slog.NewTextHandler(io.Err, &slog.HandlerOptions{Level: level})),
-	}
-	if *matchRate == 0 {
-		cfg.MatchRate = sandbox.MatchNone
 	}
 	if *grace == 0 {
 		cfg.RefreshGrace = -1
@@ -99,7 +105,7 @@ func runSandbox(ctx context.Context, io *stdio, args []string) int {
 		return 1
 	}
 	base := "http://" + ln.Addr().String()
-	printSandboxBanner(io, base, cfg, accounts)
+	printSandboxBanner(io, base, cfg, accounts, fmt.Sprintf("%d Pinterest users %s", len(population), from))
 
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan error, 1)
@@ -120,6 +126,32 @@ func runSandbox(ctx context.Context, io *stdio, args []string) int {
 	return 0
 }
 
+// sandboxPopulation reads the population file, or makes the default one
+// from the stream generator; it says where the users came from.
+func sandboxPopulation(file string, profiles int, share float64) ([]sandbox.User, string, error) {
+	if file != "" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, "", err
+		}
+		defer f.Close()
+		users, err := sandbox.ReadPopulation(f)
+		if err != nil {
+			return nil, "", fmt.Errorf("%s: %w", file, err)
+		}
+		return users, "from " + file, nil
+	}
+	gen, err := stream.New(stream.Config{Profiles: profiles, Seed: 1})
+	if err != nil {
+		return nil, "", err
+	}
+	var users []sandbox.User
+	for _, u := range gen.Population(share) {
+		users = append(users, sandbox.User{Type: u.Type, ID: u.ID})
+	}
+	return users, fmt.Sprintf("(%.0f%% of the %d profiles pinsync produce generates)", 100*share, profiles), nil
+}
+
 func unlimitedIfZero(n int) int {
 	if n == 0 {
 		return sandbox.Unlimited
@@ -127,7 +159,7 @@ func unlimitedIfZero(n int) int {
 	return n
 }
 
-func printSandboxBanner(io *stdio, base string, cfg sandbox.Config, accounts []sandbox.AdAccount) {
+func printSandboxBanner(io *stdio, base string, cfg sandbox.Config, accounts []sandbox.AdAccount, population string) {
 	w := io.Out
 	fmt.Fprintf(w, "listening on %s\n", base)
 	fmt.Fprintln(w, "pinsync sandbox: a fake Pinterest API for development; the credentials below open only this process.")
@@ -150,5 +182,6 @@ func printSandboxBanner(io *stdio, base string, cfg sandbox.Config, accounts []s
 		}
 		fmt.Fprintf(w, "  ad_account     %s (%s)\n", a.ID, roles)
 	}
+	fmt.Fprintf(w, "  population     %s\n", population)
 	fmt.Fprintf(w, "  state          %s/sandbox/v1/state\n", base)
 }

@@ -5,9 +5,14 @@ import (
 	"time"
 )
 
-// audience is one CUSTOMER_LIST audience.
+// audience is one CUSTOMER_LIST audience, owned by account. receivedBy,
+// when set, is an ad account it is shared with (Pinterest shares audiences
+// across the ad accounts of one business): that account sees it in its
+// listing unless it asks for ownership_type=OWNED, and may read it but not
+// change it.
 type audience struct {
 	id, account, name, description, listID string
+	receivedBy                             string
 	hasDescription                         bool
 	seq                                    uint64
 	created, updated                       time.Time
@@ -120,17 +125,23 @@ func (s *Server) createAudience(w http.ResponseWriter, r *http.Request, c *call)
 			a.description, a.hasDescription = *req.Description, true
 		}
 		s.auds[id] = a
-		return http.StatusOK, s.audienceJSONLocked(a)
+		return http.StatusCreated, s.audienceJSONLocked(a)
 	})
 }
 
-// audienceLocked returns the audience if it exists in the call's ad
-// account.
+// audienceLocked returns the audience if the call's ad account owns it.
 func (s *Server) audienceLocked(c *call, id string) *audience {
 	if a := s.auds[id]; a != nil && a.account == c.account.ID {
 		return a
 	}
 	return nil
+}
+
+// receivedLocked reports whether audience id is shared with the call's ad
+// account by another.
+func (s *Server) receivedLocked(c *call, id string) bool {
+	a := s.auds[id]
+	return a != nil && a.receivedBy == c.account.ID
 }
 
 func (s *Server) updateAudience(w http.ResponseWriter, r *http.Request, c *call) {
@@ -162,6 +173,9 @@ func (s *Server) updateAudience(w http.ResponseWriter, r *http.Request, c *call)
 	}
 	s.respond(w, func() (int, any) {
 		a := s.audienceLocked(c, r.PathValue("audience_id"))
+		if a == nil && s.receivedLocked(c, r.PathValue("audience_id")) {
+			return errBody(http.StatusForbidden, CodeNotPermitted, MessageForbidden)
+		}
 		if a == nil {
 			return errBody(http.StatusNotFound, http.StatusNotFound, "Audience not found.")
 		}
@@ -191,6 +205,9 @@ func (s *Server) updateAudience(w http.ResponseWriter, r *http.Request, c *call)
 func (s *Server) getAudience(w http.ResponseWriter, r *http.Request, c *call) {
 	s.respond(w, func() (int, any) {
 		a := s.audienceLocked(c, r.PathValue("audience_id"))
+		if a == nil && s.receivedLocked(c, r.PathValue("audience_id")) {
+			a = s.auds[r.PathValue("audience_id")]
+		}
 		if a == nil {
 			return errBody(http.StatusNotFound, http.StatusNotFound, "Audience not found.")
 		}
@@ -203,9 +220,13 @@ func (s *Server) listAudiences(w http.ResponseWriter, r *http.Request, c *call) 
 	if !ok {
 		return
 	}
-	owned := true
+	// Since API 5.24 the listing has no default ownership: without
+	// ownership_type it holds the audiences shared with the account too.
+	owned, received := true, true
 	switch r.URL.Query().Get("ownership_type") {
-	case "", "OWNED":
+	case "":
+	case "OWNED":
+		received = false
 	case "RECEIVED":
 		owned = false
 	default:
@@ -214,13 +235,51 @@ func (s *Server) listAudiences(w http.ResponseWriter, r *http.Request, c *call) 
 	}
 	var items []pageItem
 	s.mu.Lock()
-	if owned {
-		for _, a := range s.auds {
-			if a.account == c.account.ID {
-				items = append(items, pageItem{seq: a.seq, v: s.audienceJSONLocked(a)})
-			}
+	for _, a := range s.auds {
+		if owned && a.account == c.account.ID || received && a.receivedBy == c.account.ID {
+			items = append(items, pageItem{seq: a.seq, v: s.audienceJSONLocked(a)})
 		}
 	}
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, pg.apply(items))
+}
+
+// ShareAudience makes another business account, owner, share with ad
+// account to a CUSTOMER_LIST audience named name (following an empty list
+// of owner's named "list of <name>"), as a partner does through Business Access; it returns the
+// audience's id, or false if to is not an ad account of the sandbox or
+// owner is not a valid, different ad account id.
+func (s *Server) ShareAudience(to, owner, name string) (string, bool) {
+	if s.accountByID(to) == nil || !isNumericID(owner, 18) || owner == to || name == "" {
+		return "", false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	listID, seq := s.newIDLocked()
+	s.lists[listID] = &customerList{id: listID, seq: seq, account: owner, name: "list of " + name, listType: "EMAIL",
+		created: now, updated: now, members: map[digest]struct{}{}}
+	id, seq := s.newIDLocked()
+	s.auds[id] = &audience{id: id, seq: seq, account: owner, receivedBy: to, name: name, listID: listID,
+		created: now, updated: now}
+	return id, true
+}
+
+// handleShareAudience is POST /sandbox/v1/ad_accounts/{id}/received_audiences
+// with {"name": "...", "owner_ad_account_id": "..."}; it answers the
+// audience as the listing shows it.
+func (s *Server) handleShareAudience(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name  string `json:"name"`
+		Owner string `json:"owner_ad_account_id"`
+	}
+	if !readJSON(w, r, 64<<10, &req) {
+		return
+	}
+	id, ok := s.ShareAudience(r.PathValue("ad_account_id"), req.Owner, req.Name)
+	if !ok {
+		writeError(w, http.StatusBadRequest, CodeInvalid, "Unknown ad account, or owner_ad_account_id not another numeric id, or no name.")
+		return
+	}
+	s.respond(w, func() (int, any) { return http.StatusCreated, s.audienceJSONLocked(s.auds[id]) })
 }

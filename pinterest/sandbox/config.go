@@ -20,7 +20,6 @@ const (
 	DefaultAccessTokenTTL  = 30 * 24 * time.Hour
 	DefaultRefreshTokenTTL = 60 * 24 * time.Hour
 	DefaultRefreshGrace    = 30 * time.Second
-	DefaultMatchRate       = 0.7
 	DefaultWritesPerMinute = 400
 	DefaultReadsPerMinute  = 1000
 	DefaultMaxRecords      = 10000
@@ -105,10 +104,15 @@ type Config struct {
 	// RefreshGrace is how long a refresh token keeps working after it has
 	// been used (rotated); default 30s; negative means it stops at once.
 	RefreshGrace time.Duration
-	// MatchRate is the fraction of records that "match" a Pinterest user,
-	// chosen deterministically from the record's hash; default 0.7. Use
-	// MatchAll for 1 (the zero value means the default).
-	MatchRate float64
+	// Population is who Pinterest knows (see User): a customer-list record
+	// matches only if it is the hash Pinterest derives from one of these
+	// users' identifiers of the list's type, so an audience's size is the
+	// number of its list's records that match. Default: nobody.
+	Population []User
+	// MatchAnyRecord makes every record match, whoever it is, for tests of
+	// sizes and statuses that are not about who matches. Pinterest never
+	// does this; it cannot be combined with Population.
+	MatchAnyRecord bool
 	// WritesPerMinute is the ads_write budget per user and app per minute
 	// (fixed window); default 400; negative (Unlimited) disables it.
 	WritesPerMinute int
@@ -129,14 +133,6 @@ type Config struct {
 	// discards.
 	Logger *slog.Logger
 }
-
-// MatchAll is the MatchRate under which every record matches. Any value
-// above 1 would be invalid, so MatchAll is exactly 1.
-const MatchAll = 1.0
-
-// MatchNone is a MatchRate under which no record matches (the zero value
-// means the default, so "none" needs its own value).
-const MatchNone = -1.0
 
 // Validate reports the first invalid field, naming it.
 func (c Config) Validate() error {
@@ -170,8 +166,14 @@ func (c Config) Validate() error {
 	if c.RefreshTokenTTL < 0 {
 		errs = append(errs, errors.New("sandbox: RefreshTokenTTL must not be negative"))
 	}
-	if math.IsNaN(c.MatchRate) || c.MatchRate > 1 || (c.MatchRate < 0 && c.MatchRate != MatchNone) {
-		errs = append(errs, fmt.Errorf("sandbox: MatchRate %v: want 0 (default), MatchNone or (0,1]", c.MatchRate))
+	if c.MatchAnyRecord && len(c.Population) > 0 {
+		errs = append(errs, errors.New("sandbox: MatchAnyRecord and Population exclude each other"))
+	}
+	for i, u := range c.Population {
+		if _, _, err := pinterestKey(u); err != nil {
+			errs = append(errs, fmt.Errorf("sandbox: Population[%d]: %w", i, err))
+			break
+		}
 	}
 	if c.MaxRecords < 0 {
 		errs = append(errs, errors.New("sandbox: MaxRecords must not be negative"))
@@ -229,12 +231,6 @@ func (c Config) withDefaults() Config {
 		c.RefreshGrace = DefaultRefreshGrace
 	} else if c.RefreshGrace < 0 {
 		c.RefreshGrace = 0
-	}
-	switch {
-	case c.MatchRate == 0:
-		c.MatchRate = DefaultMatchRate
-	case c.MatchRate < 0:
-		c.MatchRate = 0
 	}
 	if c.WritesPerMinute == 0 {
 		c.WritesPerMinute = DefaultWritesPerMinute

@@ -141,8 +141,8 @@ func TestInvalidFaultsAreRejected(t *testing.T) {
 			t.Errorf("%s: status %d, want 400", body, resp.StatusCode)
 		}
 	}
-	if _, err := sandbox.New(sandbox.Config{MatchRate: 1.5}); err == nil {
-		t.Error("MatchRate 1.5 accepted")
+	if _, err := sandbox.New(sandbox.Config{MatchAnyRecord: true, Population: []sandbox.User{{Type: "email", ID: "a@example.com"}}}); err == nil {
+		t.Error("MatchAnyRecord with a Population accepted")
 	}
 	if _, err := sandbox.New(sandbox.Config{AdAccounts: []sandbox.AdAccount{{ID: "x1"}}}); err == nil {
 		t.Error("non-numeric ad account id accepted")

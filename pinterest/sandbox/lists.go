@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"net/http"
@@ -164,16 +163,10 @@ func classifyBad(rec string, i int) *recordsError {
 	return bad("is not a hashed identifier (plaintext identifiers are rejected); send the lowercase hex SHA-256.", true)
 }
 
-// matches decides deterministically whether a record "matches" a
-// Pinterest user: the first 8 bytes of the digest, as a fraction of 2^64,
-// fall below the match rate.
-func (s *Server) matches(d digest) bool {
-	r := s.cfg.MatchRate
-	if r >= 1 {
-		return true
-	}
-	v := binary.BigEndian.Uint64(d[:8]) >> 11
-	return float64(v)/(1<<53) < r
+// matches reports whether record d of a list of type listType matches a
+// Pinterest user of the population.
+func (s *Server) matches(listType string, d digest) bool {
+	return s.cfg.MatchAnyRecord || s.pop.matches(listType, d)
 }
 
 func (s *Server) newIDLocked() (string, uint64) {
@@ -265,7 +258,7 @@ func (s *Server) createList(w http.ResponseWriter, r *http.Request, c *call) {
 	s.lists[id] = l
 	out := l.json()
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusCreated, out)
 }
 
 // applyLocked adds or removes records and moves the counters as Pinterest
@@ -278,7 +271,7 @@ func (s *Server) applyLocked(l *customerList, add bool, ds []digest) {
 		for _, d := range ds {
 			if _, in := l.members[d]; !in {
 				l.members[d] = struct{}{}
-				if s.matches(d) {
+				if s.matches(l.listType, d) {
 					l.matched++
 				}
 			}
@@ -289,7 +282,7 @@ func (s *Server) applyLocked(l *customerList, add bool, ds []digest) {
 	for _, d := range ds {
 		if _, in := l.members[d]; in {
 			delete(l.members, d)
-			if s.matches(d) {
+			if s.matches(l.listType, d) {
 				l.matched--
 			}
 		}

@@ -138,7 +138,7 @@ func TestAuthorizationCodeIsSingleUseAndBound(t *testing.T) {
 	other := e.oauthConfig("http://127.0.0.1:9999/elsewhere")
 	_, err = other.Exchange(e.ctx(), authorize())
 	wantInvalidGrant(t, err)
-	if r := e.doToken(tok.AccessToken, "POST", listsPath(""), map[string]string{"name": "n", "records": hashOf(1)}); r.status != 200 {
+	if r := e.doToken(tok.AccessToken, "POST", listsPath(""), map[string]string{"name": "n", "records": hashOf(1)}); r.status != 201 {
 		t.Errorf("token from code flow: %d %s", r.status, r.body)
 	}
 

@@ -12,7 +12,10 @@
 //
 // It is stricter than Pinterest where pinsync promises more: every record
 // must be a lowercase hex SHA-256 (a plaintext identifier is rejected and
-// counted). It does not model matching delays, list sizes that take hours
+// counted). Records match only the users of a population given to it, hashed
+// by its own reading of Pinterest's rules, so that a client that normalises
+// an identifier otherwise sees its list match nobody. It does not model
+// matching delays, list sizes that take hours
 // to update, bulk uploads, other audience types, or more than one user.
 //
 // A Server is an http.Handler; serve it with httptest.NewServer in tests or
@@ -67,6 +70,7 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 	mux *http.ServeMux
+	pop population
 
 	mu       sync.Mutex
 	accounts []AdAccount // config order
@@ -103,8 +107,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	pop, err := newPopulation(cfg.Population)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Population = nil // kept as hashes only
 	s := &Server{
 		cfg:      cfg,
+		pop:      pop,
 		log:      cfg.Logger.With("component", "pinterest-sandbox"),
 		accounts: cfg.AdAccounts,
 		acctByID: map[string]*AdAccount{}, roles: map[string][]string{},
@@ -177,6 +187,7 @@ func (s *Server) routes() {
 	m.Handle("POST /sandbox/v1/reset", s.plain("sandbox/reset", CategoryAdmin, s.handleReset))
 	m.Handle("DELETE /sandbox/v1/customer_lists/{customer_list_id}", s.plain("sandbox/delete_list", CategoryAdmin, s.handleDeleteList))
 	m.Handle("POST /sandbox/v1/ad_accounts/{ad_account_id}/permissions", s.plain("sandbox/permissions", CategoryAdmin, s.handleSetPermissions))
+	m.Handle("POST /sandbox/v1/ad_accounts/{ad_account_id}/received_audiences", s.plain("sandbox/share_audience", CategoryAdmin, s.handleShareAudience))
 	m.Handle("GET /sandbox/v1/faults", s.plain("sandbox/faults", CategoryAdmin, s.handleGetFaults))
 	m.Handle("POST /sandbox/v1/faults", s.plain("sandbox/faults", CategoryAdmin, s.handleSetFaults))
 	m.Handle("POST /sandbox/v1/revoke", s.plain("sandbox/revoke", CategoryAdmin, s.handleRevoke))
@@ -240,7 +251,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, opID, category st
 		defer s.statsMu.Unlock()
 		s.stats.add(opID, category, status)
 		if !strings.HasPrefix(r.URL.Path, "/sandbox/") {
-			s.appendLogLocked(RequestRecord{Time: s.cfg.Now(), Method: r.Method, Path: r.URL.Path,
+			s.appendLogLocked(RequestRecord{Time: s.cfg.Now(), Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
 				Operation: opID, Category: category, Status: status, Records: records, RequestID: rid,
 				UserAgent: r.UserAgent()})
 		}

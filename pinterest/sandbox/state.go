@@ -20,6 +20,9 @@ type State struct {
 	// RateLimited counts calls refused because the budget of a category
 	// (ads_read, ads_write) was spent; injected 429s are not counted here.
 	RateLimited map[string]int `json:"rate_limited"`
+	// Population counts the Pinterest users records can match, by list
+	// type (see Config.Population); "any" when every record matches.
+	Population map[string]int `json:"population"`
 }
 
 // ListState is one customer list in State.
@@ -29,7 +32,7 @@ type ListState struct {
 	Name        string   `json:"name"`
 	ListType    string   `json:"list_type"`
 	Records     []string `json:"records"` // sorted lowercase hex SHA-256
-	// Matched is how many records match a Pinterest user.
+	// Matched is how many records match a Pinterest user of the population.
 	Matched                int `json:"matched"`
 	NumBatches             int `json:"num_batches"`
 	NumUploadedUserRecords int `json:"num_uploaded_user_records"`
@@ -94,12 +97,15 @@ func cloneMap(m map[string]int) map[string]int {
 
 // RequestRecord is one logged request to /v5 or /oauth.
 type RequestRecord struct {
-	Time      time.Time `json:"time"`
-	Method    string    `json:"method"`
-	Path      string    `json:"path"`
-	Operation string    `json:"operation"`
-	Category  string    `json:"category"`
-	Status    int       `json:"status"`
+	Time   time.Time `json:"time"`
+	Method string    `json:"method"`
+	Path   string    `json:"path"`
+	// Query is the request's query string (paging and filters: the API
+	// takes no secret there).
+	Query     string `json:"query,omitempty"`
+	Operation string `json:"operation"`
+	Category  string `json:"category"`
+	Status    int    `json:"status"`
 	// Records is the number of records an accepted customer-list call carried.
 	Records   int    `json:"records"`
 	RequestID string `json:"request_id"`
@@ -132,8 +138,11 @@ func (s *Server) State() State {
 	defer s.mu.Unlock()
 	s.statsMu.Lock()
 	st := State{CustomerLists: []ListState{}, Audiences: []AudienceState{}, Requests: s.stats.clone(),
-		PlaintextRejected: s.plainRejects, RateLimited: map[string]int{}}
+		PlaintextRejected: s.plainRejects, RateLimited: map[string]int{}, Population: s.pop.sizes()}
 	s.statsMu.Unlock()
+	if s.cfg.MatchAnyRecord {
+		st.Population = map[string]int{"any": -1}
+	}
 	st.Requests.Injected = s.injected
 	for _, l := range s.lists {
 		st.CustomerLists = append(st.CustomerLists, s.listStateLocked(l))

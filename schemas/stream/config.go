@@ -90,6 +90,11 @@ type Config struct {
 	ConsentCategory string
 	ConsentFraction float64
 
+	// PreHashed says which identifiers the customer-data platform sends
+	// already hashed, as a 64-hex SHA-256, instead of in plaintext
+	// (default PreHashNone).
+	PreHashed PreHash
+
 	// EnteredEvent and ExitedEvent name the track events.
 	EnteredEvent, ExitedEvent string
 	// Start is the time of the first record; MeanGap the mean time between
@@ -97,6 +102,23 @@ type Config struct {
 	Start   time.Time
 	MeanGap time.Duration
 }
+
+// PreHash is how a customer-data platform sends identifiers.
+type PreHash uint8
+
+const (
+	// PreHashNone sends every identifier in plaintext.
+	PreHashNone PreHash = iota
+	// PreHashPinterest sends every identifier hashed as Pinterest matches
+	// it: the SHA-256 of the email trimmed and lowercased, of the IDFA
+	// trimmed and uppercased, of the Android id trimmed and lowercased.
+	PreHashPinterest
+	// PreHashIDFALowercase sends IDFAs hashed from their lower-case form
+	// (the rest in plaintext): a normalisation Pinterest does not match,
+	// as a producer (or pinsync before it followed Pinterest's rule) might
+	// use. Lists fed this way are exact and match nobody.
+	PreHashIDFALowercase
+)
 
 // ConfigError says which field of a Config is wrong.
 type ConfigError struct {
@@ -210,6 +232,9 @@ func (c Config) Validate() error {
 	}
 	if d.MeanGap < 0 {
 		bad("MeanGap", "must not be negative")
+	}
+	if d.PreHashed > PreHashIDFALowercase {
+		bad("PreHashed", fmt.Sprintf("unknown value %d", d.PreHashed))
 	}
 	return errors.Join(errs...)
 }

@@ -153,6 +153,12 @@ func (ids identities) appendDeviceID(b []byte, idx uint64, n int, upper bool) []
 	return b
 }
 
+// android reports whether device n of profile idx is an Android device
+// (45% of devices are); the others are iOS devices.
+func (ids identities) android(idx uint64, n int) bool {
+	return mix(idx<<8^uint64(n)^0xa4d701d^ids.salt)%100 < 45
+}
+
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 // appendBase62 appends n base-62 digits derived from x: ten digits from

@@ -146,6 +146,18 @@ func BuildOracle(records []Record, dec *schemas.Decoder, maxPerType int) (*Oracl
 	return o, rejected
 }
 
+// DropType forgets every identifier of type t of every profile, as an
+// upgrade that can no longer vouch for them does (pinsync drops the IDFAs a
+// version that hashed them in lower case left in its state).
+func (o *Oracle) DropType(t ident.Type) {
+	if !t.Valid() {
+		return
+	}
+	for _, p := range o.profiles {
+		p.ids[t] = p.ids[t][:0]
+	}
+}
+
 // Profiles returns how many profiles the Oracle knows (forgotten ones are
 // not counted).
 func (o *Oracle) Profiles() int { return len(o.profiles) }

@@ -1,5 +1,11 @@
 package stream
 
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+)
+
 // Writing one record: r.key holds the profile id, r.val the value.
 
 func (r *run) setProfile(i int) {
@@ -300,6 +306,11 @@ func (r *run) appendEmailValue(b []byte, e int) []byte {
 		}
 	}
 	r.scratch = s[:0]
+	if r.cfg.PreHashed == PreHashPinterest {
+		b = append(b, '"')
+		b = appendSHA256(b, bytes.ToLower(bytes.TrimSpace(s)))
+		return append(b, '"')
+	}
 	return appendString(b, s)
 }
 
@@ -314,7 +325,7 @@ func (r *run) appendDevice(b []byte, d device) []byte {
 	if d.limited {
 		b = append(b, "00000000-0000-0000-0000-000000000000"...)
 	} else {
-		b = r.g.ids.appendDeviceID(b, r.idx, int(d.n), !d.android != (r.rng.IntN(20) == 0))
+		b = r.appendDeviceValue(b, d, !d.android != (r.rng.IntN(20) == 0))
 	}
 	b = append(b, `","adTrackingEnabled":`...)
 	b = appendBool(b, d.tracked)
@@ -327,8 +338,30 @@ func (r *run) appendIDSync(b []byte, d device) []byte {
 	} else {
 		b = append(b, `"ios_idfa":"`...)
 	}
-	b = r.g.ids.appendDeviceID(b, r.idx, int(d.n), !d.android)
+	b = r.appendDeviceValue(b, d, !d.android)
 	return append(b, '"')
+}
+
+// appendDeviceValue appends device d's advertising id (in upper case when
+// upper), or its hash when the platform sends device ids hashed.
+func (r *run) appendDeviceValue(b []byte, d device, upper bool) []byte {
+	id := r.g.ids.appendDeviceID(r.scratch[:0], r.idx, int(d.n), upper)
+	r.scratch = id[:0]
+	switch {
+	case r.cfg.PreHashed == PreHashPinterest && d.android:
+		return appendSHA256(b, bytes.ToLower(id))
+	case r.cfg.PreHashed == PreHashPinterest:
+		return appendSHA256(b, bytes.ToUpper(id))
+	case r.cfg.PreHashed == PreHashIDFALowercase && !d.android:
+		return appendSHA256(b, bytes.ToLower(id))
+	}
+	return append(b, id...)
+}
+
+// appendSHA256 appends the lowercase hex SHA-256 of v.
+func appendSHA256(b, v []byte) []byte {
+	sum := sha256.Sum256(v)
+	return hex.AppendEncode(b, sum[:])
 }
 
 // appendCents appends c/100 with two decimals.
@@ -383,7 +416,7 @@ func (r *run) writeNative(kind string, p *profile, a int, member bool) {
 			}
 			n++
 			b = append(b, '"')
-			b = r.g.ids.appendDeviceID(b, r.idx, int(d.n), !android)
+			b = r.appendDeviceValue(b, d, !android)
 			b = append(b, '"')
 		}
 		if n > 0 {

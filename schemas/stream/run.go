@@ -71,7 +71,7 @@ func newRun(g *Generator, emit func(Record) error) *run {
 				n++
 			}
 			for range n {
-				r.addDevice(p)
+				r.addDevice(uint64(i), p)
 			}
 		}
 		for a := range g.audiences {
@@ -83,8 +83,13 @@ func newRun(g *Generator, emit func(Record) error) *run {
 	return r
 }
 
-func (r *run) addDevice(p *profile) *device {
-	d := device{n: uint8(len(p.devices)), android: r.rng.IntN(100) < 45}
+// addDevice gives profile idx its next device. Whether it is an Android
+// device derives from (idx, n) alone, like its id, so that the population
+// of Pinterest users (Generator.Population) knows every device without
+// running the stream.
+func (r *run) addDevice(idx uint64, p *profile) *device {
+	n := len(p.devices)
+	d := device{n: uint8(n), android: r.g.ids.android(idx, n)}
 	d.tracked = r.rng.Float64() >= r.cfg.UntrackedFraction
 	d.limited = !d.tracked && !d.android && r.rng.IntN(2) == 0
 	p.devices = append(p.devices, d)
@@ -232,7 +237,7 @@ func (r *run) action(i int) error {
 			break
 		}
 		r.stats.DevicesAdded++
-		d := r.addDevice(p)
+		d := r.addDevice(uint64(i), p)
 		if !d.tracked {
 			return r.identify(i, len(p.devices)-1)
 		}

@@ -272,6 +272,10 @@ type AudienceStatus struct {
 	// LocalMembers is the profiles in the audience on this process's
 	// input partitions: the sum over processes is the audience's members.
 	LocalMembers int64 `json:"local_members"`
+	// LocalRecords is, by list type (EMAIL, IDFA, MAID), the identifiers
+	// those members hold: the sum over processes is what each list holds
+	// once synced, against which Pinterest's size gives its match rate.
+	LocalRecords map[string]int64 `json:"local_records,omitempty"`
 	// Lists are the audience's lists this process owns, with figures of
 	// the whole list.
 	Lists []ListStatus `json:"lists"`
@@ -295,7 +299,8 @@ func (e *Engine) Status() Status {
 	st.PendingChanges = pst.Pending
 	byKey := map[string]*AudienceStatus{}
 	for _, a := range pst.Audiences {
-		byKey[a.Key] = &AudienceStatus{Key: a.Key, Name: a.Name, AdAccount: a.AdAccount, Synced: a.Synced, LocalMembers: a.Members}
+		byKey[a.Key] = &AudienceStatus{Key: a.Key, Name: a.Name, AdAccount: a.AdAccount, Synced: a.Synced,
+			LocalMembers: a.Members, LocalRecords: a.Records}
 	}
 	for _, l := range lst.Lists {
 		if l.Parked != "" {

@@ -13,18 +13,18 @@ import (
 	"github.com/pinsync/pinsync/schemas/stream"
 )
 
-// kcatPath returns the kcat binary, skipping the test when it is missing
-// (failing it in CI, where it must be installed).
-func kcatPath(t *testing.T) string {
+// toolPath returns the path of a Debian tool, skipping the test when it is
+// missing (failing it in CI, where it must be installed).
+func toolPath(t *testing.T, name, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath("kcat")
+	p, err := exec.LookPath(name)
 	if err == nil {
 		return p
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatalf("kcat not found (%v): CI must install Debian package kcat", err)
+		t.Fatalf("%s not found (%v): CI must install Debian package %s", name, err, pkg)
 	}
-	t.Skipf("kcat not found: install Debian package kcat to run this test")
+	t.Skipf("%s not found: install Debian package %s to run this test", name, pkg)
 	return ""
 }
 
@@ -32,7 +32,7 @@ func kcatPath(t *testing.T) string {
 // with partitioner=murmur2_random land on the partition pinsync and
 // franz-go expect for their key, and the lists converge to the oracle.
 func TestKcatProducedEventsAreConsumed(t *testing.T) {
-	kcat := kcatPath(t)
+	kcat := toolPath(t, "kcat", "kcat")
 	const partitions = 5
 	r := newRig(t, partitions, sandbox.Config{})
 	recs, _, err := stream.Collect(stream.Config{Profiles: 300, Audiences: 4, Events: 3000, Seed: 21, MalformedFraction: stream.None})

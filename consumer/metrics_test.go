@@ -36,6 +36,16 @@ func gaugeWith(t *testing.T, g prometheus.Gatherer, name, label, value string) f
 // has value (every series when label is "").
 func seriesSum(t *testing.T, g prometheus.Gatherer, name, label, value string, get func(*dto.Metric) float64) float64 {
 	t.Helper()
+	if label == "" {
+		return seriesWhere(t, g, name, nil, get)
+	}
+	return seriesWhere(t, g, name, map[string]string{label: value}, get)
+}
+
+// seriesWhere sums value(series) over the series of family name that have
+// every label of labels.
+func seriesWhere(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string, get func(*dto.Metric) float64) float64 {
+	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -46,11 +56,13 @@ func seriesSum(t *testing.T, g prometheus.Gatherer, name, label, value string, g
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			match := label == ""
+			have := 0
 			for _, l := range m.GetLabel() {
-				match = match || l.GetName() == label && l.GetValue() == value
+				if v, ok := labels[l.GetName()]; ok && v == l.GetValue() {
+					have++
+				}
 			}
-			if match {
+			if have == len(labels) {
 				sum += get(m)
 			}
 		}

@@ -40,6 +40,8 @@ var knownMetrics = []string{
 	"pinsync_restoring_partitions",
 	"pinsync_restored_profiles_total",
 	"pinsync_audience_local_members",
+	"pinsync_audience_local_records",
+	"pinsync_list_created_timestamp_seconds",
 	"pinsync_audience_uploaded_records_total",
 	"pinsync_audience_pinterest_size",
 	"pinsync_audience_ready",
@@ -183,7 +185,7 @@ func TestDashboardUsesOnlyPinsyncMetrics(t *testing.T) {
 	for _, n := range []string{
 		"pinsync_events_total", "pinsync_consumer_lag", "pinsync_uploads_total",
 		"pinsync_records_per_request_bucket", "pinsync_breaker_state",
-		"pinsync_audience_pinterest_size", "pinsync_audience_local_members",
+		"pinsync_audience_pinterest_size", "pinsync_audience_local_members", "pinsync_audience_local_records",
 		"pinsync_dead_letters_total", "pinsync_rate_limited_total",
 	} {
 		if !used[n] {
@@ -263,13 +265,30 @@ func loadRules(t *testing.T) ruleFile {
 	return rf
 }
 
+// recordedName is the name of a recording rule of pinsync's
+// (level:metric:operations).
+var recordedName = regexp.MustCompile(`\bpinsync:[a-zA-Z0-9_:]+`)
+
 func TestAlertRulesUseKnownMetricsAndDocumentThemselves(t *testing.T) {
 	rf := loadRules(t)
 	var alerts []string
+	recorded := map[string]bool{}
 	for _, g := range rf.Groups {
 		for _, r := range g.Rules {
 			names, unknown := metricsIn(r.Expr)
-			if len(names) == 0 {
+			uses := recordedName.FindAllString(r.Expr, -1)
+			for _, n := range uses {
+				if !recorded[n] {
+					t.Errorf("rule %s%s uses %s before a rule records it", r.Alert, r.Record, n)
+				}
+			}
+			if r.Record != "" {
+				if !recordedName.MatchString(r.Record) {
+					t.Errorf("recording rule %s is not named pinsync:...", r.Record)
+				}
+				recorded[r.Record] = true
+			}
+			if len(names) == 0 && len(uses) == 0 {
 				t.Errorf("rule %s%s uses no pinsync metric", r.Alert, r.Record)
 			}
 			if len(unknown) > 0 {
@@ -294,7 +313,7 @@ func TestAlertRulesUseKnownMetricsAndDocumentThemselves(t *testing.T) {
 	}
 	sort.Strings(alerts)
 	want := []string{"PinsyncAudienceParked", "PinsyncBreakerOpen", "PinsyncCommitsStalled", "PinsyncConsumerLagGrowing",
-		"PinsyncCredentialsRejected", "PinsyncDeadLetters", "PinsyncRateLimited"}
+		"PinsyncCredentialsRejected", "PinsyncDeadLetters", "PinsyncListMatchRateLow", "PinsyncListMatchesNobody", "PinsyncRateLimited"}
 	if !slices.Equal(alerts, want) {
 		t.Errorf("alerts = %q, want %q", alerts, want)
 	}

@@ -61,6 +61,10 @@ type Change struct {
 	Vouched bool
 	// TS is the event time, Unix milliseconds (0 when unknown).
 	TS int64
+	// Legacy is set on a change written by a version of pinsync that
+	// hashed IDFAs from their lower-case form, which Pinterest does not
+	// match: such an IDFA add is never uploaded. Writers leave it unset.
+	Legacy bool
 }
 
 // List names one Pinterest list: an audience and an identifier type.
@@ -147,6 +151,10 @@ const MaxChanges = 1024
 const (
 	flagOp      = 0x03
 	flagVouched = 0x04
+	// flagRules marks a change hashed under Pinterest's identifier rules
+	// (IDFAs uppercased). Versions before them did not set it; they ignore
+	// it when they read, so the value keeps version 1.
+	flagRules = 0x08
 )
 
 // AppendValue appends a record value holding h and cs.
@@ -154,8 +162,9 @@ const (
 // The value is: version; the ad account and the name, each as a uvarint
 // length and bytes; the event time of the first change (varint); the count
 // of changes (uvarint); then each change as a flags byte (the op in bits
-// 0-1, vouched in bit 2), its 32-byte digest and its event time as a
-// varint difference from the first.
+// 0-1, vouched in bit 2, hashed under Pinterest's identifier rules in bit
+// 3, unless Legacy), its 32-byte digest and its event time as a varint
+// difference from the first.
 func AppendValue(b []byte, h Header, cs []Change) []byte {
 	b = append(b, version)
 	b = binary.AppendUvarint(b, uint64(len(h.AdAccount)))
@@ -173,6 +182,9 @@ func AppendValue(b []byte, h Header, cs []Change) []byte {
 		f := byte(c.Op) & flagOp
 		if c.Vouched {
 			f |= flagVouched
+		}
+		if !c.Legacy {
+			f |= flagRules
 		}
 		b = append(b, f)
 		b = append(b, c.Hash[:]...)
@@ -244,6 +256,7 @@ func (v *Value) Each(fn func(Change)) error {
 			return fmt.Errorf("%w: bad operation", ErrMalformed)
 		}
 		c.Vouched = f&flagVouched != 0
+		c.Legacy = f&flagRules == 0
 		copy(c.Hash[:], b[1:changeSize])
 		d, k := binary.Varint(b[changeSize:])
 		if k <= 0 {

@@ -19,6 +19,7 @@ func randomChanges(rng *rand.Rand, n int) []Change {
 		}
 		cs[i].Op = Op(rng.IntN(2) + 1)
 		cs[i].Vouched = rng.IntN(2) == 0
+		cs[i].Legacy = rng.IntN(8) == 0
 		cs[i].TS = base + rng.Int64N(20_000) - 10_000
 	}
 	return cs
@@ -45,6 +46,35 @@ func TestValueRoundTrips(t *testing.T) {
 					t.Fatalf("change %d: got %+v, want %+v", i, got[i], cs[i])
 				}
 			}
+		}
+	}
+}
+
+// TestChangesOfEarlierVersionsAreLegacy: a change written before the
+// identifier rules (its flags without bit 3, as version 1 of the format
+// always was) reads as Legacy; one written now does not.
+func TestChangesOfEarlierVersionsAreLegacy(t *testing.T) {
+	var h ident.Hash
+	h[0] = 0xab
+	now := AppendValue(nil, Header{AdAccount: "1"}, []Change{{Hash: h, Op: Add}})
+	before := bytes.Clone(now)
+	flags := len(before) - 1 - len(h) - 1 // flags, digest, one-byte time difference
+	before[flags] = byte(Add)             // as version 1 wrote an add
+	for _, c := range []struct {
+		name   string
+		value  []byte
+		legacy bool
+	}{{"written now", now, false}, {"written before the rules", before, true}} {
+		v, err := Parse(c.value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Change
+		if err := v.Each(func(ch Change) { got = ch }); err != nil {
+			t.Fatal(err)
+		}
+		if got.Legacy != c.legacy || got.Op != Add || got.Hash != h {
+			t.Errorf("%s: read %+v, want legacy %v", c.name, got, c.legacy)
 		}
 	}
 }

@@ -37,6 +37,8 @@ type metrics struct {
 	uploaded       *prometheus.CounterVec
 	pinSize        *prometheus.GaugeVec
 	pinReady       *prometheus.GaugeVec
+	listCreated    *prometheus.GaugeVec
+	dropped        *prometheus.CounterVec
 	parked         *prometheus.GaugeVec
 	rebuilds       *prometheus.CounterVec
 }
@@ -82,6 +84,12 @@ func newMetrics(reg prometheus.Registerer, flushInterval time.Duration) (*metric
 		pinReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pinsync_audience_ready", Help: "1 when Pinterest reports the audience READY.",
 		}, []string{"audience", "list_type"}),
+		listCreated: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pinsync_list_created_timestamp_seconds", Help: "Unix time at which Pinterest created the customer list the audience follows (its size is judged only once Pinterest has had a day or two to match it). Only the list's owner reports it.",
+		}, []string{"audience", "list_type"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pinsync_changes_dropped_total", Help: "List changes read and deliberately not uploaded, by reason (legacy_idfa: an IDFA add an earlier pinsync hashed from the lower-case id, which Pinterest matches nobody by).",
+		}, []string{"reason"}),
 		parked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pinsync_list_parked",
 			Help: "1 while a list waits for a rebuild from the profile state, its changes dropped, by reason: permission (the role on the ad account is gone), not_found (deleted at Pinterest), requested (pinsync resync). Only the list's owner reports it.",
@@ -90,12 +98,13 @@ func newMetrics(reg prometheus.Registerer, flushInterval time.Duration) (*metric
 			Name: "pinsync_list_rebuilds_total", Help: "Attempts to rebuild a list from the profile state, by outcome (ok, error).",
 		}, []string{"outcome"}),
 	}
+	m.dropped.WithLabelValues(droppedLegacyIDFA)
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{
 		m.read, m.malformed, m.buffered, m.bufferedBytes, m.flushes, m.perRequest, m.uploads, m.uploadDuration, m.eventToUpload,
-		m.uploaded, m.pinSize, m.pinReady, m.parked, m.rebuilds,
+		m.uploaded, m.pinSize, m.pinReady, m.listCreated, m.dropped, m.parked, m.rebuilds,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -103,6 +112,10 @@ func newMetrics(reg prometheus.Registerer, flushInterval time.Duration) (*metric
 	}
 	return m, nil
 }
+
+// droppedLegacyIDFA is the reason of pinsync_changes_dropped_total for an
+// IDFA add written by a version that hashed IDFAs in lower case.
+const droppedLegacyIDFA = "legacy_idfa"
 
 // latencyBuckets are the event-to-upload buckets: a wide range, plus fine
 // ones around the flush interval, the wait a change is designed to have, so

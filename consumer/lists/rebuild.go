@@ -404,7 +404,7 @@ func (s *Stage) build(ctx context.Context, li *listInfo, cur control.ListEntry, 
 	li.setIDs(listIDs{name: e.Name, listID: e.CustomerListID, audienceID: e.AudienceID})
 	var d commit.Deltas
 	s.ws.setMode(li.id, modeSync, &d)
-	s.m.uploaded.WithLabelValues(li.key.Audience, li.key.Type.String(), "add").Add(float64(len(hashes)))
+	s.countUploaded(li, "add", len(hashes))
 	return e, nil
 }
 

@@ -95,7 +95,12 @@ type listInfo struct {
 	pids   listIDs
 	size   int64
 	status string
-	rb     rebuildState
+	// listCreated is when Pinterest created the list pids.listID names
+	// (zero until the audience poll has read it).
+	listCreated time.Time
+	// added and removed count the records this member's writes took.
+	added, removed int64
+	rb             rebuildState
 }
 
 // listIDs are a list's Pinterest ids and name.
@@ -118,7 +123,36 @@ func (li *listInfo) ids() listIDs {
 func (li *listInfo) setIDs(ids listIDs) {
 	li.mu.Lock()
 	defer li.mu.Unlock()
+	if ids.listID != li.pids.listID {
+		li.listCreated = time.Time{}
+	}
 	li.pids = ids
+}
+
+// created returns when Pinterest created the list's customer list (zero:
+// not known yet).
+func (li *listInfo) created() time.Time {
+	li.mu.Lock()
+	defer li.mu.Unlock()
+	return li.listCreated
+}
+
+// creationUnknown returns the list's ad account and customer list id when
+// it is not known yet when Pinterest created that list.
+func (li *listInfo) creationUnknown() (acct, listID string, unknown bool) {
+	li.mu.Lock()
+	defer li.mu.Unlock()
+	return li.header.AdAccount, li.pids.listID, li.pids.listID != "" && li.listCreated.IsZero()
+}
+
+// setListCreated records when Pinterest created customer list listID, if
+// it still is the list's.
+func (li *listInfo) setListCreated(listID string, t time.Time) {
+	li.mu.Lock()
+	defer li.mu.Unlock()
+	if li.pids.listID == listID {
+		li.listCreated = t
+	}
 }
 
 func (li *listInfo) setAudience(au pinterest.Audience) {

@@ -142,7 +142,6 @@ func (s *Stage) observeLatency(f *flight, ok func(int) bool, end time.Time) {
 // check that this member still owns the list's partition.
 func (s *Stage) upload(ctx context.Context, li *listInfo, f *flight) (addsOK, removesOK bool, err error) {
 	ctx = pinterest.WithWriteGuard(ctx, func(ctx context.Context) error { return s.owns(ctx, li.partition) })
-	typ := li.key.Type.String()
 	listID, created, err := s.res.ensure(ctx, li, f.adds)
 	if listID == "" && pinterest.IsRefused(err) && len(f.adds) > 0 {
 		// The creation was refused for its records: created with those
@@ -155,7 +154,7 @@ func (s *Stage) upload(ctx context.Context, li *listInfo, f *flight) (addsOK, re
 	if created {
 		s.m.uploads.WithLabelValues("create", "ok").Inc()
 		s.m.perRequest.Observe(float64(len(f.adds)))
-		s.m.uploaded.WithLabelValues(li.key.Audience, typ, "add").Add(float64(len(f.adds)))
+		s.countUploaded(li, "add", len(f.adds))
 		// A list this flight created holds only its adds: the removals,
 		// disjoint from them, have nothing to remove.
 		return true, true, err
@@ -202,7 +201,7 @@ func (s *Stage) createRefused(ctx context.Context, li *listInfo, adds []ident.Ha
 			return id, err
 		case created:
 			s.m.uploads.WithLabelValues("create", "ok").Inc()
-			s.m.uploaded.WithLabelValues(li.key.Audience, li.key.Type.String(), "add").Add(float64(len(part)))
+			s.countUploaded(li, "add", len(part))
 		case id != "": // it exists after all: part was not sent
 			if err := s.uploadOp(ctx, li, id, pinterest.Add, part); err != nil {
 				return id, err
@@ -211,6 +210,19 @@ func (s *Stage) createRefused(ctx context.Context, li *listInfo, adds []ident.Ha
 		listID = id
 	}
 	return listID, nil
+}
+
+// countUploaded counts n records a write took for li, by op (add,
+// remove).
+func (s *Stage) countUploaded(li *listInfo, op string, n int) {
+	s.m.uploaded.WithLabelValues(li.key.Audience, li.key.Type.String(), op).Add(float64(n))
+	li.mu.Lock()
+	if op == "add" {
+		li.added += int64(n)
+	} else {
+		li.removed += int64(n)
+	}
+	li.mu.Unlock()
 }
 
 // uploadOp writes records with op; a batch Pinterest rejects for good is
@@ -227,7 +239,7 @@ func (s *Stage) uploadOp(ctx context.Context, li *listInfo, listID string, o pin
 	if err == nil {
 		s.m.uploads.WithLabelValues(label, "ok").Inc()
 		s.m.perRequest.Observe(float64(len(hs)))
-		s.m.uploaded.WithLabelValues(li.key.Audience, li.key.Type.String(), label).Add(float64(len(hs)))
+		s.countUploaded(li, label, len(hs))
 		return nil
 	}
 	s.m.uploads.WithLabelValues(label, "error").Inc()
@@ -301,7 +313,9 @@ func (s *Stage) pollLoop(ctx context.Context) {
 // Pinterest: the size Pinterest reports counts matched users, not uploaded
 // records.
 func (s *Stage) pollAudiences(ctx context.Context) {
-	for _, li := range s.ownedLists() {
+	owned := s.ownedLists()
+	s.readListCreation(ctx, owned)
+	for _, li := range owned {
 		ids := li.ids()
 		if ids.audienceID == "" || ctx.Err() != nil {
 			continue
@@ -322,6 +336,42 @@ func (s *Stage) pollAudiences(ctx context.Context) {
 		}
 		s.m.pinSize.WithLabelValues(li.key.Audience, li.key.Type.String()).Set(size)
 		s.m.pinReady.WithLabelValues(li.key.Audience, li.key.Type.String()).Set(ready)
+		if c := li.created(); !c.IsZero() {
+			s.m.listCreated.WithLabelValues(li.key.Audience, li.key.Type.String()).Set(float64(c.Unix()))
+		}
+	}
+}
+
+// readListCreation learns when Pinterest created each of lists whose
+// creation is not known yet (a list is judged by its match rate only once
+// Pinterest has had a day or two to match it): one listing of each ad
+// account concerned, once per list.
+func (s *Stage) readListCreation(ctx context.Context, lists []*listInfo) {
+	need := map[string]map[string][]*listInfo{} // account → list id → lists
+	for _, li := range lists {
+		if acct, id, unknown := li.creationUnknown(); unknown {
+			if need[acct] == nil {
+				need[acct] = map[string][]*listInfo{}
+			}
+			need[acct][id] = append(need[acct][id], li)
+		}
+	}
+	for acct, byID := range need {
+		if ctx.Err() != nil {
+			return
+		}
+		all, err := s.pin.CustomerLists(ctx, acct)
+		if err != nil {
+			s.log.Warn("customer list listing failed", "ad_account", acct, "err", err)
+			continue
+		}
+		for _, cl := range all {
+			for _, li := range byID[cl.ID] {
+				if cl.CreatedTime > 0 {
+					li.setListCreated(cl.ID, time.Unix(int64(cl.CreatedTime), 0))
+				}
+			}
+		}
 	}
 }
 

@@ -603,6 +603,7 @@ func (s *Stage) forget(parts map[*commit.Partition]bool) {
 	s.mu.Unlock()
 	s.stopRebuilds(partitionsOf(parts))
 	s.forgetRebuilds(partitionsOf(parts))
+	s.forgetListSeries(partitionsOf(parts))
 	for p := range parts {
 		s.tr.Remove(p)
 		pl := strconv.Itoa(int(p.Partition))
@@ -617,6 +618,19 @@ func (s *Stage) forget(parts map[*commit.Partition]bool) {
 	}
 	for _, f := range flights {
 		<-f.done
+	}
+}
+
+// forgetListSeries drops the series this member reported of the lists of
+// partitions it no longer owns: their next owner reports them.
+func (s *Stage) forgetListSeries(partitions map[int32]bool) {
+	for _, li := range s.lists.all() {
+		if partitions[li.partition] {
+			labels := map[string]string{"audience": li.key.Audience, "list_type": li.key.Type.String()}
+			for _, g := range []*prometheus.GaugeVec{s.m.pinSize, s.m.pinReady, s.m.listCreated} {
+				g.DeletePartialMatch(labels)
+			}
+		}
 	}
 }
 

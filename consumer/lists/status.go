@@ -43,6 +43,13 @@ type ListStatus struct {
 	LastFlush      time.Time `json:"last_flush,omitzero"`
 	PinterestSize  int64     `json:"pinterest_size"`
 	PinterestState string    `json:"pinterest_status,omitempty"`
+	// ListCreated is when Pinterest created the customer list (read by
+	// the audience poll): its size is judged once it has had a day or two.
+	ListCreated time.Time `json:"list_created,omitzero"`
+	// UploadedAdds and UploadedRemoves count the records this member's
+	// writes to the list took since it owns it.
+	UploadedAdds    int64 `json:"uploaded_adds"`
+	UploadedRemoves int64 `json:"uploaded_removes"`
 	// Generation counts the list's rebuilds; Retired are the customer
 	// lists earlier generations used.
 	Generation int      `json:"generation,omitempty"`
@@ -75,7 +82,8 @@ func (s *Stage) Status() Status {
 		ls := ListStatus{
 			Audience: li.key.Audience, Name: li.header.Name, AdAccount: li.header.AdAccount, ListType: li.key.Type.String(),
 			ListName: li.pids.name, CustomerListID: li.pids.listID, AudienceID: li.pids.audienceID, Partition: li.partition,
-			PinterestSize: li.size, PinterestState: li.status,
+			PinterestSize: li.size, PinterestState: li.status, ListCreated: li.listCreated,
+			UploadedAdds: li.added, UploadedRemoves: li.removed,
 			Generation: li.rb.generation, Retired: li.rb.retired,
 			Parked: li.rb.reason, ParkedSince: li.rb.since, RebuildError: li.rb.lastErr,
 		}

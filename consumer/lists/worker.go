@@ -9,6 +9,7 @@ import (
 
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/schemas/ident"
 )
 
 // worker reads one partition of the changes topic in offset order and puts
@@ -44,6 +45,9 @@ type worker struct {
 	vouchFrom int64
 	d         commit.Deltas
 	cs        []changes.Change
+	// legacySeen is set once the worker has said it drops legacy IDFA
+	// adds.
+	legacySeen bool
 }
 
 func (s *Stage) newWorker(p int32) *worker {
@@ -150,7 +154,7 @@ func (w *worker) probeOffset() (kgo.EpochOffset, bool) {
 func (w *worker) process(recs []*kgo.Record) {
 	s := w.s
 	now := s.now()
-	var adds, removes int
+	var adds, removes, legacy int
 	for _, r := range recs {
 		if r.Offset < w.next {
 			continue // already read (a fetch from before a reassignment)
@@ -171,6 +175,10 @@ func (w *worker) process(recs []*kgo.Record) {
 			w.cs = w.cs[:0]
 			vouch := r.Offset >= w.vouchFrom
 			err = v.Each(func(c changes.Change) {
+				if c.Legacy && c.Op == changes.Add && l.Type == ident.IDFA {
+					legacy++ // hashed from the lower-case IDFA: matches nobody
+					return
+				}
 				c.Vouched = c.Vouched && vouch
 				w.cs = append(w.cs, c)
 			})
@@ -209,6 +217,14 @@ func (w *worker) process(recs []*kgo.Record) {
 	}
 	if removes > 0 {
 		s.m.read.WithLabelValues("remove").Add(float64(removes))
+	}
+	if legacy > 0 {
+		s.m.dropped.WithLabelValues(droppedLegacyIDFA).Add(float64(legacy))
+		if !w.legacySeen {
+			w.legacySeen = true
+			s.log.Warn("dropping IDFA adds written by an earlier pinsync that hashed IDFAs in lower case (Pinterest matches none of them)",
+				"partition", w.partition, "dropped", legacy)
+		}
 	}
 	s.mu.Lock()
 	closing := s.closing

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/glob"
+	"github.com/pinsync/pinsync/schemas/ident"
 )
 
 // audience is what pinsync knows of one audience key.
@@ -23,15 +24,21 @@ type audience struct {
 	provisional bool
 	selected    bool // allowed by the audience filter
 	members     atomic.Int64
+	// records counts, by identifier type, the identifiers of the members
+	// held here: the records of the audience's lists they account for.
+	records [ident.NumTypes + 1]atomic.Int64
 }
 
 // audiences interns audience keys as small integers shared by every
 // partition of the process, and resolves each audience's ad account and
 // whether it is synced. Safe for concurrent use.
 type audiences struct {
-	mu       sync.RWMutex
-	byKey    map[string]*audience
-	byID     []*audience
+	mu    sync.RWMutex
+	byKey map[string]*audience
+	byID  []*audience
+	// ids is byID as last published, for get: the hot path reads it
+	// without the lock (entries never change, the slice only grows).
+	ids      atomic.Pointer[[]*audience]
 	allow    []*glob.Glob
 	deny     []*glob.Glob
 	account  string
@@ -44,6 +51,8 @@ func newAudiences(allow, deny []string, account string, accounts map[string]stri
 		byKey: make(map[string]*audience), byID: []*audience{nil},
 		account: account, accounts: accounts, settings: allowSettings,
 	}
+	ids := as.byID
+	as.ids.Store(&ids)
 	for _, set := range []struct {
 		dst      *[]*glob.Glob
 		patterns []string
@@ -140,6 +149,8 @@ func (as *audiences) addLocked(key, name, override string, provisional bool) *au
 		adAccount: as.resolve(key, override), selected: as.match(key), provisional: provisional}
 	as.byKey[key] = a
 	as.byID = append(as.byID, a)
+	ids := as.byID
+	as.ids.Store(&ids)
 	return a
 }
 
@@ -155,14 +166,14 @@ func (as *audiences) resolve(key, override string) string {
 	return as.account
 }
 
-// get returns the audience with id.
+// get returns the audience with id. It takes no lock: every change of
+// state counts through it.
 func (as *audiences) get(id uint32) *audience {
-	as.mu.RLock()
-	defer as.mu.RUnlock()
-	if int(id) >= len(as.byID) {
+	ids := *as.ids.Load()
+	if int(id) >= len(ids) {
 		return nil
 	}
-	return as.byID[id]
+	return ids[id]
 }
 
 // all returns every audience known.

@@ -79,14 +79,22 @@ func positionValue(next int64, leaderEpoch int32) []byte {
 
 const stateVersion = 1
 
+// identifierRules ends every profile record written since pinsync hashes
+// identifiers under Pinterest's rules (IDFAs uppercased). A record without
+// it was written by a version that hashed IDFAs from their lower-case
+// form, which Pinterest matches nobody by: a restore drops those IDFAs and
+// removes them from the lists. Versions before it stop reading a record at
+// its audiences, so they read records that carry it.
+const identifierRules = 1
+
 // codec encodes profiles for the changelog. Audience ids are local to a
 // process, so the changelog names audiences by key.
 type codec struct{ auds *audiences }
 
 // encode writes p compactly: version, identifiers (type and 32-byte hash),
-// then audiences by key with a member flag.
+// then audiences by key with a member flag, then identifierRules.
 func (c codec) encode(p *profile) []byte {
-	n := 2 + len(p.ids)*33 + 2
+	n := 2 + len(p.ids)*33 + 2 + 1
 	for _, a := range p.auds {
 		n += 2 + len(c.auds.key(a&^outBit))
 	}
@@ -108,23 +116,25 @@ func (c codec) encode(p *profile) []byte {
 		b = binary.AppendUvarint(b, uint64(len(key)))
 		b = append(b, key...)
 	}
-	return b
+	return append(b, identifierRules)
 }
 
 var errBadState = errors.New("changelog: malformed state record")
 
-// decode reads what encode wrote, interning audience keys.
-func (c codec) decode(b []byte) (*profile, error) {
+// decode reads what encode wrote, interning audience keys. legacy reports
+// a record of a version that hashed IDFAs in lower case (see
+// identifierRules).
+func (c codec) decode(b []byte) (p *profile, legacy bool, err error) {
 	if len(b) < 1 || b[0] != stateVersion {
-		return nil, errBadState
+		return nil, false, errBadState
 	}
 	b = b[1:]
 	n, k := binary.Uvarint(b)
 	if k <= 0 || n > 1000 || len(b[k:]) < int(n)*33 {
-		return nil, errBadState
+		return nil, false, errBadState
 	}
 	b = b[k:]
-	p := &profile{ids: make([]schemas.Identifier, n)}
+	p = &profile{ids: make([]schemas.Identifier, n)}
 	for i := range p.ids {
 		p.ids[i].Type = ident.Type(b[0])
 		copy(p.ids[i].Hash[:], b[1:33])
@@ -132,18 +142,18 @@ func (c codec) decode(b []byte) (*profile, error) {
 	}
 	na, k := binary.Uvarint(b)
 	if k <= 0 || na > 1<<20 {
-		return nil, errBadState
+		return nil, false, errBadState
 	}
 	b = b[k:]
 	p.auds = make([]uint32, 0, na)
 	for i := uint64(0); i < na; i++ {
 		if len(b) < 2 {
-			return nil, errBadState
+			return nil, false, errBadState
 		}
 		flag := b[0]
 		l, k := binary.Uvarint(b[1:])
 		if k <= 0 || uint64(len(b[1+k:])) < l {
-			return nil, errBadState
+			return nil, false, errBadState
 		}
 		key := string(b[1+k : 1+k+int(l)])
 		b = b[1+k+int(l):]
@@ -154,7 +164,13 @@ func (c codec) decode(b []byte) (*profile, error) {
 		}
 		p.auds = append(p.auds, v)
 	}
-	return p, nil
+	switch {
+	case len(b) == 0:
+		return p, true, nil
+	case len(b) == 1 && b[0] == identifierRules:
+		return p, false, nil
+	}
+	return nil, false, errBadState
 }
 
 // restored is what a restore found besides the profiles.
@@ -172,6 +188,11 @@ type restored struct {
 	// legacy are the keys of profiles restored from records of a version
 	// that keyed them by plain id: to delete.
 	legacy []string
+	// lowerIDFA removes from the lists the IDFAs of profiles restored from
+	// records of a version that hashed IDFAs in lower case (see
+	// identifierRules); the profiles were restored without them and are
+	// rewritten by the next transaction.
+	lowerIDFA []change
 	// audiences are the audiences whose record the changelog holds.
 	audiences []uint32
 }
@@ -209,6 +230,7 @@ func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey
 	prefix, legacy, pk := key.topic+"\x02", legacyPrefix(key.topic), positionKey(key.topic)
 	audPrefix := audienceKey(key.topic, "")
 	seen := false
+	lowerIDFA := map[string][]change{} // by profile key
 	err = readTo(ctx, rcl, changelog, map[int32]int64{key.partition: start.Offset}, map[int32]int64{key.partition: end.Offset}, func(r *kgo.Record) {
 		k := string(r.Key)
 		if k == pk || strings.HasPrefix(k, prefix) || strings.HasPrefix(k, legacy) {
@@ -246,7 +268,12 @@ func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey
 		default:
 			return
 		}
-		if restoreRecord(state, c, pkey, r.Value) {
+		installed, dropped := restoreRecord(state, c, pkey, r.Value)
+		delete(lowerIDFA, pkey) // the profile's last record decides
+		if len(dropped) > 0 {
+			lowerIDFA[pkey] = dropped
+		}
+		if installed {
 			res.profiles++
 			if strings.HasPrefix(k, legacy) {
 				state.touch(pkey)
@@ -257,6 +284,10 @@ func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey
 	})
 	if err != nil {
 		return res, err
+	}
+	for pkey, dropped := range lowerIDFA {
+		res.lowerIDFA = append(res.lowerIDFA, dropped...)
+		state.touch(pkey) // rewritten without them
 	}
 	res.empty = !seen
 	return res, nil
@@ -317,22 +348,36 @@ func readTo(ctx context.Context, cl *kgo.Client, topic string, starts, ends map[
 }
 
 // restoreRecord installs one changelog record of the profile of key (a nil
-// value is a tombstone) into state. It reports whether a profile was installed;
-// false with a non-nil value means malformed.
-func restoreRecord(state *profiles, c codec, key string, value []byte) bool {
+// value is a tombstone) into state. It reports whether a profile was
+// installed; false with a non-nil value means malformed. A record of a
+// version that hashed IDFAs in lower case is installed without its IDFAs,
+// and dropped holds their removal from the lists of the profile's
+// audiences.
+func restoreRecord(state *profiles, c codec, key string, value []byte) (installed bool, dropped []change) {
 	state.remove(key)
 	if value == nil {
-		return false
+		return false, nil
 	}
-	p, err := c.decode(value)
+	p, legacy, err := c.decode(value)
 	if err != nil {
-		return false
+		return false, nil
 	}
-	for _, a := range p.auds {
-		if a&outBit == 0 {
-			state.members(a, 1)
+	if legacy {
+		kept := p.ids[:0]
+		for _, id := range p.ids {
+			if id.Type != ident.IDFA {
+				kept = append(kept, id)
+				continue
+			}
+			for _, a := range p.auds {
+				if a&outBit == 0 {
+					dropped = append(dropped, change{aud: a, typ: ident.IDFA, hash: id.Hash, op: opRemove})
+				}
+			}
 		}
+		p.ids = kept
 	}
+	state.countIn(p, 1)
 	state.install(key, p)
-	return true
+	return true, dropped
 }

@@ -73,7 +73,7 @@ func MeasureRestore(n int) float64 {
 	start := time.Now()
 	restored := 0
 	for i := range keys {
-		if restoreRecord(state, c, keys[i][len("events")+1:], vals[i]) {
+		if ok, _ := restoreRecord(state, c, keys[i][len("events")+1:], vals[i]); ok {
 			restored++
 		}
 	}

@@ -70,12 +70,17 @@ func Members(ctx context.Context, kopts []kgo.Opt, changelog string, lists []cha
 		if !isProfileKey(r.Key) {
 			return
 		}
-		ids, ok := memberships(r.Value, types, &in)
+		ids, legacy, ok := memberships(r.Value, types, &in)
 		if !ok || len(in) == 0 {
 			delete(byProfile, string(r.Key))
 			return
 		}
-		byProfile[string(r.Key)] = member{ids: bytes.Clone(ids), in: slices.Clone(in)}
+		if legacy {
+			ids = withoutIDFA(ids) // hashed in lower case: matches nobody
+		} else {
+			ids = bytes.Clone(ids)
+		}
+		byProfile[string(r.Key)] = member{ids: ids, in: slices.Clone(in)}
 	})
 	if err != nil {
 		return nil, err
@@ -152,33 +157,34 @@ func isProfileKey(k []byte) bool {
 
 // memberships decodes a profile record (see codec.encode) far enough to
 // return its identifiers (type and hash, 33 bytes each) and, in *in, the
-// audiences of want it is a member of. A tombstone or a malformed record
-// reports false.
-func memberships(b []byte, want map[string][]ident.Type, in *[]string) (ids []byte, ok bool) {
+// audiences of want it is a member of; legacy reports a record of a version
+// that hashed IDFAs in lower case (see identifierRules). A tombstone or a
+// malformed record reports false.
+func memberships(b []byte, want map[string][]ident.Type, in *[]string) (ids []byte, legacy, ok bool) {
 	*in = (*in)[:0]
 	if len(b) < 1 || b[0] != stateVersion {
-		return nil, false
+		return nil, false, false
 	}
 	b = b[1:]
 	n, k := binary.Uvarint(b)
 	if k <= 0 || n > 1000 || len(b[k:]) < int(n)*33 {
-		return nil, false
+		return nil, false, false
 	}
 	ids = b[k : k+int(n)*33]
 	b = b[k+int(n)*33:]
 	na, k := binary.Uvarint(b)
 	if k <= 0 {
-		return nil, false
+		return nil, false, false
 	}
 	b = b[k:]
 	for i := uint64(0); i < na; i++ {
 		if len(b) < 2 {
-			return nil, false
+			return nil, false, false
 		}
 		flag := b[0]
 		l, k := binary.Uvarint(b[1:])
 		if k <= 0 || uint64(len(b[1+k:])) < l {
-			return nil, false
+			return nil, false, false
 		}
 		if aud := b[1+k : 1+k+int(l)]; flag == 1 {
 			if _, wanted := want[string(aud)]; wanted {
@@ -187,7 +193,24 @@ func memberships(b []byte, want map[string][]ident.Type, in *[]string) (ids []by
 		}
 		b = b[1+k+int(l):]
 	}
-	return ids, true
+	switch {
+	case len(b) == 0:
+		return ids, true, true
+	case len(b) == 1 && b[0] == identifierRules:
+		return ids, false, true
+	}
+	return nil, false, false
+}
+
+// withoutIDFA returns a copy of ids (see memberships) without its IDFAs.
+func withoutIDFA(ids []byte) []byte {
+	out := make([]byte, 0, len(ids))
+	for ; len(ids) >= 33; ids = ids[33:] {
+		if ident.Type(ids[0]) != ident.IDFA {
+			out = append(out, ids[:33]...)
+		}
+	}
+	return out
 }
 
 // appendHashes appends the hashes of type t among ids (see memberships).

@@ -13,6 +13,7 @@ type metrics struct {
 	restoring    prometheus.Gauge
 	restored     prometheus.Counter
 	localMembers *prometheus.GaugeVec
+	localRecords *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,13 +39,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		localMembers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pinsync_audience_local_members", Help: "Profiles of this instance's input partitions in the audience (the sum over instances is the audience's members).",
 		}, []string{"audience"}),
+		localRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pinsync_audience_local_records", Help: "Identifiers of the list's type that the audience's members on this instance's input partitions hold (the sum over instances is what the list holds once synced).",
+		}, []string{"audience", "list_type"}),
 	}
 	m.transactions.WithLabelValues("committed")
 	m.transactions.WithLabelValues("aborted")
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.events, m.changes, m.pending, m.transactions, m.restoring, m.restored, m.localMembers} {
+	for _, c := range []prometheus.Collector{m.events, m.changes, m.pending, m.transactions, m.restoring, m.restored, m.localMembers, m.localRecords} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -99,8 +99,12 @@ type profiles struct {
 	// is listed).
 	track bool
 	dirty []string
-	// members is told when a profile enters (+1) or leaves (-1) an audience.
-	members func(aud uint32, delta int)
+	// tally is told how the profiles held here count in each audience: a
+	// profile entering (+1) or leaving (-1) it with typ 0, and each of its
+	// identifiers of type typ entering or leaving the audience's list
+	// with it or on its own. The counts are exactly the audience's members
+	// and its lists' records held here.
+	tally func(aud uint32, typ ident.Type, delta int)
 	// scratch is the unpacked profile being worked on.
 	scratch profile
 	// buf is pack's reusable output.
@@ -143,13 +147,13 @@ func (s *profiles) touch(key string) {
 }
 
 // newProfiles returns an empty state keeping at most maxPerType identifiers
-// of each type per profile and telling members of audience entries and exits
-// (nil: nobody).
-func newProfiles(maxPerType int, members func(aud uint32, delta int)) *profiles {
-	if members == nil {
-		members = func(uint32, int) {}
+// of each type per profile and telling tally how profiles and their
+// identifiers enter and leave audiences (nil: nobody).
+func newProfiles(maxPerType int, tally func(aud uint32, typ ident.Type, delta int)) *profiles {
+	if tally == nil {
+		tally = func(uint32, ident.Type, int) {}
 	}
-	return &profiles{maxPerType: maxPerType, members: members}
+	return &profiles{maxPerType: maxPerType, tally: tally}
 }
 
 // dirtyFlag, in the second byte of a packed profile, marks a profile
@@ -211,12 +215,45 @@ func (s *profiles) get(id string) (*profile, bool) {
 
 // leaveAll counts p out of every audience it is a member of.
 func (s *profiles) leaveAll(p *profile) {
+	s.countIn(p, -1)
 	for i, a := range p.auds {
 		if a&outBit == 0 {
-			s.members(a, -1)
 			p.auds[i] |= outBit
 		}
 	}
+}
+
+// countIn counts p, with its identifiers, into (+1) or out of (-1) every
+// audience it is a member of.
+func (s *profiles) countIn(p *profile, delta int) {
+	for _, a := range p.auds {
+		if a&outBit == 0 {
+			s.countAudience(p, a, delta)
+		}
+	}
+}
+
+// countAudience counts p, with its identifiers, into or out of aud.
+func (s *profiles) countAudience(p *profile, aud uint32, delta int) {
+	s.tally(aud, 0, delta)
+	for _, id := range p.ids {
+		s.tally(aud, id.Type, delta)
+	}
+}
+
+// idChange emits o for identifier id in every audience p is a member of,
+// and counts it there.
+func (s *profiles) idChange(p *profile, id schemas.Identifier, o op, emit func(change)) {
+	delta := 1
+	if o == opRemove {
+		delta = -1
+	}
+	for _, a := range p.auds {
+		if a&outBit == 0 {
+			s.tally(a, id.Type, delta)
+		}
+	}
+	p.eachAudience(id, o, emit)
 }
 
 // install stores p as the state of profile id, not dirty (a restore).
@@ -309,7 +346,7 @@ func (s *profiles) update(p *profile, ev *schemas.Event, aud uint32, emit func(c
 	}
 	for _, id := range ev.Drop {
 		if p.remove(id) {
-			p.eachAudience(id, opRemove, emit)
+			s.idChange(p, id, opRemove, emit)
 			changed = true
 		}
 	}
@@ -320,14 +357,14 @@ func (s *profiles) update(p *profile, ev *schemas.Event, aud uint32, emit func(c
 	switch {
 	case ev.Member && !in:
 		p.setMember(aud, true)
-		s.members(aud, 1)
+		s.countAudience(p, aud, 1)
 		for _, id := range p.ids {
 			emit(change{aud: aud, typ: id.Type, hash: id.Hash, op: opAdd, vouched: true})
 		}
 		return true
 	case !ev.Member && in:
 		p.setMember(aud, false)
-		s.members(aud, -1)
+		s.countAudience(p, aud, -1)
 		for _, id := range p.ids {
 			emit(change{aud: aud, typ: id.Type, hash: id.Hash, op: opRemove, vouched: true})
 		}
@@ -362,7 +399,7 @@ func (s *profiles) add(p *profile, id schemas.Identifier, emit func(change)) boo
 		}
 	}
 	p.ids = append(p.ids, id)
-	p.eachAudience(id, opAdd, emit)
+	s.idChange(p, id, opAdd, emit)
 	n := 0
 	for _, x := range p.ids {
 		if x.Type == id.Type {
@@ -373,7 +410,7 @@ func (s *profiles) add(p *profile, id schemas.Identifier, emit func(change)) boo
 		for i, x := range p.ids {
 			if x.Type == id.Type {
 				p.ids = append(p.ids[:i], p.ids[i+1:]...)
-				p.eachAudience(x, opRemove, emit)
+				s.idChange(p, x, opRemove, emit)
 				break
 			}
 		}
@@ -400,13 +437,13 @@ func (s *profiles) replace(p *profile, set []schemas.Identifier, emit func(chang
 	changed := false
 	for _, old := range p.ids {
 		if !contains(keep, old) {
-			p.eachAudience(old, opRemove, emit)
+			s.idChange(p, old, opRemove, emit)
 			changed = true
 		}
 	}
 	for _, id := range keep {
 		if !p.has(id) {
-			p.eachAudience(id, opAdd, emit)
+			s.idChange(p, id, opAdd, emit)
 			changed = true
 		}
 	}

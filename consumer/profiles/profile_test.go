@@ -309,7 +309,11 @@ func TestApply(t *testing.T) {
 func TestMemberCountsFollowMembership(t *testing.T) {
 	e1 := id(t, ident.Email, "one@example.com")
 	count := map[uint32]int{}
-	s := newProfiles(5, func(aud uint32, d int) { count[aud] += d })
+	s := newProfiles(5, func(aud uint32, typ ident.Type, d int) {
+		if typ == 0 {
+			count[aud] += d
+		}
+	})
 	apply := func(st step, wantA, wantB int) {
 		t.Helper()
 		s.apply(&st.ev, st.aud, func(change) {})
@@ -353,9 +357,14 @@ func TestApplyAgreesWithTheOracle(t *testing.T) {
 				t.Fatal(err)
 			}
 			oracle := stream.NewOracle(max)
-			s := newProfiles(max, nil)
 			ids := map[string]uint32{}
 			keys := []string{""}
+			tally := map[stream.ListKey]int{}
+			s := newProfiles(max, func(aud uint32, typ ident.Type, d int) {
+				if typ != 0 {
+					tally[stream.ListKey{Audience: keys[aud], Type: typ}] += d
+				}
+			})
 			lists := map[stream.ListKey]stream.Set{}
 			var ev schemas.Event
 			for _, r := range recs {
@@ -395,6 +404,18 @@ func TestApplyAgreesWithTheOracle(t *testing.T) {
 			}
 			if d := stream.Diff(want, lists); !d.OK() {
 				t.Fatalf("lists built from the changes differ from the oracle: %s", d)
+			}
+			// The records counted for each list are what it holds.
+			for k, n := range tally {
+				if n != len(want[k]) {
+					t.Errorf("%s: %d records counted, the list holds %d", k, n, len(want[k]))
+				}
+			}
+			s.clear()
+			for k, n := range tally {
+				if n != 0 {
+					t.Errorf("%s: %d records counted after the state was cleared", k, n)
+				}
 			}
 		})
 	}

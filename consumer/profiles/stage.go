@@ -40,6 +40,7 @@ import (
 	"github.com/pinsync/pinsync/consumer/commit"
 	"github.com/pinsync/pinsync/consumer/hold"
 	"github.com/pinsync/pinsync/schemas"
+	"github.com/pinsync/pinsync/schemas/ident"
 )
 
 // fetchMaxWait is how long a fetch waits for data on idle partitions.
@@ -690,8 +691,9 @@ func (s *Stage) updateLag(ws []*worker) {
 	}
 }
 
-// exportLoop publishes each audience's count of members held here (kept in
-// an atomic on the hot path) once a commit interval.
+// exportLoop publishes each audience's count of members held here, and of
+// its lists' records they hold (kept in atomics on the hot path), once a
+// commit interval.
 func (s *Stage) exportLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.CommitInterval)
 	defer t.Stop()
@@ -703,6 +705,9 @@ func (s *Stage) exportLoop(ctx context.Context) {
 			for _, a := range s.auds.all() {
 				if a.selected {
 					s.m.localMembers.WithLabelValues(a.key).Set(float64(a.members.Load()))
+					for _, t := range ident.Types {
+						s.m.localRecords.WithLabelValues(a.key, t.String()).Set(float64(a.records[t].Load()))
+					}
 				}
 			}
 		}

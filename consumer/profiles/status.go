@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/schemas/ident"
 )
 
 // Status is a snapshot of what the profile stage's member is doing. It
@@ -30,6 +31,9 @@ type AudienceStatus struct {
 	Synced               bool
 	// Members is the profiles of this member's partitions in the audience.
 	Members int64
+	// Records is, by list type (EMAIL, IDFA, MAID), the identifiers those
+	// members hold: the records of the audience's lists they account for.
+	Records map[string]int64
 }
 
 // Status returns a snapshot of the stage.
@@ -52,8 +56,12 @@ func (s *Stage) Status() Status {
 	})
 	for _, a := range s.auds.all() {
 		h := s.auds.header(a.id)
-		st.Audiences = append(st.Audiences, AudienceStatus{Key: a.key, Name: h.Name, AdAccount: h.AdAccount,
-			Synced: a.selected, Members: a.members.Load()})
+		as := AudienceStatus{Key: a.key, Name: h.Name, AdAccount: h.AdAccount,
+			Synced: a.selected, Members: a.members.Load(), Records: make(map[string]int64, ident.NumTypes)}
+		for _, t := range ident.Types {
+			as.Records[t.String()] = a.records[t].Load()
+		}
+		st.Audiences = append(st.Audiences, as)
 	}
 	return st
 }

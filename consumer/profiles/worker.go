@@ -53,6 +53,10 @@ type worker struct {
 	// legacy are changelog keys of a version that keyed profiles by plain
 	// id, restored under their digest: the next transaction deletes them.
 	legacy []string
+	// lowerIDFA are the removals of IDFAs a version that hashed them in
+	// lower case left in the lists (see identifierRules): the first
+	// transaction after the restore writes them.
+	lowerIDFA []change
 	// described are the audiences whose record (name, override) the
 	// partition's changelog holds: restored, or written by a transaction
 	// of this worker.
@@ -127,10 +131,16 @@ func (s *Stage) newWorker(k partKey) *worker {
 	return w
 }
 
-// countMember keeps each audience's count of members held here.
-func (s *Stage) countMember(aud uint32, delta int) {
-	if a := s.auds.get(aud); a != nil {
+// countMember keeps each audience's count of members held here (typ 0)
+// and of its lists' records they hold (typ the list's type).
+func (s *Stage) countMember(aud uint32, typ ident.Type, delta int) {
+	a := s.auds.get(aud)
+	switch {
+	case a == nil:
+	case typ == 0:
 		a.members.Add(int64(delta))
+	case typ.Valid():
+		a.records[typ].Add(int64(delta))
 	}
 }
 
@@ -170,6 +180,8 @@ func (w *worker) run() {
 	t := time.NewTicker(w.s.cfg.CommitInterval)
 	defer t.Stop()
 	for {
+		// After every start, restarts included.
+		w.removeLowerIDFA()
 		select {
 		case <-w.quit:
 			if w.stopCommit && !w.dead {
@@ -241,6 +253,30 @@ func (w *worker) start(restart bool) bool {
 	case <-w.quit:
 		return false
 	}
+}
+
+// removeLowerIDFA writes, in a transaction of their own, the removals of
+// the IDFAs the restore dropped (see identifierRules), with the profiles
+// rewritten without them.
+func (w *worker) removeLowerIDFA() {
+	if len(w.lowerIDFA) == 0 {
+		return
+	}
+	if !w.inTxn {
+		if err := w.prod.BeginTransaction(); err != nil {
+			w.fail(err)
+			return
+		}
+		w.inTxn = true
+	}
+	w.ts, w.vouch = 0, false
+	for _, c := range w.lowerIDFA {
+		w.collect(c)
+	}
+	w.lowerIDFA = nil
+	w.txnChanges += w.batchChanges
+	w.s.addPending(w.batchChanges)
+	w.batchChanges = 0
 }
 
 func (w *worker) stopped() bool {
@@ -364,6 +400,12 @@ func (w *worker) restore(ctx context.Context) error {
 	}
 	s.m.restored.Add(float64(res.profiles))
 	w.legacy = res.legacy
+	w.lowerIDFA = res.lowerIDFA
+	if len(res.lowerIDFA) > 0 {
+		s.log.Warn("the restored state holds IDFAs an earlier pinsync hashed in lower case, which Pinterest matches nobody by: "+
+			"they are dropped and removed from the lists; the lists gain each IDFA again when an event carries it",
+			"topic", w.key.topic, "partition", w.key.partition, "removals", len(res.lowerIDFA))
+	}
 	w.described = make(map[uint32]bool, len(res.audiences))
 	for _, a := range res.audiences {
 		w.described[a] = true

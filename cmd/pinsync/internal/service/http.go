@@ -144,12 +144,12 @@ th{background:#f4f4f4}
 {{if .LastError}}<p class="bad">last upload error: {{.LastError}}</p>{{end}}
 {{if .Parked}}<p class="bad" id="parked">parked, waiting for a rebuild: {{range $i, $p := .Parked}}{{if $i}}, {{end}}{{$p}}{{end}}</p>{{end}}
 <h2>Lists owned here</h2>
-<table id="lists"><thead><tr><th>audience</th><th>list type</th><th>customer list</th><th>Pinterest audience</th><th>partition</th><th>pending</th><th>last flush</th><th>Pinterest size</th><th>Pinterest status</th><th>generation</th><th>parked</th></tr></thead><tbody>
-{{range $a := .Audiences}}{{range .Lists}}<tr><td>{{$a.Key}}</td><td>{{.ListType}}</td><td>{{.CustomerListID}}</td><td>{{.AudienceID}}</td><td>{{.Partition}}</td><td>{{.Pending}}</td><td>{{since .LastFlush}}</td><td>{{.PinterestSize}}</td><td>{{.PinterestState}}</td><td>{{.Generation}}</td><td>{{.Parked}}</td></tr>
+<table id="lists"><thead><tr><th>audience</th><th>list type</th><th>customer list</th><th>Pinterest audience</th><th>partition</th><th>pending</th><th>last flush</th><th>records added</th><th>records removed</th><th>Pinterest size</th><th>Pinterest status</th><th>list created</th><th>generation</th><th>parked</th></tr></thead><tbody>
+{{range $a := .Audiences}}{{range .Lists}}<tr><td>{{$a.Key}}</td><td>{{.ListType}}</td><td>{{.CustomerListID}}</td><td>{{.AudienceID}}</td><td>{{.Partition}}</td><td>{{.Pending}}</td><td>{{since .LastFlush}}</td><td>{{.UploadedAdds}}</td><td>{{.UploadedRemoves}}</td><td>{{.PinterestSize}}</td><td>{{.PinterestState}}</td><td>{{if not .ListCreated.IsZero}}{{.ListCreated.Format "2006-01-02 15:04 MST"}}{{end}}</td><td>{{.Generation}}</td><td>{{.Parked}}</td></tr>
 {{end}}{{end}}</tbody></table>
 <h2>Audiences seen here</h2>
-<table id="audiences"><thead><tr><th>audience</th><th>name</th><th>ad account</th><th>synced</th><th>local members</th></tr></thead><tbody>
-{{range .Audiences}}<tr><td>{{.Key}}</td><td>{{.Name}}</td><td>{{.AdAccount}}</td><td>{{.Synced}}</td><td>{{.LocalMembers}}</td></tr>
+<table id="audiences"><thead><tr><th>audience</th><th>name</th><th>ad account</th><th>synced</th><th>local members</th><th>local EMAIL records</th><th>local IDFA records</th><th>local MAID records</th></tr></thead><tbody>
+{{range .Audiences}}<tr><td>{{.Key}}</td><td>{{.Name}}</td><td>{{.AdAccount}}</td><td>{{.Synced}}</td><td>{{.LocalMembers}}</td><td>{{index .LocalRecords "EMAIL"}}</td><td>{{index .LocalRecords "IDFA"}}</td><td>{{index .LocalRecords "MAID"}}</td></tr>
 {{end}}</tbody></table>
 <h2>Input partitions (profile stage)</h2>
 <table id="partitions"><thead><tr><th>topic</th><th>partition</th><th>committed</th><th>high watermark</th><th>lag</th></tr></thead><tbody>
@@ -159,6 +159,6 @@ th{background:#f4f4f4}
 <table id="list-partitions"><thead><tr><th>topic</th><th>partition</th><th>committed</th><th>high watermark</th><th>lag</th></tr></thead><tbody>
 {{range .ListPartitions}}<tr><td>{{.Topic}}</td><td>{{.Partition}}</td><td>{{.Committed}}</td><td>{{.HighWatermark}}</td><td>{{.Lag}}</td></tr>
 {{end}}</tbody></table>
-<p>Each list has one owner group-wide: its row is on its owner's page only, with figures of the whole list. Local members are the profiles in the audience on this instance's input partitions; the sum over instances is the audience. Pinterest size counts matched Pinterest users, not uploaded records; matching takes up to 48 hours. This page refreshes every 10 seconds; the same data is at <a href="status">/status</a>, metrics at <a href="metrics">/metrics</a>.</p>
+<p>Each list has one owner group-wide: its row is on its owner's page only, with figures of the whole list. Local members are the profiles in the audience on this instance's input partitions, local records the identifiers they hold; the sums over instances are the audience and what its lists hold. Records added and removed count this owner's writes. Pinterest size counts matched Pinterest users, not uploaded records; matching takes up to 48 hours, and a list whose size stays far below its records (the recorded pinsync:list_match_ratio) is sending identifiers Pinterest cannot match. This page refreshes every 10 seconds; the same data is at <a href="status">/status</a>, metrics at <a href="metrics">/metrics</a>.</p>
 </body></html>
 `

@@ -140,15 +140,16 @@ func printDemoBanner(w io.Writer, d *demo.Demo) {
 // the verdict.
 func writeDemoTable(w io.Writer, r demo.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "audience\tlist type\tmembers\texpected\tin Pinterest\tmissing\textra\tmatched\tcalls\t")
+	fmt.Fprintln(tw, "audience\tlist type\tmembers\texpected\tin Pinterest\tmissing\textra\tmatched\tmatch rate\tcalls\t")
 	for _, l := range r.Lists {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n",
-			l.Audience, l.ListType, l.Members, l.Expected, l.InPinterest, l.Missing, l.Extra, l.Matched, l.Calls)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t\n",
+			l.Audience, l.ListType, l.Members, l.Expected, l.InPinterest, l.Missing, l.Extra, l.Matched, matchRate(l), l.Calls)
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "members: profiles in the audience; expected: hashed identifiers the list must hold; "+
-		"matched: the audience size Pinterest reports (the sandbox matches about 70%% of records)\n")
+		"matched: the audience size Pinterest reports, its users among the list's records (the sandbox knows %d users: "+
+		"every identifier of %.0f%% of the profiles, hashed by Pinterest's rules)\n", r.Population, 100*stream.DefaultPopulationShare)
 	dl := fmt.Sprint(r.DeadLettered)
 	if r.DeadLettered < 0 {
 		dl = "unknown"
@@ -163,6 +164,14 @@ func writeDemoTable(w io.Writer, r demo.Result) {
 	}
 	fmt.Fprintf(w, "verdict: NOT CONVERGED after %.1fs: %s (lag %d, %d records missing, %d extra)\n",
 		r.Duration.Seconds(), r.Reason, r.Lag, r.Missing, r.Extra)
+}
+
+// matchRate is the share of a list's records Pinterest matches.
+func matchRate(l demo.ListResult) string {
+	if l.InPinterest == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100*float64(l.Matched)/float64(l.InPinterest))
 }
 
 // demoJSON is the --json output.
@@ -184,6 +193,7 @@ type demoListJSON struct {
 	InPinterest int    `json:"in_pinterest"`
 	Missing     int    `json:"missing"`
 	Extra       int    `json:"extra"`
+	Matched     int    `json:"matched"`
 }
 
 func writeDemoJSON(w io.Writer, r demo.Result) error {
@@ -194,7 +204,7 @@ func writeDemoJSON(w io.Writer, r demo.Result) error {
 	}
 	for _, l := range r.Lists {
 		out.Audiences = append(out.Audiences, demoListJSON{Key: l.Audience, ListType: l.ListType,
-			Expected: l.Expected, InPinterest: l.InPinterest, Missing: l.Missing, Extra: l.Extra})
+			Expected: l.Expected, InPinterest: l.InPinterest, Missing: l.Missing, Extra: l.Extra, Matched: l.Matched})
 	}
 	return json.NewEncoder(w).Encode(out)
 }

@@ -118,6 +118,19 @@ func TestDemoConvergesAndReportsJSON(t *testing.T) {
 	if !maps.Equal(got, want) {
 		t.Errorf("rows (list -> expected) = %v\nwant %v", got, want)
 	}
+	// Matched is what the sandbox's population matches: about 70% of
+	// every list's records, the IDFA lists included. Summed by type, so
+	// that a small list's spread does not decide.
+	in, matched := map[string]int{}, map[string]int{}
+	for _, a := range res.Audiences {
+		in[a.ListType] += a.InPinterest
+		matched[a.ListType] += a.Matched
+	}
+	for _, typ := range []string{"EMAIL", "IDFA", "MAID"} {
+		if r := float64(matched[typ]) / float64(in[typ]); !(r > 0.6 && r < 0.8) {
+			t.Errorf("%s lists match %d of %d records (%.2f), want about 0.7", typ, matched[typ], in[typ], r)
+		}
+	}
 }
 
 // TestDemoFailsWhenNotConverged: a run that cannot converge in time exits

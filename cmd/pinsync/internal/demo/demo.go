@@ -22,6 +22,7 @@ import (
 	"github.com/pinsync/pinsync/cmd/pinsync/internal/service"
 	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/pinterest/sandbox"
+	"github.com/pinsync/pinsync/schemas/stream"
 )
 
 // Demo is a running demo: broker, sandbox and replicas. Start it, Wait for
@@ -35,10 +36,12 @@ type Demo struct {
 	admCl   *kgo.Client
 	adm     *kadm.Client
 
-	sb     *sandbox.Server
-	sbURL  string
-	sbSrv  *http.Server
-	sbDone chan error
+	sb *sandbox.Server
+	// population is who the sandbox matches.
+	population []sandbox.User
+	sbURL      string
+	sbSrv      *http.Server
+	sbDone     chan error
 
 	dir      string
 	cancel   context.CancelFunc // stops the replicas
@@ -95,10 +98,20 @@ func Start(ctx context.Context, cfg Config) (d *Demo, err error) {
 
 // startSandbox serves the Pinterest sandbox on a 127.0.0.1 port. Its write
 // budget is the group's: Pinterest counts one budget per app and user,
-// whatever the number of processes, and the replicas share it.
+// whatever the number of processes, and the replicas share it. Its
+// Pinterest users are a share of the stream's profiles, so that a list
+// matches what Pinterest would match of it.
 func (d *Demo) startSandbox() error {
+	gen, err := stream.New(d.cfg.streamConfig())
+	if err != nil {
+		return err
+	}
+	for _, u := range gen.Population(stream.DefaultPopulationShare) {
+		d.population = append(d.population, sandbox.User{Type: u.Type, ID: u.ID})
+	}
 	sb, err := sandbox.New(sandbox.Config{
 		WritesPerMinute: int(d.cfg.WritesPerMinute),
+		Population:      d.population,
 	})
 	if err != nil {
 		return fmt.Errorf("pinterest sandbox: %w", err)
@@ -177,6 +190,10 @@ func (d *Demo) Brokers() []string { return d.brokers }
 
 // Config returns the demo's configuration with defaults filled in.
 func (d *Demo) Config() Config { return d.cfg }
+
+// PopulationSize is the number of Pinterest users the sandbox knows: every
+// identifier of stream.DefaultPopulationShare of the stream's profiles.
+func (d *Demo) PopulationSize() int { return len(d.population) }
 
 // Close stops the replicas (each flushes, commits and leaves the group),
 // then the sandbox and the broker, and removes the temporary directory. It

@@ -46,6 +46,8 @@ type Result struct {
 	Lag int64
 	// Duration is the time from Start to the verdict.
 	Duration time.Duration
+	// Population is the number of Pinterest users the sandbox knows.
+	Population int
 }
 
 // RecordsPerCall is UploadedRecords / PinterestCalls (0 without calls).
@@ -65,8 +67,7 @@ type ListResult struct {
 	// records it holds; Missing and Extra the difference.
 	Expected, InPinterest, Missing, Extra int
 	// Matched is the size Pinterest reports for the list's audience: the
-	// records that match a Pinterest user (the sandbox matches a fixed
-	// share).
+	// records that match a user of the sandbox's population.
 	Matched int
 	// Calls is the number of accepted writes to the list.
 	Calls int
@@ -79,7 +80,7 @@ type ListResult struct {
 func (d *Demo) verdict(p *production, reason string) Result {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res := Result{Profiles: d.cfg.Profiles, Events: int(p.acked.Load()), Reason: reason}
+	res := Result{Profiles: d.cfg.Profiles, Events: int(p.acked.Load()), Reason: reason, Population: len(d.population)}
 	lag, err := d.lag(ctx)
 	res.Lag = lag
 	if err != nil && res.Reason == "" {

@@ -1322,6 +1322,7 @@ func (g *group) rebalance() {
 		}
 	}
 
+	preparing := g.state == groupPreparingRebalance
 	g.state = groupPreparingRebalance
 	g.clearPendingSync()
 
@@ -1330,8 +1331,15 @@ func (g *group) rebalance() {
 		return
 	}
 
-	// Always reset the timer with the current max rebalance timeout.
-	// A subsequent rebalance() call may have a different timeout.
+	// The deadline is set once, when the rebalance begins: joins, leaves
+	// and expiries during it do not move it, as in Kafka (one DelayedJoin
+	// per rebalance). A deadline that every join pushed back would never
+	// come while members that time out their JoinGroup keep sending it
+	// again, and a member that stays without rejoining would hold the
+	// group in PreparingRebalance for good.
+	if preparing && g.tRebalance != nil {
+		return
+	}
 	if g.tRebalance != nil {
 		g.tRebalance.Stop()
 	}
@@ -1509,6 +1517,15 @@ func (g *group) updateHeartbeat(m *groupMember) {
 		// drops the static mapping, so a second run skews counters
 		// that are never rebuilt.
 		if g.members[m.memberID] != m {
+			return
+		}
+		// A member waiting for its JoinGroup or SyncGroup response
+		// does not heartbeat: it is alive until the barrier it waits
+		// at ends (Kafka's MemberMetadata.shouldKeepAlive). Expiring
+		// it would leave its request unanswered until the client
+		// times it out.
+		if !m.waitingReply.empty() {
+			g.updateHeartbeat(m)
 			return
 		}
 		g.updateMemberAndRebalance(m, nil, nil)
@@ -1705,13 +1722,15 @@ members:
 func (g *group) reply(creq *clientReq, kresp kmsg.Response, m *groupMember) {
 	if m != nil {
 		m.waitingReply = nil
-	}
-	if !creq.reply(kresp) {
-		return
-	}
-	if m != nil {
+		// The session restarts whether or not the response arrives, as
+		// in Kafka: a member whose connection died expires one session
+		// timeout later. Without this, a member that moved from
+		// pending to the group (which stops its session timer) and
+		// died while its join was parked would stay in the group for
+		// good, holding its partitions.
 		g.updateHeartbeat(m)
 	}
+	creq.reply(kresp)
 }
 
 ///////////////////////////

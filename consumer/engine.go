@@ -51,8 +51,9 @@ type Budget = lists.Budget
 // Deps are the engine's collaborators.
 type Deps struct {
 	// Kafka holds the connection options (seed brokers, TLS, SASL, client
-	// id, group options such as the instance id and session timeout). The
-	// stages add their groups, topics, callbacks and commit options.
+	// id, group options such as the instance id). The stages add their
+	// groups, topics, callbacks and commit options, and the session and
+	// rebalance timeouts of Config.
 	Kafka []kgo.Opt
 	// Pinterest uploads the changes.
 	Pinterest Pinterest
@@ -136,8 +137,10 @@ func (e *Engine) Run(ctx context.Context) error {
 		defer ct.Close()
 		reg = ct.Registry()
 	}
+	kopts := append(append([]kgo.Opt{}, e.deps.Kafka...),
+		kgo.SessionTimeout(e.cfg.SessionTimeout), kgo.RebalanceTimeout(e.cfg.RebalanceTimeout))
 	ls, err := lists.New(e.listsConfig(topics), lists.Deps{
-		Kafka: e.deps.Kafka, Pinterest: e.deps.Pinterest, Writes: e.deps.Writes, Reads: e.deps.Reads,
+		Kafka: kopts, Pinterest: e.deps.Pinterest, Writes: e.deps.Writes, Reads: e.deps.Reads,
 		Registry: reg, Logger: e.log, Registerer: e.deps.Registerer,
 		Commits: e.m.commits("lists"), Assigned: e.m.listPartitions, DeadLetters: e.m.deadLetters, Now: e.deps.Now, Hold: e.deps.Hold,
 		Members: e.members(),
@@ -146,7 +149,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return err
 	}
 	ps, err := profiles.New(e.profilesConfig(topics), profiles.Deps{
-		Kafka: e.deps.Kafka, Logger: e.log, Registerer: e.deps.Registerer,
+		Kafka: kopts, Logger: e.log, Registerer: e.deps.Registerer,
 		Commits: e.m.commits("profiles"), Assigned: e.m.assigned, DeadLetters: e.m.deadLetters, Now: e.deps.Now, Hold: e.deps.Hold,
 	})
 	if err != nil {

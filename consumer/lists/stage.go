@@ -646,6 +646,7 @@ func (s *Stage) stopWorkers(which map[string][]int32) map[*commit.Partition]bool
 	parts := make(map[*commit.Partition]bool, len(ws))
 	for _, w := range ws {
 		close(w.quit)
+		w.cancel()
 	}
 	for _, w := range ws {
 		<-w.done

@@ -69,7 +69,9 @@ type Config struct {
 	AudienceAdAccounts    map[string]string
 	AllowAudienceSettings bool
 	// SessionTimeout and RebalanceTimeout are the group timeouts both
-	// stages join their groups with. Defaults 45s and 60s.
+	// stages join their groups with. A member out of its group for longer
+	// than both together is not ready (see package membership). Defaults
+	// 45s and 60s.
 	SessionTimeout, RebalanceTimeout time.Duration
 	// RevokeTimeout bounds the flush of revoked partitions, and again
 	// their commit; both must end within the rebalance timeout, for the

@@ -23,6 +23,7 @@ var documentedMetrics = []string{
 	"pinsync_committed_offset", "pinsync_consumer_lag", "pinsync_last_commit_timestamp_seconds",
 	"pinsync_dead_letters_total", "pinsync_assigned_partitions", "pinsync_restoring_partitions",
 	"pinsync_restored_profiles_total", "pinsync_audience_uploaded_records_total", "pinsync_audience_local_members",
+	"pinsync_out_of_group_seconds",
 	// pinsync_audience_pinterest_size and pinsync_audience_ready appear
 	// after the first audience poll (sync.audience_poll_interval), so a
 	// scrape right after convergence may not hold them yet.

@@ -7,12 +7,14 @@ import (
 	"time"
 
 	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/consumer/membership"
 )
 
 // Status is a snapshot of what the profile stage's member is doing. It
 // holds no identifier and no secret.
 type Status struct {
-	Joined      bool
+	// Membership is the member's standing in the input topic's group.
+	Membership  membership.Status
 	FetchPaused bool
 	// Pending is the changes written that the list stage has not committed
 	// past.
@@ -34,9 +36,8 @@ type AudienceStatus struct {
 
 // Status returns a snapshot of the stage.
 func (s *Stage) Status() Status {
-	st := Status{FetchPaused: s.paused.Load(), Pending: s.pending.Load()}
+	st := Status{Membership: s.member.Status(), FetchPaused: s.paused.Load(), Pending: s.pending.Load()}
 	s.mu.Lock()
-	st.Joined = s.joined
 	for k, w := range s.workers {
 		hw, c := w.highWater.Load(), w.committed.Load()
 		ps := PartitionStatus{Topic: k.topic, Partition: k.partition, Committed: c, HighWatermark: hw}
@@ -57,6 +58,9 @@ func (s *Stage) Status() Status {
 	}
 	return st
 }
+
+// Membership is the member's standing in its group.
+func (s *Stage) Membership() membership.Status { return s.member.Status() }
 
 // Paused reports whether fetching is paused at the cap.
 func (s *Stage) Paused() bool { return s.paused.Load() }

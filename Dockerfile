@@ -10,8 +10,11 @@
 FROM golang:1.26 AS build
 WORKDIR /src
 
-# Modules first: this layer is reused while only sources change.
+# Modules first: this layer is reused while only sources change. go.mod
+# replaces kfake (the embedded broker of the demo) with the patched copy in
+# third_party/kfake, whose go.mod the download reads.
 COPY go.mod go.sum ./
+COPY third_party/kfake/go.mod third_party/kfake/
 RUN go mod download
 
 COPY . .

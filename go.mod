@@ -34,3 +34,7 @@ require (
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+// The embedded broker of the tests and the demo is upstream kfake with a
+// fix of its join barrier; see third_party/kfake/PATCH.md.
+replace github.com/twmb/franz-go/pkg/kfake => ./third_party/kfake

@@ -68,7 +68,14 @@ type Config struct {
 	AdAccount             string
 	AudienceAdAccounts    map[string]string
 	AllowAudienceSettings bool
-	// RevokeTimeout bounds the flush of revoked partitions. Default 10s.
+	// SessionTimeout and RebalanceTimeout are the group timeouts both
+	// stages join their groups with. A member out of its group for longer
+	// than both together is not ready (see package membership). Defaults
+	// 45s and 60s.
+	SessionTimeout, RebalanceTimeout time.Duration
+	// RevokeTimeout bounds the flush of revoked partitions, and again
+	// their commit; both must end within the rebalance timeout, for the
+	// member to rejoin in time. Default 10s.
 	RevokeTimeout time.Duration
 	// ShutdownGrace bounds the final flush and commit on shutdown.
 	// Default 30s.
@@ -118,6 +125,8 @@ func Defaults() Config {
 		MaxBufferedBytes:      DefaultMaxBufferedBytes,
 		MaxIdentifiersPerType: 5,
 		ListNameTemplate:      DefaultListNameTemplate,
+		SessionTimeout:        45 * time.Second,
+		RebalanceTimeout:      time.Minute,
 		RevokeTimeout:         10 * time.Second,
 		ShutdownGrace:         30 * time.Second,
 		UnhealthyAfter:        5 * time.Minute,
@@ -158,6 +167,8 @@ func (c Config) WithDefaults() Config {
 	str(&c.ControlTopic, d.ControlTopic)
 	str(&c.ListNameTemplate, d.ListNameTemplate)
 	dur(&c.FlushInterval, d.FlushInterval)
+	dur(&c.SessionTimeout, d.SessionTimeout)
+	dur(&c.RebalanceTimeout, d.RebalanceTimeout)
 	dur(&c.RevokeTimeout, d.RevokeTimeout)
 	dur(&c.ShutdownGrace, d.ShutdownGrace)
 	dur(&c.UnhealthyAfter, d.UnhealthyAfter)
@@ -238,8 +249,17 @@ func (c Config) Validate() error {
 			bad("sync.audiences", "%v", err)
 		}
 	}
-	if c.RevokeTimeout <= 0 {
-		bad("sync.revoke_timeout", "must be positive")
+	if c.SessionTimeout < 6*time.Second || c.SessionTimeout > 30*time.Minute {
+		bad("kafka.session_timeout", "must be between 6s and 30m, got %s", c.SessionTimeout)
+	}
+	if c.RebalanceTimeout < time.Second {
+		bad("kafka.rebalance_timeout", "must be at least 1s, got %s", c.RebalanceTimeout)
+	}
+	// A revoke flushes, then commits, each within the revoke timeout: the
+	// member rejoins after both, and must within the rebalance timeout or
+	// the group goes on without it.
+	if c.RevokeTimeout <= 0 || 2*c.RevokeTimeout >= c.RebalanceTimeout {
+		bad("sync.revoke_timeout", "must be positive and less than half kafka.rebalance_timeout (%s), got %s", c.RebalanceTimeout, c.RevokeTimeout)
 	}
 	if c.ShutdownGrace <= 0 {
 		bad("sync.shutdown_grace", "must be positive")

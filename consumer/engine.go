@@ -25,7 +25,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -36,6 +35,7 @@ import (
 	"github.com/pinsync/pinsync/consumer/commit"
 	"github.com/pinsync/pinsync/consumer/hold"
 	"github.com/pinsync/pinsync/consumer/lists"
+	"github.com/pinsync/pinsync/consumer/membership"
 	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/control"
 	"github.com/pinsync/pinsync/schemas/ident"
@@ -51,8 +51,9 @@ type Budget = lists.Budget
 // Deps are the engine's collaborators.
 type Deps struct {
 	// Kafka holds the connection options (seed brokers, TLS, SASL, client
-	// id, group options such as the instance id and session timeout). The
-	// stages add their groups, topics, callbacks and commit options.
+	// id, group options such as the instance id). The stages add their
+	// groups, topics, callbacks and commit options, and the session and
+	// rebalance timeouts of Config.
 	Kafka []kgo.Opt
 	// Pinterest uploads the changes.
 	Pinterest Pinterest
@@ -80,6 +81,7 @@ type Engine struct {
 	deps Deps
 	log  *slog.Logger
 	m    *sharedMetrics
+	now  func() time.Time
 
 	mu       sync.Mutex
 	profiles *profiles.Stage
@@ -96,8 +98,11 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		return nil, errors.New("consumer: Deps.Pinterest is required")
 	}
 	cfg = cfg.WithDefaults()
-	e := &Engine{cfg: cfg, deps: deps}
-	m, err := newSharedMetrics(deps.Registerer, e.paused)
+	e := &Engine{cfg: cfg, deps: deps, now: deps.Now}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	m, err := newSharedMetrics(deps.Registerer, e.paused, e.outOfGroup)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +120,20 @@ func (e *Engine) paused() float64 {
 		return 1
 	}
 	return 0
+}
+
+// outOfGroup is how long a stage's member has been out of its group, in
+// seconds (0 before the stages start).
+func (e *Engine) outOfGroup(stage string) float64 {
+	ps, ls := e.stages()
+	if ps == nil || ls == nil {
+		return 0
+	}
+	m := ps.Membership()
+	if stage == "lists" {
+		m = ls.Membership()
+	}
+	return m.Out(e.now()).Seconds()
 }
 
 // Run starts both stages and runs until ctx ends; then it shuts down in
@@ -136,8 +155,10 @@ func (e *Engine) Run(ctx context.Context) error {
 		defer ct.Close()
 		reg = ct.Registry()
 	}
+	kopts := append(append([]kgo.Opt{}, e.deps.Kafka...),
+		kgo.SessionTimeout(e.cfg.SessionTimeout), kgo.RebalanceTimeout(e.cfg.RebalanceTimeout))
 	ls, err := lists.New(e.listsConfig(topics), lists.Deps{
-		Kafka: e.deps.Kafka, Pinterest: e.deps.Pinterest, Writes: e.deps.Writes, Reads: e.deps.Reads,
+		Kafka: kopts, Pinterest: e.deps.Pinterest, Writes: e.deps.Writes, Reads: e.deps.Reads,
 		Registry: reg, Logger: e.log, Registerer: e.deps.Registerer,
 		Commits: e.m.commits("lists"), Assigned: e.m.listPartitions, DeadLetters: e.m.deadLetters, Now: e.deps.Now, Hold: e.deps.Hold,
 		Members: e.members(),
@@ -146,7 +167,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return err
 	}
 	ps, err := profiles.New(e.profilesConfig(topics), profiles.Deps{
-		Kafka: e.deps.Kafka, Logger: e.log, Registerer: e.deps.Registerer,
+		Kafka: kopts, Logger: e.log, Registerer: e.deps.Registerer,
 		Commits: e.m.commits("profiles"), Assigned: e.m.assigned, DeadLetters: e.m.deadLetters, Now: e.deps.Now, Hold: e.deps.Hold,
 	})
 	if err != nil {
@@ -233,9 +254,12 @@ func (e *Engine) stages() (*profiles.Stage, *lists.Stage) {
 // Status is a snapshot of what the engine is doing, for /status and the
 // status page. It holds no identifier and no secret.
 type Status struct {
-	// Joined reports that both stages are members of their groups.
-	Joined   bool `json:"joined"`
-	Buffered int  `json:"buffered_records"`
+	// Joined reports that both stages are members of their groups: each
+	// holds its group's current generation.
+	Joined bool `json:"joined"`
+	// Groups are the two members' standing in their groups.
+	Groups   []GroupStatus `json:"groups"`
+	Buffered int           `json:"buffered_records"`
 	// BufferedBytes is what the list stage's windows hold, counted
 	// against sync.max_buffered_bytes.
 	BufferedBytes int64  `json:"buffered_bytes"`
@@ -261,6 +285,21 @@ type Status struct {
 
 // PartitionStatus describes one owned partition.
 type PartitionStatus = lists.PartitionStatus
+
+// GroupStatus is one stage's member's standing in its consumer group (see
+// package membership).
+type GroupStatus struct {
+	Stage  string `json:"stage"`
+	Group  string `json:"group"`
+	Member bool   `json:"member"`
+	// OutSince is when the member left its group, or started before it
+	// first joined; zero while it is a member.
+	OutSince time.Time `json:"out_since,omitzero"`
+}
+
+func groupStatus(stage string, m membership.Status) GroupStatus {
+	return GroupStatus{Stage: stage, Group: m.Group, Member: m.Member, OutSince: m.OutSince}
+}
 
 // AudienceStatus describes one audience and the lists of it this process
 // owns.
@@ -292,7 +331,8 @@ func (e *Engine) Status() Status {
 		return st
 	}
 	pst, lst := ps.Status(), ls.Status()
-	st.Joined = pst.Joined && lst.Joined
+	st.Joined = pst.Membership.Member && lst.Membership.Member
+	st.Groups = []GroupStatus{groupStatus("profiles", pst.Membership), groupStatus("lists", lst.Membership)}
 	st.Buffered, st.BufferedBytes, st.Flights, st.LastError = lst.Buffered, lst.BufferedBytes, lst.Flights, lst.LastError
 	st.FetchPaused = pst.FetchPaused || lst.FetchPaused
 	st.Partitions, st.ListPartitions = pst.Partitions, lst.Partitions
@@ -322,19 +362,19 @@ func (e *Engine) Status() Status {
 }
 
 // Ready reports why the engine is not ready to serve, or nil: both stages
-// have joined their groups.
+// have joined their groups, and neither has been out of its group for
+// longer than the session and rebalance timeouts together since (a short
+// rebalance leaves it ready).
 func (e *Engine) Ready() error {
 	ps, ls := e.stages()
 	if ps == nil || ls == nil {
 		return errors.New("not started yet")
 	}
-	if !ps.Status().Joined {
-		return errors.New("not yet a member of consumer group " + strconv.Quote(e.cfg.Group))
+	now, limit := e.now(), e.cfg.SessionTimeout+e.cfg.RebalanceTimeout
+	if err := ps.Membership().Ready(now, limit); err != nil {
+		return err
 	}
-	if !ls.Status().Joined {
-		return errors.New("not yet a member of consumer group " + strconv.Quote(e.cfg.listsGroup()))
-	}
-	return nil
+	return ls.Membership().Ready(now, limit)
 }
 
 // Healthy reports whether the engine can make progress on its own: an
@@ -360,11 +400,12 @@ type sharedMetrics struct {
 	assigned       prometheus.Gauge
 	listPartitions prometheus.Gauge
 	deadLetters    *prometheus.CounterVec
-	// paused is read from the stages when scraped.
-	paused prometheus.GaugeFunc
+	// paused and outOfGroup are read from the stages when scraped.
+	paused     prometheus.GaugeFunc
+	outOfGroup []prometheus.GaugeFunc
 }
 
-func newSharedMetrics(reg prometheus.Registerer, paused func() float64) (*sharedMetrics, error) {
+func newSharedMetrics(reg prometheus.Registerer, paused func() float64, outOfGroup func(stage string) float64) (*sharedMetrics, error) {
 	m := &sharedMetrics{
 		committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pinsync_committed_offset", Help: "Next offset committed, per owned partition, by stage: profiles (the input topic), lists (the changes topic).",
@@ -388,10 +429,20 @@ func newSharedMetrics(reg prometheus.Registerer, paused func() float64) (*shared
 			Name: "pinsync_fetch_paused", Help: "1 while fetching is paused: sync.max_buffered_records changes wait (in windows, or for the list stage), or Pinterest refused the credentials.",
 		}, paused),
 	}
+	for _, stage := range []string{"profiles", "lists"} {
+		m.outOfGroup = append(m.outOfGroup, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pinsync_out_of_group_seconds", ConstLabels: prometheus.Labels{"stage": stage},
+			Help: "Seconds this instance's member has been out of its consumer group, by stage (profiles, lists): since it started until it first joined, and from a JoinGroup or the loss of its partitions until its next assignment; 0 while it holds the group's current generation.",
+		}, func() float64 { return outOfGroup(stage) }))
+	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.committed, m.lag, m.lastCommit, m.assigned, m.listPartitions, m.deadLetters, m.paused} {
+	cs := []prometheus.Collector{m.committed, m.lag, m.lastCommit, m.assigned, m.listPartitions, m.deadLetters, m.paused}
+	for _, g := range m.outOfGroup {
+		cs = append(cs, g)
+	}
+	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

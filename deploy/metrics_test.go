@@ -45,6 +45,7 @@ var knownMetrics = []string{
 	"pinsync_audience_uploaded_records_total",
 	"pinsync_audience_pinterest_size",
 	"pinsync_audience_ready",
+	"pinsync_out_of_group_seconds",
 }
 
 // knownHistograms are the histograms among knownMetrics: queries use their
@@ -313,7 +314,8 @@ func TestAlertRulesUseKnownMetricsAndDocumentThemselves(t *testing.T) {
 	}
 	sort.Strings(alerts)
 	want := []string{"PinsyncAudienceParked", "PinsyncBreakerOpen", "PinsyncCommitsStalled", "PinsyncConsumerLagGrowing",
-		"PinsyncCredentialsRejected", "PinsyncDeadLetters", "PinsyncListMatchRateLow", "PinsyncListMatchesNobody", "PinsyncRateLimited"}
+		"PinsyncCredentialsRejected", "PinsyncDeadLetters", "PinsyncListMatchRateLow", "PinsyncListMatchesNobody",
+		"PinsyncOutOfGroup", "PinsyncRateLimited"}
 	if !slices.Equal(alerts, want) {
 		t.Errorf("alerts = %q, want %q", alerts, want)
 	}

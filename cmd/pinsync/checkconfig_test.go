@@ -10,8 +10,9 @@ import (
 )
 
 // TestCheckConfigRefusesWhatCanBeKnownBeforeConnecting: a list name
-// template that gives two lists one name, and audiences that map to no
-// ad account, are refused with the field and the reason; the fixed
+// template that gives two lists one name, audiences that map to no ad
+// account, and a revoke that could keep a member from rejoining within the
+// rebalance timeout are refused with the field and the reason; the fixed
 // configuration passes.
 func TestCheckConfigRefusesWhatCanBeKnownBeforeConnecting(t *testing.T) {
 	const base = `kafka:
@@ -42,6 +43,8 @@ sync:
 			`  audiences: {allow: [buyers, churned]}`, []string{"pinterest.ad_account_id", `audience "churned"`}},
 		{"a glob with no default account", `  audience_ad_accounts: {buyers: "549755885175"}`,
 			`  audiences: {allow: ["engage/*"]}`, []string{"pinterest.ad_account_id", `"engage/*" may select audiences`}},
+		{"a revoke that outlasts the rebalance", `  ad_account_id: "549755885175"`, `  revoke_timeout: 30s`,
+			[]string{"sync.revoke_timeout", "less than half kafka.rebalance_timeout (1m0s)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "pinsync.yaml")

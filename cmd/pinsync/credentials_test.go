@@ -35,6 +35,7 @@ const svcTopic = "events"
 // request the sandbox receives.
 type svcRig struct {
 	t          *testing.T
+	cluster    *kfake.Cluster
 	brokers    []string
 	partitions int
 	sb         *sandbox.Server
@@ -99,7 +100,7 @@ func newSvcRig(t *testing.T, partitions int, sbCfg sandbox.Config, tok *oauth2.T
 	cfg.Sync.AudiencePollInterval = service.Duration(-1)
 	cfg.HTTP.Listen = ""
 	cfg.Log.Level = "debug"
-	return &svcRig{t: t, brokers: c.ListenAddrs(), partitions: partitions, sb: sb, sbURL: srv.URL,
+	return &svcRig{t: t, cluster: c, brokers: c.ListenAddrs(), partitions: partitions, sb: sb, sbURL: srv.URL,
 		captured: capt, store: store, cfg: cfg, logs: &lockedBuffer{}}
 }
 

@@ -8,6 +8,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -103,6 +104,13 @@ type fleetSettings struct {
 	flushInterval   string // sync.flush_interval
 	// maxBufferedBytes is sync.max_buffered_bytes; "" keeps the default.
 	maxBufferedBytes string
+	// dynamic leaves kafka.instance_id out: the replicas are dynamic group
+	// members, and a restarted one joins as a new member.
+	dynamic bool
+	// sessionTimeout and rebalanceTimeout are kafka.session_timeout and
+	// kafka.rebalance_timeout; "" means 6s and 10s. revokeTimeout is
+	// sync.revoke_timeout; "" means 4s (less than half the rebalance timeout).
+	sessionTimeout, rebalanceTimeout, revokeTimeout string
 }
 
 // fastSettings flush often and spend without a budget, so that the tests
@@ -180,13 +188,18 @@ func (f *fleet) config(id int) string {
 	if f.settings.maxBufferedBytes != "" {
 		bufferedBytes = "\n  max_buffered_bytes: " + f.settings.maxBufferedBytes
 	}
+	instance := fmt.Sprintf("\n  instance_id: replica-%d", id)
+	if f.settings.dynamic {
+		instance = ""
+	}
+	session, rebalance := cmp.Or(f.settings.sessionTimeout, "6s"), cmp.Or(f.settings.rebalanceTimeout, "10s")
+	revoke := cmp.Or(f.settings.revokeTimeout, "4s")
 	return fmt.Sprintf(`kafka:
   brokers: [%q]
   topics: [%s]
-  group: %s
-  instance_id: replica-%d
-  session_timeout: 6s
-  rebalance_timeout: 10s
+  group: %s%s
+  session_timeout: %s
+  rebalance_timeout: %s
 pinterest:
   base_url: %q
   ad_account_id: %q
@@ -198,15 +211,15 @@ pinterest:
   breaker_open_timeout: 500ms
 sync:
   flush_interval: %s%s
-  revoke_timeout: 5s
+  revoke_timeout: %s
   shutdown_grace: 5s
 http:
   listen: 127.0.0.1:0
 log:
   level: info
-`, f.brokers[0], replicaTopic, replicaGroup, id, f.sbURL, sandbox.DefaultAdAccountID,
+`, f.brokers[0], replicaTopic, replicaGroup, instance, session, rebalance, f.sbURL, sandbox.DefaultAdAccountID,
 		sandbox.DefaultAppID, sandbox.DefaultAppSecret, keyEnv,
-		f.settings.writesPerMinute, f.settings.maxRecords, f.settings.flushInterval, bufferedBytes)
+		f.settings.writesPerMinute, f.settings.maxRecords, f.settings.flushInterval, bufferedBytes, revoke)
 }
 
 // start starts replica id and waits until its HTTP server listens.

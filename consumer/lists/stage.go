@@ -35,6 +35,7 @@ import (
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/commit"
 	"github.com/pinsync/pinsync/consumer/hold"
+	"github.com/pinsync/pinsync/consumer/membership"
 )
 
 // fetchMaxWait is how long a fetch waits for data on idle partitions.
@@ -201,6 +202,8 @@ type Stage struct {
 	part *changes.Partitioner
 
 	cl *kgo.Client
+	// member follows this member's standing in its group.
+	member *membership.Tracker
 	// uploadCtx outlives the run so that the shutdown flush can finish;
 	// it ends when Close's deadline does.
 	uploadCtx     context.Context
@@ -219,7 +222,6 @@ type Stage struct {
 	// leaving are the workers of partitions being revoked: this member
 	// still owns them while it flushes their windows.
 	leaving  map[int32]*worker
-	joined   bool
 	closing  bool
 	flights  int
 	flightWG sync.WaitGroup
@@ -268,6 +270,7 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 		tr: commit.NewTracker(), ws: newWindows(cfg.MaxRecords, cfg.MaxBufferedBytes), lists: newListTable(),
 		workers: make(map[int32]*worker), leaving: make(map[int32]*worker), pollDone: make(chan struct{}),
 		started: make(chan struct{}), part: changes.NewPartitioner(cfg.Partitions),
+		member: membership.New(cfg.Group, now),
 	}
 	s.res = newResolver(deps.Pinterest, deps.Registry, tmpl, now, s.lists.lastAssigned)
 	s.setShare(0)
@@ -294,6 +297,7 @@ func (s *Stage) Start(ctx context.Context) error {
 		kgo.OnPartitionsAssigned(s.assigned),
 		kgo.OnPartitionsRevoked(s.revoked),
 		kgo.OnPartitionsLost(s.lost),
+		kgo.WithHooks(s.member),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		// A dead letter the broker cannot take fails its flush (tried
@@ -440,9 +444,7 @@ func (s *Stage) Close(ctx context.Context) error {
 	s.stopBG()
 	s.bg.Wait()
 	s.flightWG.Wait()
-	s.mu.Lock()
-	s.joined = false
-	s.mu.Unlock()
+	s.member.Left()
 	s.cl.Close()
 	return errors.Join(errs...)
 }
@@ -504,8 +506,8 @@ func (s *Stage) poll(ctx context.Context) {
 func (s *Stage) assigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	<-s.started
 	cl.PauseFetchPartitions(assigned)
+	s.member.Assigned()
 	s.mu.Lock()
-	s.joined = true
 	for _, ps := range assigned {
 		for _, p := range ps {
 			if s.workers[p] != nil {
@@ -561,6 +563,7 @@ func (s *Stage) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][
 // lost drops the lost partitions' changes without committing.
 func (s *Stage) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	<-s.started
+	s.member.Lost()
 	s.stopWorkers(lost)
 	parts := s.leavingOf(lost) // during Close too
 	s.forget(parts)
@@ -660,6 +663,7 @@ func (s *Stage) stopWorkers(which map[string][]int32) map[*commit.Partition]bool
 	parts := make(map[*commit.Partition]bool, len(ws))
 	for _, w := range ws {
 		close(w.quit)
+		w.cancel()
 	}
 	for _, w := range ws {
 		<-w.done

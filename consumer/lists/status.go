@@ -7,12 +7,14 @@ import (
 	"time"
 
 	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/consumer/membership"
 )
 
 // Status is a snapshot of what the list stage's member is doing. It holds
 // no identifier and no secret.
 type Status struct {
-	Joined      bool
+	// Membership is the member's standing in the list stage's group.
+	Membership  membership.Status
 	FetchPaused bool
 	Buffered    int
 	// BufferedBytes is what the windows hold, counted against
@@ -68,8 +70,8 @@ func (s *Stage) Status() Status {
 	st := Status{FetchPaused: s.Paused()}
 	st.Buffered, st.BufferedBytes = s.ws.buffer(), s.ws.bytes()
 	perWindow := s.ws.stats()
+	st.Membership = s.member.Status()
 	s.mu.Lock()
-	st.Joined = s.joined
 	st.Flights = s.flights
 	if s.lastErr != nil {
 		st.LastError = s.lastErr.Error()
@@ -101,6 +103,9 @@ func (s *Stage) Status() Status {
 	})
 	return st
 }
+
+// Membership is the member's standing in its group.
+func (s *Stage) Membership() membership.Status { return s.member.Status() }
 
 // Paused reports whether reading is paused at a cap: fetching at
 // MaxBuffered records, or a worker waiting for room under

@@ -20,7 +20,11 @@ type worker struct {
 	pt        *commit.Partition
 	in        chan []*kgo.Record
 	quit      chan struct{}
-	done      chan struct{}
+	// ctx ends with quit: what the worker waits for does not hold up a
+	// revoke.
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
 	// sealNow asks the worker to seal its open epoch at once (shutdown:
 	// the flush that follows should be able to complete it).
 	sealNow   chan struct{}
@@ -52,9 +56,10 @@ type worker struct {
 
 func (s *Stage) newWorker(p int32) *worker {
 	pt := s.tr.Assign(s.cfg.Topic, p, -1)
+	ctx, cancel := context.WithCancel(context.Background())
 	w := &worker{s: s, partition: p, pt: pt, in: make(chan []*kgo.Record, 4),
-		quit: make(chan struct{}), done: make(chan struct{}), sealNow: make(chan struct{}, 1), open: s.tr.Open(pt), next: -1, leaderEpoch: -1,
-		vouchFrom: -1}
+		quit: make(chan struct{}), ctx: ctx, cancel: cancel, done: make(chan struct{}), sealNow: make(chan struct{}, 1),
+		open: s.tr.Open(pt), next: -1, leaderEpoch: -1, vouchFrom: -1}
 	w.first.Store(-1)
 	w.read.Store(-1)
 	return w
@@ -87,13 +92,16 @@ func (w *worker) run() {
 func (w *worker) fence() bool {
 	defer w.failingSince.Store(0)
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
 		end, err := w.s.endOffset(ctx, w.partition)
 		cancel()
 		if err == nil {
 			w.vouchFrom = end
 			w.s.cl.ResumeFetchPartitions(map[string][]int32{w.s.cfg.Topic: {w.partition}})
 			return true
+		}
+		if w.ctx.Err() != nil {
+			return false // stopped
 		}
 		w.failingSince.CompareAndSwap(0, w.s.now().UnixNano())
 		w.s.log.Warn("reading the end of a changes partition failed; retrying", "partition", w.partition, "err", err)

@@ -39,6 +39,7 @@ import (
 
 	"github.com/pinsync/pinsync/consumer/commit"
 	"github.com/pinsync/pinsync/consumer/hold"
+	"github.com/pinsync/pinsync/consumer/membership"
 	"github.com/pinsync/pinsync/schemas"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
@@ -160,10 +161,11 @@ type Stage struct {
 
 	cl  *kgo.Client
 	adm *kadm.Client
+	// member follows this member's standing in its group.
+	member *membership.Tracker
 
 	mu      sync.Mutex
 	workers map[partKey]*worker
-	joined  bool
 	// quiesced is set by Quiesce: a partition assigned afterwards gets no
 	// worker (nothing would fetch for it); its next owner reads it.
 	quiesced bool
@@ -225,7 +227,7 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 		cfg: cfg, log: log.With("component", "profiles"), m: m, cm: deps.Commits, deps: deps, dec: dec,
 		auds: auds, codec: codec{auds}, kopts: deps.Kafka, now: now,
 		workers: make(map[partKey]*worker), drained: make(chan struct{}), pollDone: make(chan struct{}),
-		started: make(chan struct{}),
+		started: make(chan struct{}), member: membership.New(cfg.Group, now),
 	}, nil
 }
 
@@ -252,6 +254,7 @@ func (s *Stage) Start(ctx context.Context) error {
 		kgo.OnPartitionsAssigned(s.assigned),
 		kgo.OnPartitionsRevoked(s.revoked),
 		kgo.OnPartitionsLost(s.lost),
+		kgo.WithHooks(s.member),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -337,8 +340,8 @@ func (s *Stage) Close() {
 		ws = append(ws, w)
 		delete(s.workers, k)
 	}
-	s.joined = false
 	s.mu.Unlock()
+	s.member.Left()
 	for _, w := range ws {
 		w.close()
 	}
@@ -475,9 +478,9 @@ func (s *Stage) addPending(n int) {
 func (s *Stage) assigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	<-s.started
 	cl.PauseFetchPartitions(assigned)
+	s.member.Assigned()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.joined = true
 	if s.quiesced {
 		s.log.Info("partitions assigned while shutting down: left to the next owner", "partitions", fmtParts(assigned))
 		return
@@ -522,6 +525,7 @@ func (s *Stage) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][
 // (the next owner's producer aborts them anyway) and nothing is committed.
 func (s *Stage) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	<-s.started
+	s.member.Lost()
 	ws := s.take(lost)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RevokeTimeout)
 	defer cancel()

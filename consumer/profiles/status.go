@@ -7,13 +7,15 @@ import (
 	"time"
 
 	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/consumer/membership"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
 
 // Status is a snapshot of what the profile stage's member is doing. It
 // holds no identifier and no secret.
 type Status struct {
-	Joined      bool
+	// Membership is the member's standing in the input topic's group.
+	Membership  membership.Status
 	FetchPaused bool
 	// Pending is the changes written that the list stage has not committed
 	// past.
@@ -38,9 +40,8 @@ type AudienceStatus struct {
 
 // Status returns a snapshot of the stage.
 func (s *Stage) Status() Status {
-	st := Status{FetchPaused: s.paused.Load(), Pending: s.pending.Load()}
+	st := Status{Membership: s.member.Status(), FetchPaused: s.paused.Load(), Pending: s.pending.Load()}
 	s.mu.Lock()
-	st.Joined = s.joined
 	for k, w := range s.workers {
 		hw, c := w.highWater.Load(), w.committed.Load()
 		ps := PartitionStatus{Topic: k.topic, Partition: k.partition, Committed: c, HighWatermark: hw}
@@ -65,6 +66,9 @@ func (s *Stage) Status() Status {
 	}
 	return st
 }
+
+// Membership is the member's standing in its group.
+func (s *Stage) Membership() membership.Status { return s.member.Status() }
 
 // Paused reports whether fetching is paused at the cap.
 func (s *Stage) Paused() bool { return s.paused.Load() }

@@ -153,7 +153,7 @@ func Default() Config {
 	return Config{
 		Kafka: KafkaConfig{
 			Brokers: []string{"localhost:9092"}, Topics: []string{"pinsync.events"}, Group: "pinsync",
-			ClientID: "pinsync", SessionTimeout: Duration(45 * time.Second), RebalanceTimeout: Duration(60 * time.Second),
+			ClientID: "pinsync", SessionTimeout: Duration(sd.SessionTimeout), RebalanceTimeout: Duration(sd.RebalanceTimeout),
 			TransactionTimeout: Duration(sd.TransactionTimeout),
 		},
 		Pinterest: PinterestConfig{
@@ -363,12 +363,6 @@ func (c Config) Validate() error {
 			bad("kafka.brokers", "%q is not host:port", b)
 		}
 	}
-	if c.Kafka.SessionTimeout < Duration(6*time.Second) || c.Kafka.SessionTimeout > Duration(30*time.Minute) {
-		bad("kafka.session_timeout", "must be between 6s and 30m, got %s", time.Duration(c.Kafka.SessionTimeout))
-	}
-	if c.Kafka.RebalanceTimeout < Duration(time.Second) {
-		bad("kafka.rebalance_timeout", "must be at least 1s")
-	}
 	if c.Kafka.TLS.CertFile != "" && c.Kafka.TLS.KeyFile == "" || c.Kafka.TLS.CertFile == "" && c.Kafka.TLS.KeyFile != "" {
 		bad("kafka.tls", "cert_file and key_file go together")
 	}
@@ -444,6 +438,7 @@ func (c Config) Engine() consumer.Config {
 	return consumer.Config{
 		Topics: c.Kafka.Topics, Group: c.Kafka.Group, DLQTopic: c.Kafka.DLQTopic, ChangelogTopic: c.Kafka.ChangelogTopic,
 		ChangesTopic: c.Kafka.ChangesTopic, ChangesPartitions: c.Kafka.ChangesPartitions, ControlTopic: c.Kafka.ControlTopic,
+		SessionTimeout: time.Duration(c.Kafka.SessionTimeout), RebalanceTimeout: time.Duration(c.Kafka.RebalanceTimeout),
 		TransactionTimeout: time.Duration(c.Kafka.TransactionTimeout), CommitInterval: time.Duration(c.Sync.CommitInterval),
 		FlushInterval: time.Duration(c.Sync.FlushInterval), MaxRecords: c.Pinterest.MaxRecords,
 		MaxBuffered: c.Sync.MaxBufferedRecords, MaxBufferedBytes: c.Sync.MaxBufferedBytes, MaxIdentifiersPerType: c.Sync.MaxIdentifiersPerType,

@@ -213,8 +213,6 @@ func KafkaOptions(c KafkaConfig, log *slog.Logger) ([]kgo.Opt, error) {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.ClientID(c.ClientID),
-		kgo.SessionTimeout(time.Duration(c.SessionTimeout)),
-		kgo.RebalanceTimeout(time.Duration(c.RebalanceTimeout)),
 		kgo.WithLogger(kslog.New(log.With("component", "kafka"))),
 	}
 	if c.InstanceID != "" {

@@ -61,9 +61,12 @@ type Deps struct {
 	// this process spends them; the list stage sets their shares. Nil
 	// means none.
 	Writes, Reads Budget
-	// Registry is the list registry; nil means the engine opens the
-	// control topic's own (unless Config.ControlTopic is "-").
+	// Registry is the list registry and Layout the deployment's layout
+	// (see control.Layout); with no Registry the engine opens the control
+	// topic's own (unless Config.ControlTopic is "-"). A nil Layout beside
+	// a Registry leaves the layout unchecked.
 	Registry lists.Registry
+	Layout   LayoutStore
 	Logger   *slog.Logger
 	// Registerer receives the metrics.
 	Registerer prometheus.Registerer
@@ -142,18 +145,24 @@ func (e *Engine) outOfGroup(stage string) float64 {
 // stage commits what the list stage passed, and both leave their groups.
 // It returns nil after a clean shutdown.
 func (e *Engine) Run(ctx context.Context) error {
-	topics, err := e.prepareTopics(ctx)
-	if err != nil {
-		return err
-	}
-	reg := e.deps.Registry
+	reg, layout := e.deps.Registry, e.deps.Layout
 	if reg == nil && topicOn(e.cfg.ControlTopic) {
 		ct, err := control.Open(ctx, control.Config{Kafka: e.deps.Kafka, Topic: e.cfg.ControlTopic, Logger: e.log})
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped before it started
+			}
 			return err
 		}
 		defer ct.Close()
-		reg = ct.Registry()
+		reg, layout = ct.Registry(), ct
+	}
+	topics, err := e.prepareTopics(ctx, layout)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it started
+		}
+		return err
 	}
 	kopts := append(append([]kgo.Opt{}, e.deps.Kafka...),
 		kgo.SessionTimeout(e.cfg.SessionTimeout), kgo.RebalanceTimeout(e.cfg.RebalanceTimeout))

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pinsync/pinsync/control"
 )
 
 // topicLayout is the partition counts the stages work with.
@@ -21,10 +24,14 @@ type topicLayout struct {
 // prepareTopics checks the input topic and creates the internal topics
 // that are missing: the changelog (compacted, co-partitioned with the
 // input), the changes topic (kept until the list stage has read it: no
-// time retention) and the dead-letter topic. It refuses a changelog whose
-// partition count differs from the input's, and a changes topic whose
-// count differs from kafka.changes_partitions when that is set.
-func (e *Engine) prepareTopics(ctx context.Context) (topicLayout, error) {
+// time or size retention) and the dead-letter topic. It refuses, naming the
+// topic and the setting, an existing internal topic that could lose a
+// record before pinsync has read it: a changelog not compacted, or with
+// another partition count than the input; a changes topic compacted, with a
+// retention, or with another partition count than kafka.changes_partitions
+// or than the deployment's layout (see checkLayout); an internal topic with
+// fewer replicas than the input.
+func (e *Engine) prepareTopics(ctx context.Context, layout LayoutStore) (topicLayout, error) {
 	var tl topicLayout
 	acl, err := kgo.NewClient(e.deps.Kafka...)
 	if err != nil {
@@ -36,6 +43,9 @@ func (e *Engine) prepareTopics(ctx context.Context) (topicLayout, error) {
 	names := []string{c.Topics[0], c.ChangesTopic, c.DLQTopic}
 	if topicOn(c.ChangelogTopic) {
 		names = append(names, c.ChangelogTopic)
+	}
+	if topicOn(c.ControlTopic) {
+		names = append(names, c.ControlTopic)
 	}
 	details, err := adm.ListTopics(ctx, names...)
 	if err != nil {
@@ -53,16 +63,23 @@ func (e *Engine) prepareTopics(ctx context.Context) (topicLayout, error) {
 		return tl, fmt.Errorf("kafka: input topic %q does not exist", c.Topics[0])
 	}
 	tl.input = in
+	inputRF := replicas(details[c.Topics[0]])
+	for _, t := range names[1:] {
+		if _, ok := partitions(t); ok && t != c.DLQTopic && replicas(details[t]) < inputRF {
+			return tl, fmt.Errorf("kafka: topic %q has %d replicas but the input %q has %d; losing a broker would lose what it holds (recreate it with replication factor %d)",
+				t, replicas(details[t]), c.Topics[0], inputRF, inputRF)
+		}
+	}
 	if topicOn(c.ChangelogTopic) {
 		if n, ok := partitions(c.ChangelogTopic); ok && n != in {
 			return tl, fmt.Errorf("kafka: changelog topic %q has %d partitions but the input has %d; it must be co-partitioned with the input (recreate it with %d partitions)",
 				c.ChangelogTopic, n, in, in)
 		} else if ok {
-			if err := checkCleanup(ctx, adm, c.ChangelogTopic, true); err != nil {
+			if err := checkTopicConfig(ctx, adm, c.ChangelogTopic, true); err != nil {
 				return tl, err
 			}
 		} else {
-			if err := e.createTopic(ctx, adm, c.ChangelogTopic, in, map[string]string{"cleanup.policy": "compact"}); err != nil {
+			if _, err := e.createTopic(ctx, adm, c.ChangelogTopic, in, map[string]string{"cleanup.policy": "compact"}); err != nil {
 				return tl, err
 			}
 		}
@@ -71,28 +88,33 @@ func (e *Engine) prepareTopics(ctx context.Context) (topicLayout, error) {
 	if want == 0 {
 		want = in
 	}
+	var changesID kadm.TopicID
 	switch n, ok := partitions(c.ChangesTopic); {
 	case ok && c.ChangesPartitions != 0 && n != c.ChangesPartitions:
 		return tl, fmt.Errorf("kafka: changes topic %q has %d partitions but kafka.changes_partitions is %d; a list's partition depends on the count, so it cannot change under running replicas (stop them, let the list stage drain, and recreate the topic)",
 			c.ChangesTopic, n, c.ChangesPartitions)
 	case ok:
-		if err := checkCleanup(ctx, adm, c.ChangesTopic, false); err != nil {
+		if err := checkTopicConfig(ctx, adm, c.ChangesTopic, false); err != nil {
 			return tl, err
 		}
-		tl.changes = n
+		tl.changes, changesID = n, details[c.ChangesTopic].ID
 	default:
 		// No time retention: the list stage may be behind by an outage's
 		// worth. It deletes what its group has committed past itself
 		// (DeleteRecords), so the topic holds only what is not uploaded.
-		if err := e.createTopic(ctx, adm, c.ChangesTopic, want, map[string]string{"cleanup.policy": "delete", "retention.ms": "-1"}); err != nil {
+		id, err := e.createTopic(ctx, adm, c.ChangesTopic, want, map[string]string{"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"})
+		if err != nil {
 			return tl, err
 		}
-		tl.changes = want
+		tl.changes, changesID = want, id
+	}
+	if err := e.checkLayout(ctx, layout, tl.changes, changesID); err != nil {
+		return tl, err
 	}
 	if n, ok := partitions(c.DLQTopic); ok {
 		tl.dlq = int32(n)
 	} else {
-		if err := e.createTopic(ctx, adm, c.DLQTopic, 1, nil); err != nil {
+		if _, err := e.createTopic(ctx, adm, c.DLQTopic, 1, nil); err != nil {
 			return tl, err
 		}
 		tl.dlq = 1
@@ -100,7 +122,62 @@ func (e *Engine) prepareTopics(ctx context.Context) (topicLayout, error) {
 	return tl, nil
 }
 
-func (e *Engine) createTopic(ctx context.Context, adm *kadm.Client, name string, partitions int, configs map[string]string) error {
+// replicas is a topic's replication factor: its first partition's.
+func replicas(d kadm.TopicDetail) int {
+	for _, p := range d.Partitions.Sorted() {
+		return len(p.Replicas)
+	}
+	return 0
+}
+
+// LayoutStore keeps the deployment's layout (see control.Layout): fixed by
+// the first process that starts, checked by every later one.
+// *control.Topic implements it.
+type LayoutStore interface {
+	Layout(ctx context.Context) (control.Layout, bool, error)
+	RecordLayout(ctx context.Context, l control.Layout) error
+}
+
+// checkLayout refuses a changes topic other than the one the deployment
+// placed its lists for: more partitions (added under running replicas, the
+// lists of the new count would have second owners), or another topic of
+// the same name (recreated: what the old one held is gone). The first start
+// records the layout; without a store (kafka.control_topic "-") only
+// kafka.changes_partitions is checked.
+func (e *Engine) checkLayout(ctx context.Context, store LayoutStore, partitions int, id kadm.TopicID) error {
+	if store == nil {
+		return nil
+	}
+	t := e.cfg.ChangesTopic
+	now := control.Layout{ChangesPartitions: partitions}
+	if id != (kadm.TopicID{}) {
+		now.ChangesTopicID = hex.EncodeToString(id[:])
+	}
+	fixed, ok, err := store.Layout(ctx)
+	if err != nil {
+		return fmt.Errorf("control topic: reading the layout: %w", err)
+	}
+	switch {
+	case !ok:
+		if err := store.RecordLayout(ctx, now); err != nil {
+			return fmt.Errorf("control topic: recording the layout: %w", err)
+		}
+		e.log.Info("deployment layout recorded", "changes_topic", t, "partitions", partitions)
+		return nil
+	case fixed.ChangesPartitions != now.ChangesPartitions:
+		return fmt.Errorf("kafka: changes topic %q has %d partitions but this deployment placed its lists for %d (the layout in the control topic): "+
+			"replicas placing lists with two counts give a list two owners. Restore the count, or stop every replica, let the list stage drain, "+
+			"recreate the topic and run `pinsync layout --reset`", t, now.ChangesPartitions, fixed.ChangesPartitions)
+	case fixed.ChangesTopicID != "" && now.ChangesTopicID != "" && fixed.ChangesTopicID != now.ChangesTopicID:
+		return fmt.Errorf("kafka: changes topic %q is not the topic this deployment wrote its changes to (it was deleted and created again; the changes it held and the list stage had not uploaded are gone). "+
+			"If it was recreated on purpose after the list stage drained, run `pinsync layout --reset`; otherwise rebuild the lists (`pinsync resync`)", t)
+	}
+	return nil
+}
+
+// createTopic creates a topic and returns its id (zero when the broker
+// reports none, or another process created it first).
+func (e *Engine) createTopic(ctx context.Context, adm *kadm.Client, name string, partitions int, configs map[string]string) (kadm.TopicID, error) {
 	cfg := make(map[string]*string, len(configs))
 	for k, v := range configs {
 		cfg[k] = &v
@@ -110,18 +187,17 @@ func (e *Engine) createTopic(ctx context.Context, adm *kadm.Client, name string,
 		err = resp.Err
 	}
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("kafka: create topic %q: %w", name, err)
+		return kadm.TopicID{}, fmt.Errorf("kafka: create topic %q: %w", name, err)
 	}
 	e.log.Info("created topic", "topic", name, "partitions", partitions)
-	return nil
+	return resp.ID, nil
 }
 
-// checkCleanup refuses an existing topic whose cleanup.policy would lose
-// what pinsync needs: the changelog must be compacted (its latest record
-// per profile is the state; deletion by time would lose profiles), the
-// changes topic must not be (a list's changes share a key: compaction
-// would keep only the last record of each list).
-func checkCleanup(ctx context.Context, adm *kadm.Client, topic string, compact bool) error {
+// checkTopicConfig refuses an existing internal topic whose settings (as
+// the broker reports them, defaults included) could lose a record pinsync
+// has not read: the changelog must be compacted only; the changes topic
+// must not be compacted, nor delete by time or size.
+func checkTopicConfig(ctx context.Context, adm *kadm.Client, topic string, changelog bool) error {
 	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
 	if err != nil {
 		return fmt.Errorf("kafka: describe topic %q: %w", topic, err)
@@ -130,18 +206,27 @@ func checkCleanup(ctx context.Context, adm *kadm.Client, topic string, compact b
 	if err != nil {
 		return fmt.Errorf("kafka: describe topic %q: %w", topic, err)
 	}
-	policy := "delete"
+	conf := map[string]string{"cleanup.policy": "delete"}
 	for _, c := range rc.Configs {
-		if c.Key == "cleanup.policy" && c.Value != nil {
-			policy = *c.Value
+		if c.Value != nil {
+			conf[c.Key] = *c.Value
 		}
 	}
+	policy := conf["cleanup.policy"]
 	compacted := strings.Contains(policy, "compact")
 	switch {
-	case compact && (!compacted || strings.Contains(policy, "delete")):
+	case changelog && (!compacted || strings.Contains(policy, "delete")):
 		return fmt.Errorf("kafka: topic %q has cleanup.policy=%s; the changelog must be compacted only (cleanup.policy=compact), or profiles are lost", topic, policy)
-	case !compact && compacted:
+	case changelog:
+		return nil
+	case compacted:
 		return fmt.Errorf("kafka: topic %q has cleanup.policy=%s; the changes topic must not be compacted (cleanup.policy=delete with retention.ms=-1), or changes are lost", topic, policy)
+	}
+	for _, k := range []string{"retention.ms", "retention.bytes"} {
+		if v, ok := conf[k]; ok && v != "-1" {
+			return fmt.Errorf("kafka: topic %q has %s=%s; the changes topic must keep every record until the list stage has uploaded it "+
+				"(retention.ms=-1 and retention.bytes=-1; pinsync deletes what it has passed), or changes are lost", topic, k, v)
+		}
 	}
 	return nil
 }

@@ -42,7 +42,8 @@ func TestReplayBelowTheAssignmentCancelsNothing(t *testing.T) {
 	}
 	defer cl.Close()
 	changesTopic := cfg.Group + ".changes"
-	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 1, -1, nil, changesTopic); err != nil {
+	keep := "-1" // as pinsync requires of a changes topic it did not create
+	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 1, -1, map[string]*string{"retention.ms": &keep}, changesTopic); err != nil {
 		t.Fatal(err)
 	}
 	list := changes.List{Audience: "vip", Type: ident.Email}

@@ -1,12 +1,14 @@
 // Package control owns the control topic: a single-partition, compacted
 // Kafka topic shared by every replica of a deployment, read by each from its
-// start. It holds two things:
+// start. It holds three things:
 //
 //   - the list registry (Registry): each Pinterest list's customer list and
 //     audience ids, written by the list's owner when it creates or finds
 //     them, so that a new owner never looks a list up by name;
 //   - the shared OAuth token (TokenStore), encrypted, and the claims with
-//     which replicas take turns to refresh it.
+//     which replicas take turns to refresh it;
+//   - the deployment's Layout: the changes topic's partition count and id,
+//     fixed once, so that replicas never place lists two ways.
 //
 // Log is the primitive below both: it tails the topic and hands every
 // record, in offset order, to one Apply function. The order of the log is
@@ -221,16 +223,29 @@ func (l *Log) applied() int64 {
 // CatchUp waits until every record appended before the call has been
 // applied.
 func (l *Log) CatchUp(ctx context.Context) error {
-	ends, err := kadm.NewClient(l.cl).ListEndOffsets(ctx, l.cfg.Topic)
-	if err != nil {
-		return fmt.Errorf("control: end offset: %w", err)
-	}
-	end, ok := ends.Lookup(l.cfg.Topic, 0)
-	if !ok {
-		return fmt.Errorf("control: no end offset for %q", l.cfg.Topic)
-	}
-	if end.Err != nil {
-		return fmt.Errorf("control: end offset: %w", end.Err)
+	// A topic created a moment ago may not be in every broker's metadata
+	// yet: its end is asked again, a few times.
+	var end kadm.ListedOffset
+	for wait := 50 * time.Millisecond; ; wait *= 2 {
+		ends, err := kadm.NewClient(l.cl).ListEndOffsets(ctx, l.cfg.Topic)
+		if err != nil {
+			return fmt.Errorf("control: end offset: %w", err)
+		}
+		var ok bool
+		if end, ok = ends.Lookup(l.cfg.Topic, 0); ok && end.Err == nil {
+			break
+		}
+		if wait > time.Second {
+			if !ok {
+				return fmt.Errorf("control: no end offset for %q", l.cfg.Topic)
+			}
+			return fmt.Errorf("control: end offset: %w", end.Err)
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(wait):
+		}
 	}
 	return l.WaitFor(ctx, 0, func() bool { return l.applied() >= end.Offset })
 }

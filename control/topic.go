@@ -47,6 +47,7 @@ type Topic struct {
 	mu       sync.Mutex
 	tokens   tokenState
 	registry map[ListKey]ListEntry
+	layout   *Layout // nil until recorded
 }
 
 // Open opens the control topic, creating it when missing, and starts
@@ -76,7 +77,7 @@ func Open(ctx context.Context, cfg Config) (*Topic, error) {
 func (t *Topic) apply(r Record) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.tokens.apply(r, t.cfg.RefreshTimeout) {
+	if t.tokens.apply(r, t.cfg.RefreshTimeout) || t.applyLayout(r) {
 		return
 	}
 	t.applyRegistry(r)

@@ -66,6 +66,7 @@ func commands() map[string]command {
 		"demo":         {"run the whole system on an embedded Kafka and Pinterest sandbox", runDemo},
 		"check-config": {"validate a configuration file without connecting", runCheckConfig},
 		"resync":       {"rebuild an audience's lists from the profile state (--config FILE --audience KEY)", runResync},
+		"layout":       {"show the changes topic's recorded layout; --reset after recreating it on purpose", runLayout},
 	}
 }
 

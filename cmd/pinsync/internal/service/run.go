@@ -114,7 +114,7 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 		Hold: pin.Credentials,
 	}
 	if ctl != nil {
-		deps.Registry = ctl.Registry()
+		deps.Registry, deps.Layout = ctl.Registry(), ctl
 	}
 	eng, err := consumer.New(cfg.Engine(), deps)
 	if err != nil {

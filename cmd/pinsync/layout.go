@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pinsync/pinsync/cmd/pinsync/internal/service"
+	"github.com/pinsync/pinsync/control"
+)
+
+// runLayout is `pinsync layout`: it shows the deployment's layout (the
+// changes topic's partition count and id, fixed by the first start) beside
+// the topic as it is, and with --reset forgets it, for an operator who
+// recreated the changes topic on purpose.
+func runLayout(ctx context.Context, io *stdio, args []string) int {
+	fs := flagSet(io, "layout", `usage: pinsync layout --config FILE [--reset]
+
+Shows the layout the deployment fixed at its first start, in the control
+topic: the changes topic's partition count (a list's partition, so its
+owner, depends on it) and the topic's id; and the changes topic as it is.
+pinsync refuses to start when they differ.
+
+--reset forgets the layout, so that the next start records the topic as it is
+then. Use it only after recreating the changes topic on purpose, with every
+replica stopped once the list stage had drained (pinsync_consumer_lag of stage
+lists at 0): what the old topic held and was not uploaded is gone.`)
+	path := fs.String("config", io.Getenv("PINSYNC_CONFIG"), "configuration file (YAML) of the deployment")
+	reset := fs.Bool("reset", false, "forget the recorded layout")
+	if status, ok := parseFlags(io, fs, args); !ok {
+		return status
+	}
+	cfg, err := service.Load(*path, io.Getenv)
+	if err != nil {
+		fmt.Fprintf(io.Err, "pinsync layout: invalid configuration:\n%s\n", indent(err.Error()))
+		return 2
+	}
+	ec := cfg.Engine().WithDefaults()
+	if ec.ControlTopic == "-" {
+		fmt.Fprintln(io.Err, "pinsync layout: kafka.control_topic is \"-\": no layout is recorded (only kafka.changes_partitions is checked)")
+		return 2
+	}
+	kopts, err := service.KafkaOptions(cfg.Kafka, slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintf(io.Err, "pinsync layout: %v\n", err)
+		return 2
+	}
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ct, err := control.Open(octx, control.Config{Kafka: kopts, Topic: ec.ControlTopic})
+	if err != nil {
+		fmt.Fprintf(io.Err, "pinsync layout: %v\n", err)
+		return 1
+	}
+	defer ct.Close()
+	fixed, ok, err := ct.Layout(octx)
+	if err != nil {
+		fmt.Fprintf(io.Err, "pinsync layout: %v\n", err)
+		return 1
+	}
+	if ok {
+		fmt.Fprintf(io.Out, "recorded: %s has %d partitions, topic id %s\n", ec.ChangesTopic, fixed.ChangesPartitions, orNone(fixed.ChangesTopicID))
+	} else {
+		fmt.Fprintln(io.Out, "recorded: none (the next start records the changes topic as it is)")
+	}
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		fmt.Fprintf(io.Err, "pinsync layout: %v\n", err)
+		return 1
+	}
+	defer cl.Close()
+	details, err := kadm.NewClient(cl).ListTopics(octx, ec.ChangesTopic)
+	switch {
+	case err != nil:
+		fmt.Fprintf(io.Err, "pinsync layout: %v\n", err)
+		return 1
+	case details[ec.ChangesTopic].Err != nil:
+		fmt.Fprintf(io.Out, "now:      %s does not exist (%v)\n", ec.ChangesTopic, details[ec.ChangesTopic].Err)
+	default:
+		d := details[ec.ChangesTopic]
+		fmt.Fprintf(io.Out, "now:      %s has %d partitions, topic id %s\n", ec.ChangesTopic, len(d.Partitions), hex.EncodeToString(d.ID[:]))
+	}
+	if !*reset {
+		return 0
+	}
+	if err := ct.ResetLayout(octx); err != nil {
+		fmt.Fprintf(io.Err, "pinsync layout: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(io.Out, "reset: the next start records the changes topic as it is then")
+	return 0
+}

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -94,6 +95,23 @@ func parseListKey(s string) (ListKey, bool) {
 	return ListKey{AdAccount: acct, Audience: aud, Type: t}, true
 }
 
+// registryRecord is a registry record's value: the entry and, when written
+// by Update, the offset of the entry it was made from (Base; -1 when there
+// was none). A record whose Base is not the offset of the entry in force
+// when it is applied lost a race with another writer and is skipped, by
+// every replica alike: each write is a read-modify-write of the entry as it
+// stands. Records of earlier versions carry no Base and apply as they come.
+type registryRecord struct {
+	ListEntry
+	Base *int64 `json:"base,omitempty"`
+}
+
+// registered is an entry in force and the offset of its record.
+type registered struct {
+	ListEntry
+	offset int64
+}
+
 // applyRegistry folds a registry record into the registry. Called with
 // t.mu held.
 func (t *Topic) applyRegistry(r Record) {
@@ -105,12 +123,27 @@ func (t *Topic) applyRegistry(r Record) {
 		delete(t.registry, k)
 		return
 	}
-	var e ListEntry
-	if err := json.Unmarshal(r.Value, &e); err != nil || !e.valid() {
+	var rec registryRecord
+	if err := json.Unmarshal(r.Value, &rec); err != nil || !rec.valid() {
 		t.logger.Warn("skipping a malformed list registry record", "offset", r.Offset)
 		return
 	}
-	t.registry[k] = e
+	cur, had := t.registry[k]
+	base := int64(-1)
+	if had {
+		base = cur.offset
+	}
+	switch {
+	case rec.Base != nil && *rec.Base != base:
+		return // written from an entry another write replaced meanwhile
+	case had && rec.Generation < cur.Generation:
+		// A writer that did not see the newer generation (an earlier
+		// version, a member paused past its session): a list's generation
+		// never goes back.
+		t.logger.Warn("skipping a list registry record older than the entry", "offset", r.Offset, "list", r.Key)
+		return
+	}
+	t.registry[k] = registered{ListEntry: rec.ListEntry, offset: r.Offset}
 }
 
 // Registry is the list registry of the control topic: list key → customer
@@ -137,30 +170,85 @@ func (r *Registry) Lookup(ctx context.Context, k ListKey) (ListEntry, bool, erro
 }
 
 func (r *Registry) get(k ListKey) (ListEntry, bool) {
-	r.t.mu.Lock()
-	defer r.t.mu.Unlock()
-	e, ok := r.t.registry[k]
+	e, _, ok := r.getAt(k)
 	return e, ok
 }
 
-// Record writes the entry of k and returns once it is durable and
-// applied.
+// getAt returns the entry of k and the offset of its record (-1 when
+// there is none).
+func (r *Registry) getAt(k ListKey) (ListEntry, int64, bool) {
+	r.t.mu.Lock()
+	defer r.t.mu.Unlock()
+	e, ok := r.t.registry[k]
+	if !ok {
+		return ListEntry{}, -1, false
+	}
+	return e.ListEntry, e.offset, true
+}
+
+// Record writes the entry of k as given, whatever the entry in force, and
+// returns once it is durable and applied (unless it would take the list's
+// generation back: then it is not applied, and Record says so). Prefer
+// Update, which changes the entry in force.
 func (r *Registry) Record(ctx context.Context, k ListKey, e ListEntry) error {
-	if !e.valid() {
-		return fmt.Errorf("control: registry entry of %s has no customer list id", k.record())
+	_, err := r.Update(ctx, k, func(ListEntry, bool) (ListEntry, error) { return e, nil })
+	return err
+}
+
+// ErrRegistryConflict is returned (wrapped) by Update when its writes kept
+// losing races with other writers of the same entry.
+var ErrRegistryConflict = errors.New("control: the registry entry kept changing")
+
+// ErrStaleGeneration is returned (wrapped) by Update when the entry it
+// would write has an older generation than the entry in force.
+var ErrStaleGeneration = errors.New("control: the registry entry has a newer generation")
+
+// maxUpdateAttempts bounds Update's retries after lost races.
+const maxUpdateAttempts = 8
+
+// Update reads the entry of k as it stands after every record written
+// before the call, calls change with it (ok false and a zero entry when
+// there is none), and writes what change returns, if it differs, on
+// condition that the entry was not replaced meanwhile; when it was, it
+// reads again and calls change again. change may be called several times;
+// an error from it aborts the update (the place for an ownership check:
+// it runs just before the write). Update returns the entry in force
+// afterwards.
+func (r *Registry) Update(ctx context.Context, k ListKey, change func(cur ListEntry, ok bool) (ListEntry, error)) (ListEntry, error) {
+	for attempt := 0; attempt < maxUpdateAttempts; attempt++ {
+		if err := r.t.log.CatchUp(ctx); err != nil {
+			return ListEntry{}, err
+		}
+		cur, base, ok := r.getAt(k)
+		next, err := change(cur, ok)
+		if err != nil {
+			return cur, err
+		}
+		if ok && cur.equal(next) {
+			return cur, nil
+		}
+		if !next.valid() {
+			return cur, fmt.Errorf("control: registry entry of %s has no customer list id", k.record())
+		}
+		if ok && next.Generation < cur.Generation {
+			return cur, fmt.Errorf("%w: %s is at generation %d, the write at %d", ErrStaleGeneration, k.record(), cur.Generation, next.Generation)
+		}
+		b, err := json.Marshal(registryRecord{ListEntry: next, Base: &base})
+		if err != nil {
+			return cur, err
+		}
+		off, err := r.t.log.Append(ctx, k.record(), b)
+		if err != nil {
+			return cur, err
+		}
+		if err := r.t.log.WaitApplied(ctx, off); err != nil {
+			return cur, err
+		}
+		if now, at, _ := r.getAt(k); at == off {
+			return now, nil
+		}
 	}
-	if cur, ok := r.get(k); ok && cur.equal(e) {
-		return nil
-	}
-	b, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	off, err := r.t.log.Append(ctx, k.record(), b)
-	if err != nil {
-		return err
-	}
-	return r.t.log.WaitApplied(ctx, off)
+	return ListEntry{}, fmt.Errorf("%w: %s after %d attempts", ErrRegistryConflict, k.record(), maxUpdateAttempts)
 }
 
 // Entries returns every entry (for status and tests).
@@ -169,7 +257,7 @@ func (r *Registry) Entries() map[ListKey]ListEntry {
 	defer r.t.mu.Unlock()
 	out := make(map[ListKey]ListEntry, len(r.t.registry))
 	for k, e := range r.t.registry {
-		out[k] = e
+		out[k] = e.ListEntry
 	}
 	return out
 }
@@ -181,7 +269,7 @@ func (r *Registry) Rebuilds() map[ListKey]ListEntry {
 	out := map[ListKey]ListEntry{}
 	for k, e := range r.t.registry {
 		if e.Rebuild != "" {
-			out[k] = e
+			out[k] = e.ListEntry
 		}
 	}
 	return out
@@ -202,11 +290,12 @@ func (r *Registry) RequestRebuild(ctx context.Context, audience string, t ident.
 			continue
 		}
 		out[k] = e
-		if e.Rebuild != "" {
-			continue
-		}
-		e.Rebuild = RebuildRequested
-		if err := r.Record(ctx, k, e); err != nil {
+		if _, err := r.Update(ctx, k, func(cur ListEntry, _ bool) (ListEntry, error) {
+			if cur.Rebuild == "" {
+				cur.Rebuild = RebuildRequested
+			}
+			return cur, nil
+		}); err != nil {
 			return nil, err
 		}
 	}

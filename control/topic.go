@@ -46,7 +46,7 @@ type Topic struct {
 
 	mu       sync.Mutex
 	tokens   tokenState
-	registry map[ListKey]ListEntry
+	registry map[ListKey]registered
 	layout   *Layout // nil until recorded
 }
 
@@ -63,7 +63,7 @@ func Open(ctx context.Context, cfg Config) (*Topic, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	t := &Topic{cfg: cfg, logger: logger, registry: make(map[ListKey]ListEntry)}
+	t := &Topic{cfg: cfg, logger: logger, registry: make(map[ListKey]registered)}
 	l, err := OpenLog(ctx, LogConfig{Kafka: cfg.Kafka, Topic: cfg.Topic, Apply: t.apply, Logger: logger})
 	if err != nil {
 		return nil, err

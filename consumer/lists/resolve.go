@@ -35,6 +35,9 @@ type Registry interface {
 	Lookup(ctx context.Context, k control.ListKey) (control.ListEntry, bool, error)
 	// Record writes the entry of k and returns once it is durable.
 	Record(ctx context.Context, k control.ListKey, e control.ListEntry) error
+	// Update changes the entry of k as it stands (see
+	// control.Registry.Update).
+	Update(ctx context.Context, k control.ListKey, change func(cur control.ListEntry, ok bool) (control.ListEntry, error)) (control.ListEntry, error)
 	// Rebuilds returns the entries of the lists marked for a rebuild, as
 	// read so far.
 	Rebuilds() map[control.ListKey]control.ListEntry
@@ -378,7 +381,13 @@ func (r *resolver) record(ctx context.Context, k control.ListKey, ids listIDs) e
 	if r.reg == nil {
 		return nil
 	}
-	if err := r.reg.Record(ctx, k, control.ListEntry{CustomerListID: ids.listID, AudienceID: ids.audienceID, Name: ids.name}); err != nil {
+	// The entry's other fields (generation, retired lists, a rebuild
+	// mark) stand: only the ids are this write's.
+	_, err := r.reg.Update(ctx, k, func(cur control.ListEntry, _ bool) (control.ListEntry, error) {
+		cur.CustomerListID, cur.AudienceID, cur.Name = ids.listID, ids.audienceID, ids.name
+		return cur, nil
+	})
+	if err != nil {
 		return fmt.Errorf("list registry: %w", err)
 	}
 	return nil

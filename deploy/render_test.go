@@ -90,6 +90,8 @@ var kinds = map[string]func() any{
 	"keda.sh/v1alpha1 ScaledObject":           func() any { return &scaledObject{} },
 	"monitoring.coreos.com/v1 ServiceMonitor": func() any { return &monitoringv1.ServiceMonitor{} },
 	"monitoring.coreos.com/v1 PrometheusRule": func() any { return &monitoringv1.PrometheusRule{} },
+	"kafka.strimzi.io/v1 KafkaTopic":          func() any { return &kafkaTopic{} },
+	"kafka.strimzi.io/v1 KafkaUser":           func() any { return &kafkaUser{} },
 }
 
 // validator is a hand-written type that checks what its CRD's schema
@@ -237,12 +239,13 @@ func renderChart(t *testing.T, valuesName string) []object {
 	return parseObjects(t, "chart with "+valuesName, []byte(out))
 }
 
-// renders are every set of objects deploy/ renders: the kustomize base
-// and the chart with each of its CI values files.
+// renders are every set of objects deploy/ renders: the kustomize base,
+// the Strimzi resources and the chart with each of its CI values files.
 func renders(t *testing.T) map[string][]object {
 	t.Helper()
 	r := map[string][]object{
-		"base": renderKustomize(t, "base"),
+		"base":    renderKustomize(t, "base"),
+		"strimzi": renderKustomize(t, "strimzi"),
 	}
 	for _, v := range ciValues(t) {
 		r["chart with "+v] = renderChart(t, v)

@@ -84,6 +84,7 @@ type pinsyncConfig struct {
 		ExitedEvent          string `json:"exited_event,omitempty"`
 		ConsentCategory      string `json:"consent_category,omitempty"`
 		ShutdownGrace        string `json:"shutdown_grace,omitempty"`
+		UnhealthyAfter       string `json:"unhealthy_after,omitempty"`
 		RevokeTimeout        string `json:"revoke_timeout,omitempty"`
 		AudiencePollInterval string `json:"audience_poll_interval,omitempty"`
 		ParkedRetryInterval  string `json:"parked_retry_interval,omitempty"`
@@ -227,18 +228,26 @@ func composeConfig(t *testing.T, c composeFile) pinsyncConfig {
 	return decodeConfig(t, host, readFile(t, filepath.Join("..", host)))
 }
 
+// renderedConfigs are the configuration files of every render and of
+// compose, by where they come from.
+func renderedConfigs(t *testing.T) map[string]pinsyncConfig {
+	t.Helper()
+	cfgs := map[string]pinsyncConfig{"compose": composeConfig(t, loadCompose(t))}
+	for _, m := range append([]*manifests{loadManifests(t)}, chartManifests(t)...) {
+		cfgs[m.source] = m.config(t)
+	}
+	return cfgs
+}
+
 func TestConfigDurationsParse(t *testing.T) {
-	m := loadManifests(t)
-	for name, cfg := range map[string]pinsyncConfig{
-		"configmap": m.config(t),
-		"compose":   composeConfig(t, loadCompose(t)),
-	} {
+	for name, cfg := range renderedConfigs(t) {
 		for key, v := range map[string]string{
 			"kafka.session_timeout":          cfg.Kafka.SessionTimeout,
 			"kafka.rebalance_timeout":        cfg.Kafka.RebalanceTimeout,
 			"pinterest.breaker_open_timeout": cfg.Pinterest.BreakerOpenTimeout,
 			"sync.flush_interval":            cfg.Sync.FlushInterval,
 			"sync.shutdown_grace":            cfg.Sync.ShutdownGrace,
+			"sync.unhealthy_after":           cfg.Sync.UnhealthyAfter,
 			"sync.revoke_timeout":            cfg.Sync.RevokeTimeout,
 			"sync.audience_poll_interval":    cfg.Sync.AudiencePollInterval,
 		} {
@@ -261,34 +270,43 @@ func TestConfigDurationsParse(t *testing.T) {
 // topicLine matches one topic creation in the kafka-init script.
 var topicLine = regexp.MustCompile(`--topic\s+(\S+)\s+--partitions\s+(\d+)(.*)`)
 
-func TestComposeCreatesTheConfiguredTopics(t *testing.T) {
-	c := loadCompose(t)
-	cfg := composeConfig(t, c)
-	cm := loadManifests(t).config(t)
+// topicLayout is what the deployments create a topic with.
+type topicLayout struct {
+	partitions int
+	compact    bool
+	// forever: no time retention (the list stage trims what it read).
+	forever bool
+}
 
-	type topic struct {
-		partitions int
-		compact    bool
-		// forever: no time retention (the list stage trims what it read).
-		forever bool
-	}
-	created := map[string]topic{}
-	for _, line := range strings.Split(commandText(c.service(t, "kafka-init").Command), "\n") {
-		if m := topicLine.FindStringSubmatch(line); m != nil {
-			n, _ := strconv.Atoi(m[2])
-			created[m[1]] = topic{n, strings.Contains(m[3], "cleanup.policy=compact"), strings.Contains(m[3], "retention.ms=-1")}
-		}
-	}
-	if len(cfg.Kafka.Topics) != 1 {
-		t.Fatalf("compose config consumes %q, want one topic", cfg.Kafka.Topics)
-	}
-	want := map[string]topic{
+// wantTopics are the topics of cfg but the dead-letter topic, as
+// pinsync needs them: the changelog co-partitioned with the input and
+// compacted, the changes topic not compacted and kept until read, the
+// control topic in one compacted partition.
+func wantTopics(cfg pinsyncConfig) map[string]topicLayout {
+	return map[string]topicLayout{
 		cfg.Kafka.Topics[0]:      {eventsPartitions, false, false},
 		cfg.Kafka.ChangelogTopic: {eventsPartitions, true, false},
 		cfg.Kafka.ChangesTopic:   {eventsPartitions, false, true},
 		cfg.Kafka.ControlTopic:   {1, true, false},
 	}
-	for name, w := range want {
+}
+
+func TestComposeCreatesTheConfiguredTopics(t *testing.T) {
+	c := loadCompose(t)
+	cfg := composeConfig(t, c)
+	cm := loadManifests(t).config(t)
+
+	created := map[string]topicLayout{}
+	for _, line := range strings.Split(commandText(c.service(t, "kafka-init").Command), "\n") {
+		if m := topicLine.FindStringSubmatch(line); m != nil {
+			n, _ := strconv.Atoi(m[2])
+			created[m[1]] = topicLayout{n, strings.Contains(m[3], "cleanup.policy=compact"), strings.Contains(m[3], "retention.ms=-1")}
+		}
+	}
+	if len(cfg.Kafka.Topics) != 1 {
+		t.Fatalf("compose config consumes %q, want one topic", cfg.Kafka.Topics)
+	}
+	for name, w := range wantTopics(cfg) {
 		if got, ok := created[name]; !ok || got != w {
 			t.Errorf("kafka-init creates %s as %+v (created: %v), want %+v", name, got, ok, w)
 		}
@@ -482,29 +500,33 @@ func firstLine(b []byte) string {
 }
 
 func TestPinsyncAcceptsTheConfigs(t *testing.T) {
-	m := loadManifests(t)
 	c := loadCompose(t)
 	bin := pinsyncBinary(t)
 
-	t.Run("configmap", func(t *testing.T) {
-		env := map[string]string{}
-		for _, e := range m.container(t).Env {
-			if !strings.HasPrefix(e.Name, "PINSYNC_") {
-				continue
+	for _, m := range append([]*manifests{loadManifests(t)}, chartManifests(t)...) {
+		t.Run(m.source, func(t *testing.T) {
+			env := map[string]string{}
+			for _, e := range m.container(t).Env {
+				if !strings.HasPrefix(e.Name, "PINSYNC_") {
+					continue
+				}
+				switch ref := secretRef(e); {
+				case e.ValueFrom == nil:
+					env[e.Name] = e.Value
+				case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
+					env[e.Name] = m.statefulSet.Name + "-0"
+				case ref != nil && m.secret != nil && ref.Name == m.secret.Name:
+					env[e.Name] = m.secret.StringData[ref.Key]
+				case ref != nil:
+					// A Secret made out of band.
+					env[e.Name] = "placeholder for " + ref.Name + "/" + ref.Key
+				default:
+					t.Fatalf("env %s: cannot resolve its source here", e.Name)
+				}
 			}
-			switch {
-			case e.ValueFrom == nil:
-				env[e.Name] = e.Value
-			case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
-				env[e.Name] = m.statefulSet.Name + "-0"
-			case e.ValueFrom.SecretKeyRef != nil:
-				env[e.Name] = m.secret.StringData[e.ValueFrom.SecretKeyRef.Key]
-			default:
-				t.Fatalf("env %s: cannot resolve its source here", e.Name)
-			}
-		}
-		checkConfig(t, bin, []byte(m.configMap.Data[filepath.Base(configPath)]), env)
-	})
+			checkConfig(t, bin, []byte(m.configMap.Data[filepath.Base(configPath)]), env)
+		})
+	}
 	t.Run("compose", func(t *testing.T) {
 		s := c.service(t, "pinsync")
 		env := map[string]string{}

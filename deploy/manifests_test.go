@@ -19,6 +19,7 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 )
@@ -53,13 +54,10 @@ type kustomizeImage struct {
 // scaledObject is the part of KEDA's keda.sh/v1alpha1 ScaledObject these
 // manifests use; KEDA's own types would pull in half of Kubernetes.
 type scaledObject struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Metadata   struct {
-		Name   string            `json:"name"`
-		Labels map[string]string `json:"labels,omitempty"`
-	} `json:"metadata"`
-	Spec struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   metav1.ObjectMeta `json:"metadata"`
+	Spec       struct {
 		ScaleTargetRef struct {
 			APIVersion string `json:"apiVersion"`
 			Kind       string `json:"kind"`
@@ -99,16 +97,17 @@ var kedaKafkaKeys = []string{
 	"sasl", "tls", "unsafeSsl",
 }
 
-// manifests is every object in base/, decoded strictly.
+// manifests is the objects of one render (the kustomize base, or the chart
+// with one values file), decoded strictly.
 type manifests struct {
-	kustomization kustomization
-	files         []string // base/*.yaml other than kustomization.yaml
-	statefulSet   appsv1.StatefulSet
-	configMap     corev1.ConfigMap
-	secret        corev1.Secret
-	services      []corev1.Service
-	pdb           policyv1.PodDisruptionBudget
-	scaledObject  scaledObject
+	source       string
+	statefulSet  appsv1.StatefulSet
+	configMap    corev1.ConfigMap
+	secret       *corev1.Secret // nil: a Secret made out of band
+	services     []corev1.Service
+	pdb          *policyv1.PodDisruptionBudget
+	scaledObject *scaledObject
+	scaledDoc    []byte // the ScaledObject as rendered
 }
 
 // splitDocuments splits a multi-document YAML stream at its "---" lines.
@@ -140,79 +139,70 @@ func unmarshalStrict(t *testing.T, name string, doc []byte, v any) {
 	}
 }
 
-// loadManifests decodes base/ and fails the test on any unknown field, unknown
-// kind or duplicate object.
-func loadManifests(t *testing.T) *manifests {
+// decodeManifests decodes a render's pinsync objects strictly; it fails
+// the test on an object pinsync's deployment does not have, or on a
+// second one of a kind that comes once.
+func decodeManifests(t *testing.T, source string, objs []object) *manifests {
 	t.Helper()
-	m := &manifests{}
-	unmarshalStrict(t, "base/kustomization.yaml", readFile(t, "base/kustomization.yaml"), &m.kustomization)
-	paths, err := filepath.Glob("base/*.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]int{}   // by "apiVersion kind"
-	names := map[string]bool{} // by "kind name"
-	for _, p := range paths {
-		if filepath.Base(p) == "kustomization.yaml" {
-			continue
-		}
-		m.files = append(m.files, filepath.Base(p))
-		for i, doc := range splitDocuments(readFile(t, p)) {
-			name := fmt.Sprintf("%s (document %d)", p, i+1)
-			var head struct {
-				APIVersion string `json:"apiVersion"`
-				Kind       string `json:"kind"`
-			}
-			if err := yaml.Unmarshal(doc, &head); err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			kind := head.APIVersion + " " + head.Kind
-			seen[kind]++
-			var meta struct {
-				Metadata struct {
-					Name string `json:"name"`
-				} `json:"metadata"`
-			}
-			if err := yaml.Unmarshal(doc, &meta); err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			if id := head.Kind + " " + meta.Metadata.Name; names[id] {
-				t.Errorf("%s: a second %s", name, id)
-			} else {
-				names[id] = true
-			}
-			switch kind {
-			case "apps/v1 StatefulSet":
-				unmarshalStrict(t, name, doc, &m.statefulSet)
-			case "v1 ConfigMap":
-				unmarshalStrict(t, name, doc, &m.configMap)
-			case "v1 Secret":
-				unmarshalStrict(t, name, doc, &m.secret)
-			case "v1 Service":
-				var s corev1.Service
-				unmarshalStrict(t, name, doc, &s)
-				m.services = append(m.services, s)
-			case "policy/v1 PodDisruptionBudget":
-				unmarshalStrict(t, name, doc, &m.pdb)
-			case "keda.sh/v1alpha1 ScaledObject":
-				unmarshalStrict(t, name, doc, &m.scaledObject)
-			default:
-				t.Fatalf("%s: unexpected object %q", name, kind)
+	m := &manifests{source: source}
+	seen := map[string]int{}
+	for _, o := range objs {
+		seen[o.gvk()]++
+		switch v := o.decode(t).(type) {
+		case *appsv1.StatefulSet:
+			m.statefulSet = *v
+		case *corev1.ConfigMap:
+			m.configMap = *v
+		case *corev1.Secret:
+			m.secret = v
+		case *corev1.Service:
+			m.services = append(m.services, *v)
+		case *policyv1.PodDisruptionBudget:
+			m.pdb = v
+		case *scaledObject:
+			m.scaledObject, m.scaledDoc = v, o.doc
+		case nil:
+		default:
+			if o.Kind != "ServiceMonitor" && o.Kind != "PrometheusRule" {
+				t.Fatalf("%s: not part of pinsync's deployment", o)
 			}
 		}
 	}
 	for kind, n := range seen {
 		if n != 1 && kind != "v1 Service" {
-			t.Errorf("%d objects of %s, want 1", n, kind)
+			t.Errorf("%s: %d objects of %s, want 1", source, n, kind)
 		}
 	}
-	for _, kind := range []string{"apps/v1 StatefulSet", "v1 ConfigMap", "v1 Secret", "v1 Service",
-		"policy/v1 PodDisruptionBudget", "keda.sh/v1alpha1 ScaledObject"} {
+	for _, kind := range []string{"apps/v1 StatefulSet", "v1 ConfigMap", "v1 Service"} {
 		if seen[kind] == 0 {
-			t.Errorf("base/ has no %s", kind)
+			t.Fatalf("%s: no %s", source, kind)
 		}
 	}
 	return m
+}
+
+// loadManifests decodes base/ as kustomize renders it.
+func loadManifests(t *testing.T) *manifests {
+	t.Helper()
+	return decodeManifests(t, "base", renderKustomize(t, "base"))
+}
+
+// chartManifests decodes the chart rendered with each CI values file.
+func chartManifests(t *testing.T) []*manifests {
+	t.Helper()
+	var ms []*manifests
+	for _, v := range ciValues(t) {
+		ms = append(ms, decodeManifests(t, "chart with "+v, renderChart(t, v)))
+	}
+	return ms
+}
+
+// forEachRender runs check on the base and on every render of the chart.
+func forEachRender(t *testing.T, check func(t *testing.T, m *manifests)) {
+	t.Helper()
+	for _, m := range append([]*manifests{loadManifests(t)}, chartManifests(t)...) {
+		t.Run(m.source, func(t *testing.T) { check(t, m) })
+	}
 }
 
 func readFile(t *testing.T, path string) []byte {
@@ -257,21 +247,32 @@ func (m *manifests) config(t *testing.T) pinsyncConfig {
 }
 
 func TestKustomizationListsEveryManifest(t *testing.T) {
-	m := loadManifests(t)
-	k := m.kustomization
+	var k kustomization
+	unmarshalStrict(t, "base/kustomization.yaml", readFile(t, "base/kustomization.yaml"), &k)
 	if k.APIVersion != "kustomize.config.k8s.io/v1beta1" || k.Kind != "Kustomization" {
 		t.Errorf("kustomization.yaml is %s %s", k.APIVersion, k.Kind)
 	}
+	paths, err := filepath.Glob("base/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, p := range paths {
+		if filepath.Base(p) != "kustomization.yaml" {
+			files = append(files, filepath.Base(p))
+		}
+	}
 	got := slices.Clone(k.Resources)
 	sort.Strings(got)
-	want := slices.Clone(m.files)
-	sort.Strings(want)
-	if !slices.Equal(got, want) {
-		t.Errorf("kustomization resources = %v, files in base/ = %v", got, want)
+	if !slices.Equal(got, files) {
+		t.Errorf("kustomization resources = %v, files in base/ = %v", got, files)
 	}
-	image := m.container(t).Image
-	if !slices.ContainsFunc(k.Images, func(i kustomizeImage) bool { return i.Name == image }) {
-		t.Errorf("kustomization images has no entry for the container image %q", image)
+	var sts appsv1.StatefulSet
+	unmarshalStrict(t, "base/statefulset.yaml", readFile(t, "base/statefulset.yaml"), &sts)
+	for _, c := range sts.Spec.Template.Spec.Containers {
+		if !slices.ContainsFunc(k.Images, func(i kustomizeImage) bool { return i.Name == c.Image }) {
+			t.Errorf("kustomization images has no entry for the container image %q", c.Image)
+		}
 	}
 	for _, l := range k.Labels {
 		if l.IncludeSelectors {
@@ -281,169 +282,198 @@ func TestKustomizationListsEveryManifest(t *testing.T) {
 }
 
 func TestSelectorsMatchThePods(t *testing.T) {
-	m := loadManifests(t)
-	pod := m.statefulSet.Spec.Template.Labels
-	matches := func(sel map[string]string) bool {
-		if len(sel) == 0 {
-			return false
-		}
-		for k, v := range sel {
-			if pod[k] != v {
+	forEachRender(t, func(t *testing.T, m *manifests) {
+		pod := m.statefulSet.Spec.Template.Labels
+		matches := func(sel map[string]string) bool {
+			if len(sel) == 0 {
 				return false
 			}
+			for k, v := range sel {
+				if pod[k] != v {
+					return false
+				}
+			}
+			return true
 		}
-		return true
-	}
-	if !matches(m.statefulSet.Spec.Selector.MatchLabels) {
-		t.Errorf("StatefulSet selector %v does not match its pod labels %v", m.statefulSet.Spec.Selector.MatchLabels, pod)
-	}
-	for _, s := range m.services {
-		if !matches(s.Spec.Selector) {
-			t.Errorf("Service %s selector %v does not match the pod labels %v", s.Name, s.Spec.Selector, pod)
+		if !matches(m.statefulSet.Spec.Selector.MatchLabels) {
+			t.Errorf("StatefulSet selector %v does not match its pod labels %v", m.statefulSet.Spec.Selector.MatchLabels, pod)
 		}
-	}
-	if m.pdb.Spec.Selector == nil || !matches(m.pdb.Spec.Selector.MatchLabels) {
-		t.Errorf("PodDisruptionBudget selector does not match the pod labels %v", pod)
-	}
-	if m.pdb.Spec.MaxUnavailable == nil && m.pdb.Spec.MinAvailable == nil {
-		t.Error("PodDisruptionBudget sets neither maxUnavailable nor minAvailable")
-	}
+		for _, s := range m.services {
+			if !matches(s.Spec.Selector) {
+				t.Errorf("Service %s selector %v does not match the pod labels %v", s.Name, s.Spec.Selector, pod)
+			}
+		}
+		if m.pdb == nil {
+			t.Fatal("no PodDisruptionBudget")
+		}
+		if m.pdb.Spec.Selector == nil || !matches(m.pdb.Spec.Selector.MatchLabels) {
+			t.Errorf("PodDisruptionBudget selector does not match the pod labels %v", pod)
+		}
+		if m.pdb.Spec.MaxUnavailable == nil && m.pdb.Spec.MinAvailable == nil {
+			t.Error("PodDisruptionBudget sets neither maxUnavailable nor minAvailable")
+		}
+	})
 }
 
 func TestServicesTargetTheContainerPort(t *testing.T) {
-	m := loadManifests(t)
-	port := m.httpPort(t)
-	var headless bool
-	for _, s := range m.services {
-		if len(s.Spec.Ports) == 0 {
-			t.Errorf("Service %s has no ports", s.Name)
-		}
-		for _, p := range s.Spec.Ports {
-			switch p.TargetPort.Type {
-			case intstr.String:
-				if p.TargetPort.StrVal != port.Name {
-					t.Errorf("Service %s port %s targets %q, the container port is named %q", s.Name, p.Name, p.TargetPort.StrVal, port.Name)
-				}
-			case intstr.Int:
-				if p.TargetPort.IntVal != port.ContainerPort {
-					t.Errorf("Service %s port %s targets %d, the container listens on %d", s.Name, p.Name, p.TargetPort.IntVal, port.ContainerPort)
+	forEachRender(t, func(t *testing.T, m *manifests) {
+		port := m.httpPort(t)
+		var headless bool
+		for _, s := range m.services {
+			if len(s.Spec.Ports) == 0 {
+				t.Errorf("Service %s has no ports", s.Name)
+			}
+			for _, p := range s.Spec.Ports {
+				switch p.TargetPort.Type {
+				case intstr.String:
+					if p.TargetPort.StrVal != port.Name {
+						t.Errorf("Service %s port %s targets %q, the container port is named %q", s.Name, p.Name, p.TargetPort.StrVal, port.Name)
+					}
+				case intstr.Int:
+					if p.TargetPort.IntVal != port.ContainerPort {
+						t.Errorf("Service %s port %s targets %d, the container listens on %d", s.Name, p.Name, p.TargetPort.IntVal, port.ContainerPort)
+					}
 				}
 			}
+			if s.Name == m.statefulSet.Spec.ServiceName {
+				headless = s.Spec.ClusterIP == corev1.ClusterIPNone
+			}
 		}
-		if s.Name == m.statefulSet.Spec.ServiceName {
-			headless = s.Spec.ClusterIP == corev1.ClusterIPNone
+		if !headless {
+			t.Errorf("the StatefulSet's serviceName %q is not a headless Service in base/", m.statefulSet.Spec.ServiceName)
 		}
-	}
-	if !headless {
-		t.Errorf("the StatefulSet's serviceName %q is not a headless Service in base/", m.statefulSet.Spec.ServiceName)
-	}
+	})
 }
 
 func TestProbesUseHealthzAndReadyzOnTheHTTPPort(t *testing.T) {
-	m := loadManifests(t)
-	c := m.container(t)
-	port := m.httpPort(t)
-	for _, tc := range []struct {
-		name  string
-		probe *corev1.Probe
-		path  string
-	}{
-		{"liveness", c.LivenessProbe, "/healthz"},
-		{"readiness", c.ReadinessProbe, "/readyz"},
-		{"startup", c.StartupProbe, "/healthz"},
-	} {
-		if tc.probe == nil {
-			if tc.name != "startup" {
-				t.Errorf("no %s probe", tc.name)
+	forEachRender(t, func(t *testing.T, m *manifests) {
+		c := m.container(t)
+		port := m.httpPort(t)
+		for _, tc := range []struct {
+			name  string
+			probe *corev1.Probe
+			path  string
+		}{
+			{"liveness", c.LivenessProbe, "/healthz"},
+			{"readiness", c.ReadinessProbe, "/readyz"},
+			{"startup", c.StartupProbe, "/healthz"},
+		} {
+			if tc.probe == nil {
+				if tc.name != "startup" {
+					t.Errorf("no %s probe", tc.name)
+				}
+				continue
 			}
-			continue
+			g := tc.probe.HTTPGet
+			if g == nil {
+				t.Errorf("%s probe is not an HTTP GET", tc.name)
+				continue
+			}
+			if g.Path != tc.path {
+				t.Errorf("%s probe path = %q, want %q", tc.name, g.Path, tc.path)
+			}
+			if (g.Port.Type == intstr.String && g.Port.StrVal != port.Name) ||
+				(g.Port.Type == intstr.Int && g.Port.IntVal != port.ContainerPort) {
+				t.Errorf("%s probe port = %s, want the http port (%d)", tc.name, g.Port.String(), port.ContainerPort)
+			}
 		}
-		g := tc.probe.HTTPGet
-		if g == nil {
-			t.Errorf("%s probe is not an HTTP GET", tc.name)
-			continue
-		}
-		if g.Path != tc.path {
-			t.Errorf("%s probe path = %q, want %q", tc.name, g.Path, tc.path)
-		}
-		if (g.Port.Type == intstr.String && g.Port.StrVal != port.Name) ||
-			(g.Port.Type == intstr.Int && g.Port.IntVal != port.ContainerPort) {
-			t.Errorf("%s probe port = %s, want the http port (%d)", tc.name, g.Port.String(), port.ContainerPort)
-		}
-	}
+	})
 }
 
 func TestConfigListensOnTheContainerPort(t *testing.T) {
-	m := loadManifests(t)
-	cfg := m.config(t)
-	_, p, err := net.SplitHostPort(cfg.HTTP.Listen)
-	if err != nil {
-		t.Fatalf("http.listen %q: %v", cfg.HTTP.Listen, err)
-	}
-	if want := strconv.Itoa(int(m.httpPort(t).ContainerPort)); p != want {
-		t.Errorf("http.listen port = %s, container port = %s", p, want)
-	}
+	forEachRender(t, func(t *testing.T, m *manifests) {
+		cfg := m.config(t)
+		_, p, err := net.SplitHostPort(cfg.HTTP.Listen)
+		if err != nil {
+			t.Fatalf("http.listen %q: %v", cfg.HTTP.Listen, err)
+		}
+		if want := strconv.Itoa(int(m.httpPort(t).ContainerPort)); p != want {
+			t.Errorf("http.listen port = %s, container port = %s", p, want)
+		}
+	})
 }
 
 func TestContainerRunsTheMountedConfig(t *testing.T) {
-	m := loadManifests(t)
-	c := m.container(t)
-	if want := []string{"run", "--config", configPath}; !slices.Equal(c.Args, want) {
-		t.Errorf("container args = %q, want %q", c.Args, want)
-	}
-	if len(c.Command) != 0 {
-		t.Errorf("container command = %q: the image's entrypoint is /pinsync", c.Command)
-	}
-	var mounted bool
-	for _, vm := range c.VolumeMounts {
-		if vm.MountPath != filepath.Dir(configPath) {
-			continue
+	forEachRender(t, func(t *testing.T, m *manifests) {
+		c := m.container(t)
+		if want := []string{"run", "--config", configPath}; !slices.Equal(c.Args, want) {
+			t.Errorf("container args = %q, want %q", c.Args, want)
 		}
-		for _, v := range m.statefulSet.Spec.Template.Spec.Volumes {
-			if v.Name == vm.Name && v.ConfigMap != nil && v.ConfigMap.Name == m.configMap.Name {
-				mounted = true
+		if len(c.Command) != 0 {
+			t.Errorf("container command = %q: the image's entrypoint is /pinsync", c.Command)
+		}
+		var mounted bool
+		for _, vm := range c.VolumeMounts {
+			if vm.MountPath != filepath.Dir(configPath) {
+				continue
+			}
+			for _, v := range m.statefulSet.Spec.Template.Spec.Volumes {
+				if v.Name == vm.Name && v.ConfigMap != nil && v.ConfigMap.Name == m.configMap.Name {
+					mounted = true
+				}
 			}
 		}
-	}
-	if !mounted {
-		t.Errorf("ConfigMap %s is not mounted at %s", m.configMap.Name, filepath.Dir(configPath))
-	}
+		if !mounted {
+			t.Errorf("ConfigMap %s is not mounted at %s", m.configMap.Name, filepath.Dir(configPath))
+		}
+	})
 }
 
 func TestEnvNamesAreKnownAndSecretsExist(t *testing.T) {
-	m := loadManifests(t)
-	known := knownEnvOverrides()
-	var instanceID bool
-	for _, e := range m.container(t).Env {
-		if strings.HasPrefix(e.Name, "PINSYNC_") {
-			if !known[e.Name] {
-				t.Errorf("env %s is not a pinsync config override", e.Name)
+	forEachRender(t, func(t *testing.T, m *manifests) {
+		known := knownEnvOverrides()
+		var instanceID bool
+		credentials := map[string]bool{}
+		for _, e := range m.container(t).Env {
+			if strings.HasPrefix(e.Name, "PINSYNC_") {
+				if !known[e.Name] {
+					t.Errorf("env %s is not a pinsync config override", e.Name)
+				}
+			} else if e.Name != "GOMEMLIMIT" {
+				t.Errorf("env %s: neither a PINSYNC_ override nor a Go runtime setting", e.Name)
 			}
-		} else if e.Name != "GOMEMLIMIT" {
-			t.Errorf("env %s: neither a PINSYNC_ override nor a Go runtime setting", e.Name)
-		}
-		if e.Name == "PINSYNC_KAFKA_INSTANCE_ID" {
-			instanceID = e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name"
-		}
-		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
-			ref := e.ValueFrom.SecretKeyRef
-			if ref.Name != m.secret.Name {
-				t.Errorf("env %s refers to Secret %s, base/ has %s", e.Name, ref.Name, m.secret.Name)
-			} else if _, ok := m.secret.StringData[ref.Key]; !ok {
-				t.Errorf("env %s refers to key %s, missing from Secret %s", e.Name, ref.Key, m.secret.Name)
+			if e.Name == "PINSYNC_KAFKA_INSTANCE_ID" {
+				instanceID = e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name"
+			}
+			// The app's credentials and the token key come from one Secret:
+			// the one rendered, or one made out of band.
+			if ref := secretRef(e); ref != nil && strings.HasPrefix(e.Name, "PINSYNC_PINTEREST_") {
+				credentials[ref.Name] = true
+				if m.secret == nil {
+					continue
+				}
+				if ref.Name != m.secret.Name {
+					t.Errorf("env %s refers to Secret %s, the render has %s", e.Name, ref.Name, m.secret.Name)
+				} else if _, ok := m.secret.StringData[ref.Key]; !ok {
+					t.Errorf("env %s refers to key %s, missing from Secret %s", e.Name, ref.Key, m.secret.Name)
+				}
 			}
 		}
+		if len(credentials) != 1 {
+			t.Errorf("the Pinterest credentials come from the Secrets %v, want one", credentials)
+		}
+		if !instanceID {
+			t.Error("PINSYNC_KAFKA_INSTANCE_ID must come from the pod name (fieldRef metadata.name)")
+		}
+		if l := m.statefulSet.Spec.Template.Spec.EnableServiceLinks; l == nil || *l {
+			t.Error("enableServiceLinks must be false: service links inject PINSYNC_* variables for the pinsync Service")
+		}
+	})
+}
+
+// secretRef returns where e comes from in a Secret, or nil.
+func secretRef(e corev1.EnvVar) *corev1.SecretKeySelector {
+	if e.ValueFrom == nil {
+		return nil
 	}
-	if !instanceID {
-		t.Error("PINSYNC_KAFKA_INSTANCE_ID must come from the pod name (fieldRef metadata.name)")
-	}
-	if l := m.statefulSet.Spec.Template.Spec.EnableServiceLinks; l == nil || *l {
-		t.Error("enableServiceLinks must be false: service links inject PINSYNC_* variables for the pinsync Service")
-	}
+	return e.ValueFrom.SecretKeyRef
 }
 
 func TestSecretIsAMarkedTemplate(t *testing.T) {
 	m := loadManifests(t)
+	if m.secret == nil {
+		t.Fatal("base/ has no Secret template")
+	}
 	if len(m.secret.Data) != 0 {
 		t.Error("the Secret template must use stringData only")
 	}
@@ -458,52 +488,54 @@ func TestSecretIsAMarkedTemplate(t *testing.T) {
 }
 
 func TestTerminationGraceExceedsShutdownGrace(t *testing.T) {
-	m := loadManifests(t)
-	cfg := m.config(t)
-	grace := 30 * time.Second // sync.shutdown_grace default
-	if cfg.Sync.ShutdownGrace != "" {
-		grace = mustDuration(t, "sync.shutdown_grace", cfg.Sync.ShutdownGrace)
-	}
-	tg := m.statefulSet.Spec.Template.Spec.TerminationGracePeriodSeconds
-	if tg == nil {
-		t.Fatal("terminationGracePeriodSeconds is not set (the default, 30s, is not above the flush grace)")
-	}
-	// The pod needs the grace plus time to commit and leave the group.
-	if got := time.Duration(*tg) * time.Second; got < grace+10*time.Second {
-		t.Errorf("terminationGracePeriodSeconds = %s, want at least shutdown_grace (%s) + 10s", got, grace)
-	}
+	forEachRender(t, func(t *testing.T, m *manifests) {
+		cfg := m.config(t)
+		grace := 30 * time.Second // sync.shutdown_grace default
+		if cfg.Sync.ShutdownGrace != "" {
+			grace = mustDuration(t, "sync.shutdown_grace", cfg.Sync.ShutdownGrace)
+		}
+		tg := m.statefulSet.Spec.Template.Spec.TerminationGracePeriodSeconds
+		if tg == nil {
+			t.Fatal("terminationGracePeriodSeconds is not set (the default, 30s, is not above the flush grace)")
+		}
+		// The pod needs the grace plus time to commit and leave the group.
+		if got := time.Duration(*tg) * time.Second; got < grace+10*time.Second {
+			t.Errorf("terminationGracePeriodSeconds = %s, want at least shutdown_grace (%s) + 10s", got, grace)
+		}
+	})
 }
 
 func TestPodIsLockedDown(t *testing.T) {
-	m := loadManifests(t)
-	spec := m.statefulSet.Spec.Template.Spec
-	psc := spec.SecurityContext
-	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
-		t.Error("pod securityContext.runAsNonRoot must be true")
-	}
-	if psc == nil || psc.RunAsUser == nil || *psc.RunAsUser != imageUID(t) {
-		t.Errorf("pod securityContext.runAsUser must be the image's user (%d)", imageUID(t))
-	}
-	csc := m.container(t).SecurityContext
-	if csc == nil || csc.ReadOnlyRootFilesystem == nil || !*csc.ReadOnlyRootFilesystem {
-		t.Error("container readOnlyRootFilesystem must be true")
-	}
-	if csc == nil || csc.AllowPrivilegeEscalation == nil || *csc.AllowPrivilegeEscalation {
-		t.Error("container allowPrivilegeEscalation must be false")
-	}
-	res := m.container(t).Resources
-	if res.Requests.Memory().IsZero() || res.Requests.Cpu().IsZero() || res.Limits.Memory().IsZero() {
-		t.Error("container needs cpu and memory requests and a memory limit")
-	}
-	cfg := m.config(t)
-	if k := cfg.Pinterest.TokenStore.Kind; k == "file" || k == "" {
-		dir := filepath.Dir(cfg.Pinterest.TokenStore.Path)
-		if !slices.ContainsFunc(m.container(t).VolumeMounts, func(vm corev1.VolumeMount) bool {
-			return !vm.ReadOnly && strings.HasPrefix(dir, vm.MountPath)
-		}) {
-			t.Errorf("token_store.path %s is not on a writable volume (the root filesystem is read-only)", cfg.Pinterest.TokenStore.Path)
+	forEachRender(t, func(t *testing.T, m *manifests) {
+		spec := m.statefulSet.Spec.Template.Spec
+		psc := spec.SecurityContext
+		if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
+			t.Error("pod securityContext.runAsNonRoot must be true")
 		}
-	}
+		if psc == nil || psc.RunAsUser == nil || *psc.RunAsUser != imageUID(t) {
+			t.Errorf("pod securityContext.runAsUser must be the image's user (%d)", imageUID(t))
+		}
+		csc := m.container(t).SecurityContext
+		if csc == nil || csc.ReadOnlyRootFilesystem == nil || !*csc.ReadOnlyRootFilesystem {
+			t.Error("container readOnlyRootFilesystem must be true")
+		}
+		if csc == nil || csc.AllowPrivilegeEscalation == nil || *csc.AllowPrivilegeEscalation {
+			t.Error("container allowPrivilegeEscalation must be false")
+		}
+		res := m.container(t).Resources
+		if res.Requests.Memory().IsZero() || res.Requests.Cpu().IsZero() || res.Limits.Memory().IsZero() {
+			t.Error("container needs cpu and memory requests and a memory limit")
+		}
+		cfg := m.config(t)
+		if k := cfg.Pinterest.TokenStore.Kind; k == "file" || k == "" {
+			dir := filepath.Dir(cfg.Pinterest.TokenStore.Path)
+			if !slices.ContainsFunc(m.container(t).VolumeMounts, func(vm corev1.VolumeMount) bool {
+				return !vm.ReadOnly && strings.HasPrefix(dir, vm.MountPath)
+			}) {
+				t.Errorf("token_store.path %s is not on a writable volume (the root filesystem is read-only)", cfg.Pinterest.TokenStore.Path)
+			}
+		}
+	})
 }
 
 // imageUID returns the numeric user of the Dockerfile's final stage.
@@ -535,71 +567,81 @@ func TestDockerfileExposesTheContainerPort(t *testing.T) {
 }
 
 func TestKEDAScalesOnPinsyncsGroupAndTopic(t *testing.T) {
-	m := loadManifests(t)
-	so := m.scaledObject
-	cfg := m.config(t)
-	ref := so.Spec.ScaleTargetRef
-	if ref.Kind != "StatefulSet" || ref.Name != m.statefulSet.Name || ref.APIVersion != "apps/v1" {
-		t.Errorf("ScaledObject targets %s %s %s, want apps/v1 StatefulSet %s", ref.APIVersion, ref.Kind, ref.Name, m.statefulSet.Name)
-	}
-	if so.Spec.MinReplicaCount == nil || *so.Spec.MinReplicaCount < 1 {
-		t.Error("minReplicaCount must be at least 1 (a group with no member commits nothing and loses its assignment)")
-	}
-	if so.Spec.MaxReplicaCount == nil || *so.Spec.MaxReplicaCount > eventsPartitions {
-		t.Errorf("maxReplicaCount must be set and at most %d, the partition count", eventsPartitions)
-	}
-	if r := m.statefulSet.Spec.Replicas; r != nil && *r > eventsPartitions {
-		t.Errorf("StatefulSet replicas %d > %d partitions", *r, eventsPartitions)
-	}
-	if len(so.Spec.Triggers) != 1 || so.Spec.Triggers[0].Type != "kafka" {
-		t.Fatalf("want exactly one kafka trigger, have %d", len(so.Spec.Triggers))
-	}
-	md := so.Spec.Triggers[0].Metadata
-	for k := range md {
-		if !slices.Contains(kedaKafkaKeys, k) {
-			t.Errorf("kafka trigger metadata %q is not a KEDA kafka scaler key", k)
+	forEachRender(t, func(t *testing.T, m *manifests) {
+		so := m.scaledObject
+		r := m.statefulSet.Spec.Replicas
+		if r != nil && *r > eventsPartitions {
+			t.Errorf("StatefulSet replicas %d > %d partitions", *r, eventsPartitions)
 		}
-	}
-	group := cfg.Kafka.Group
-	if group == "" {
-		group = "pinsync"
-	}
-	if md["consumerGroup"] != group {
-		t.Errorf("trigger consumerGroup = %q, kafka.group = %q", md["consumerGroup"], group)
-	}
-	if len(cfg.Kafka.Topics) != 1 || md["topic"] != cfg.Kafka.Topics[0] {
-		t.Errorf("trigger topic = %q, kafka.topics = %q", md["topic"], cfg.Kafka.Topics)
-	}
-	if got, want := md["bootstrapServers"], strings.Join(cfg.Kafka.Brokers, ","); got != want {
-		t.Errorf("trigger bootstrapServers = %q, kafka.brokers = %q", got, want)
-	}
-	if n, err := strconv.Atoi(md["lagThreshold"]); err != nil || n <= 0 {
-		t.Errorf("trigger lagThreshold = %q, want a positive integer", md["lagThreshold"])
-	}
-	// sigs.k8s.io/yaml turns an unquoted 50000 into "50000" for a string
-	// field; the API server would reject it, so look at the raw types.
-	raw, err := yaml.YAMLToJSON(readFile(t, "base/keda-scaledobject.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var untyped struct {
-		Spec struct {
-			Triggers []struct {
-				Metadata map[string]any `json:"metadata"`
-			} `json:"triggers"`
-		} `json:"spec"`
-	}
-	if err := json.Unmarshal(raw, &untyped); err != nil {
-		t.Fatal(err)
-	}
-	for _, tr := range untyped.Spec.Triggers {
-		for k, v := range tr.Metadata {
-			if _, ok := v.(string); !ok {
-				t.Errorf("trigger metadata %s = %v is not a string: quote it", k, v)
+		switch {
+		case so == nil && r == nil:
+			t.Fatal("neither a ScaledObject nor spec.replicas")
+		case so == nil:
+			return
+		case r != nil:
+			t.Error("spec.replicas is set beside a ScaledObject: each apply would reset KEDA's count")
+		}
+		cfg := m.config(t)
+		ref := so.Spec.ScaleTargetRef
+		if ref.Kind != "StatefulSet" || ref.Name != m.statefulSet.Name || ref.APIVersion != "apps/v1" {
+			t.Errorf("ScaledObject targets %s %s %s, want apps/v1 StatefulSet %s", ref.APIVersion, ref.Kind, ref.Name, m.statefulSet.Name)
+		}
+		if so.Spec.MinReplicaCount == nil || *so.Spec.MinReplicaCount < 1 {
+			t.Error("minReplicaCount must be at least 1 (a group with no member commits nothing and loses its assignment)")
+		}
+		if so.Spec.MaxReplicaCount == nil || *so.Spec.MaxReplicaCount > eventsPartitions {
+			t.Errorf("maxReplicaCount must be set and at most %d, the partition count", eventsPartitions)
+		}
+		if len(so.Spec.Triggers) != 1 || so.Spec.Triggers[0].Type != "kafka" {
+			t.Fatalf("want exactly one kafka trigger, have %d", len(so.Spec.Triggers))
+		}
+		md := so.Spec.Triggers[0].Metadata
+		for k := range md {
+			if !slices.Contains(kedaKafkaKeys, k) {
+				t.Errorf("kafka trigger metadata %q is not a KEDA kafka scaler key", k)
 			}
 		}
-	}
-	if md["allowIdleConsumers"] == "true" {
-		t.Error("allowIdleConsumers must not be true: members beyond the partition count do nothing")
-	}
+		group := cfg.Kafka.Group
+		if group == "" {
+			group = "pinsync"
+		}
+		if md["consumerGroup"] != group {
+			t.Errorf("trigger consumerGroup = %q, kafka.group = %q", md["consumerGroup"], group)
+		}
+		if len(cfg.Kafka.Topics) != 1 || md["topic"] != cfg.Kafka.Topics[0] {
+			t.Errorf("trigger topic = %q, kafka.topics = %q", md["topic"], cfg.Kafka.Topics)
+		}
+		if got, want := md["bootstrapServers"], strings.Join(cfg.Kafka.Brokers, ","); got != want {
+			t.Errorf("trigger bootstrapServers = %q, kafka.brokers = %q", got, want)
+		}
+		if n, err := strconv.Atoi(md["lagThreshold"]); err != nil || n <= 0 {
+			t.Errorf("trigger lagThreshold = %q, want a positive integer", md["lagThreshold"])
+		}
+		// sigs.k8s.io/yaml turns an unquoted 50000 into "50000" for a string
+		// field; the API server would reject it, so look at the raw types.
+		raw, err := yaml.YAMLToJSON(m.scaledDoc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var untyped struct {
+			Spec struct {
+				Triggers []struct {
+					Metadata map[string]any `json:"metadata"`
+				} `json:"triggers"`
+			} `json:"spec"`
+		}
+		if err := json.Unmarshal(raw, &untyped); err != nil {
+			t.Fatal(err)
+		}
+		for _, tr := range untyped.Spec.Triggers {
+			for k, v := range tr.Metadata {
+				if _, ok := v.(string); !ok {
+					t.Errorf("trigger metadata %s = %v is not a string: quote it", k, v)
+				}
+			}
+		}
+		if md["allowIdleConsumers"] == "true" {
+			t.Error("allowIdleConsumers must not be true: members beyond the partition count do nothing")
+		}
+	})
 }

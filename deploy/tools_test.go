@@ -89,18 +89,3 @@ func TestDockerComposeAcceptsTheFile(t *testing.T) {
 	}
 	skipOrFail(t, "neither docker-compose nor the docker compose plugin is installed (Debian: apt-get install docker-compose)")
 }
-
-// TestKustomizeBuildsTheBase runs kustomize where it is installed. kustomize
-// is not a Debian package, so this one only skips when it is missing; the
-// strict decoding tests cover the files themselves.
-func TestKustomizeBuildsTheBase(t *testing.T) {
-	if p, err := exec.LookPath("kustomize"); err == nil {
-		run(t, ".", p, "build", "base")
-		return
-	}
-	if p, err := exec.LookPath("kubectl"); err == nil {
-		run(t, ".", p, "kustomize", "base")
-		return
-	}
-	t.Skip("neither kustomize nor kubectl is installed; not failing even under CI (no Debian package)")
-}

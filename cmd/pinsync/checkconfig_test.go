@@ -71,3 +71,33 @@ sync:
 		})
 	}
 }
+
+// TestCheckConfigTakesMaxBufferedBytesFromTheEnvironment: the 64-bit byte cap
+// is read from PINSYNC_SYNC_MAX_BUFFERED_BYTES like any other key (every key
+// is covered in internal/service); a value below the minimum is refused,
+// which shows it reached the configuration.
+func TestCheckConfigTakesMaxBufferedBytesFromTheEnvironment(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pinsync.yaml")
+	cfg := "pinterest:\n  ad_account_id: \"549755885175\"\n  app_id: \"1234\"\n  app_secret: secret\n"
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		value string
+		code  int
+	}{{"16777216", 0}, {"524288", 1}} {
+		var out, errb bytes.Buffer
+		io := &stdio{In: strings.NewReader(""), Out: &out, Err: &errb, Getenv: func(k string) string {
+			if k == "PINSYNC_SYNC_MAX_BUFFERED_BYTES" {
+				return tc.value
+			}
+			return ""
+		}}
+		if code := dispatch(t.Context(), io, []string{"check-config", "--config", path}); code != tc.code {
+			t.Errorf("PINSYNC_SYNC_MAX_BUFFERED_BYTES=%s: status %d, want %d; stderr:\n%s", tc.value, code, tc.code, errb.String())
+		}
+		if tc.code != 0 && !strings.Contains(errb.String(), "sync.max_buffered_bytes") {
+			t.Errorf("PINSYNC_SYNC_MAX_BUFFERED_BYTES=%s: stderr does not name the key:\n%s", tc.value, errb.String())
+		}
+	}
+}

@@ -232,69 +232,77 @@ func Parse(b []byte, cfg *Config) error {
 	return nil
 }
 
-// applyEnv sets every field whose PINSYNC_<SECTION>_<KEY> variable is set,
+// applyEnv sets every key whose variable (EnvName) is set and not empty,
 // e.g. PINSYNC_KAFKA_BROKERS=a:9092,b:9092 or PINSYNC_KAFKA_TLS_ENABLED=true.
+// Each error names the variable and the key.
 func applyEnv(cfg *Config, getenv func(string) string) error {
 	if getenv == nil {
 		return nil
 	}
 	var errs []error
-	walkFields(reflect.ValueOf(cfg).Elem(), "PINSYNC", func(name string, v reflect.Value) {
+	walkFields(reflect.ValueOf(cfg).Elem(), "", func(key string, v reflect.Value) {
+		name := EnvName(key)
 		s := getenv(name)
 		if s == "" {
 			return
 		}
 		if err := setFromString(v, s); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			errs = append(errs, fmt.Errorf("%s (%s): %w", name, key, err))
 		}
 	})
 	return errors.Join(errs...)
 }
 
-// Keys returns every configuration key in dotted form (kafka.brokers, ...),
-// the set pinsync accepts in its file; and EnvNames the matching variables.
+// Keys returns every configuration key in dotted form (kafka.brokers,
+// kafka.tls.enabled, ...): the keys pinsync accepts in its file, each of
+// which EnvName turns into its variable.
 func Keys() []string {
 	var keys []string
 	var cfg Config
-	walkFields(reflect.ValueOf(&cfg).Elem(), "", func(name string, _ reflect.Value) {
-		keys = append(keys, name)
+	walkFields(reflect.ValueOf(&cfg).Elem(), "", func(key string, _ reflect.Value) {
+		keys = append(keys, key)
 	})
 	return keys
 }
 
-func walkFields(v reflect.Value, prefix string, fn func(name string, v reflect.Value)) {
+// EnvName returns the environment variable that overrides a dotted key:
+// PINSYNC_ and the key upper-cased with its dots as underscores
+// (sync.max_buffered_bytes: PINSYNC_SYNC_MAX_BUFFERED_BYTES).
+func EnvName(key string) string {
+	return "PINSYNC_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// walkFields calls fn with the dotted key and the value of every leaf of the
+// struct v (nested structs are sections, walked in turn).
+func walkFields(v reflect.Value, prefix string, fn func(key string, v reflect.Value)) {
 	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
+	for i := range t.NumField() {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
 		if tag == "" || tag == "-" {
 			continue
 		}
-		var name string
-		if prefix == "PINSYNC" || strings.HasPrefix(prefix, "PINSYNC_") {
-			name = prefix + "_" + strings.ToUpper(tag)
-		} else if prefix == "" {
-			name = tag
+		key := tag
+		if prefix != "" {
+			key = prefix + "." + tag
+		}
+		if fv := v.Field(i); fv.Kind() == reflect.Struct {
+			walkFields(fv, key, fn)
 		} else {
-			name = prefix + "." + tag
+			fn(key, fv)
 		}
-		fv := v.Field(i)
-		if fv.Kind() == reflect.Struct {
-			walkFields(fv, name, fn)
-			continue
-		}
-		fn(name, fv)
 	}
 }
 
+// setFromString sets v from an environment variable's text: a duration as
+// in the file (10s), numbers of any size, booleans, lists as comma-separated
+// items and maps as k=v pairs separated by commas.
 func setFromString(v reflect.Value, s string) error {
-	switch v.Interface().(type) {
-	case Duration:
+	if v.Type() == reflect.TypeFor[Duration]() {
 		d, err := time.ParseDuration(s)
 		if err != nil {
-			return fmt.Errorf("%q is not a duration", s)
+			return fmt.Errorf("%q is not a duration like 10s or 5m", s)
 		}
-		v.Set(reflect.ValueOf(Duration(d)))
+		v.SetInt(int64(d))
 		return nil
 	}
 	switch v.Kind() {
@@ -306,44 +314,50 @@ func setFromString(v reflect.Value, s string) error {
 			return fmt.Errorf("%q is not a boolean", s)
 		}
 		v.SetBool(b)
-	case reflect.Int:
-		n, err := strconv.Atoi(s)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, v.Type().Bits())
 		if err != nil {
-			return fmt.Errorf("%q is not an integer", s)
+			return fmt.Errorf("%q is not an integer of %d bits", s, v.Type().Bits())
 		}
-		v.SetInt(int64(n))
-	case reflect.Uint32:
-		n, err := strconv.ParseUint(s, 10, 32)
+		v.SetInt(n)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		n, err := strconv.ParseUint(s, 10, v.Type().Bits())
 		if err != nil {
-			return fmt.Errorf("%q is not a non-negative integer", s)
+			return fmt.Errorf("%q is not a non-negative integer of %d bits", s, v.Type().Bits())
 		}
 		v.SetUint(n)
-	case reflect.Float64:
-		n, err := strconv.ParseFloat(s, 64)
+	case reflect.Float32, reflect.Float64:
+		n, err := strconv.ParseFloat(s, v.Type().Bits())
 		if err != nil {
 			return fmt.Errorf("%q is not a number", s)
 		}
 		v.SetFloat(n)
 	case reflect.Slice:
+		if v.Type().Elem().Kind() != reflect.String {
+			return fmt.Errorf("cannot set a %s from the environment", v.Type())
+		}
 		var out []string
 		for _, p := range strings.Split(s, ",") {
 			if p = strings.TrimSpace(p); p != "" {
 				out = append(out, p)
 			}
 		}
-		v.Set(reflect.ValueOf(out))
+		v.Set(reflect.ValueOf(out).Convert(v.Type()))
 	case reflect.Map:
+		if v.Type().Key().Kind() != reflect.String || v.Type().Elem().Kind() != reflect.String {
+			return fmt.Errorf("cannot set a %s from the environment", v.Type())
+		}
 		m := map[string]string{}
 		for _, p := range strings.Split(s, ",") {
 			k, val, ok := strings.Cut(p, "=")
-			if !ok {
+			if !ok || strings.TrimSpace(k) == "" {
 				return fmt.Errorf("%q: want key=value pairs separated by commas", s)
 			}
 			m[strings.TrimSpace(k)] = strings.TrimSpace(val)
 		}
-		v.Set(reflect.ValueOf(m))
+		v.Set(reflect.ValueOf(m).Convert(v.Type()))
 	default:
-		return fmt.Errorf("cannot set %s from the environment", v.Kind())
+		return fmt.Errorf("cannot set a %s from the environment", v.Type())
 	}
 	return nil
 }

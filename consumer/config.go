@@ -318,3 +318,11 @@ func (c Config) unmappedAudiences() string {
 	}
 	return ""
 }
+
+// decoder is the event decoder's configuration: an event's ad-account
+// override is checked where it decides the audience's account.
+func (c Config) decoder() schemas.DecoderConfig {
+	d := c.Decoder
+	d.AdAccountOverrides = c.AllowAudienceSettings
+	return d
+}

@@ -250,7 +250,7 @@ func (e *Engine) profilesConfig(t topicLayout) profiles.Config {
 		CommitInterval: c.CommitInterval, TransactionTimeout: c.TransactionTimeout, RevokeTimeout: c.RevokeTimeout,
 		MaxPending: c.MaxBuffered, MaxIdentifiersPerType: c.MaxIdentifiersPerType,
 		Allow: c.Allow, Deny: c.Deny, AdAccount: c.AdAccount, AudienceAdAccounts: c.AudienceAdAccounts,
-		AllowAudienceSettings: c.AllowAudienceSettings, Decoder: c.Decoder,
+		AllowAudienceSettings: c.AllowAudienceSettings, Decoder: c.decoder(),
 	}
 }
 

@@ -36,6 +36,13 @@ const (
 	ReasonMissingAudience = "missing_audience"
 	// ReasonKeyMismatch: a native record whose Kafka key is not its profile.
 	ReasonKeyMismatch = "key_mismatch"
+	// ReasonAudienceTooLong: an audience key or display name longer than
+	// MaxAudienceBytes.
+	ReasonAudienceTooLong = "audience_too_long"
+	// ReasonInvalidAdAccount: an ad-account override that is not a
+	// Pinterest ad account id (1 to 18 digits), where overrides decide
+	// (DecoderConfig.AdAccountOverrides).
+	ReasonInvalidAdAccount = "invalid_ad_account"
 )
 
 // Reasons returns every reason a DecodeError may carry, for pre-declaring
@@ -45,7 +52,7 @@ func Reasons() []string {
 		ReasonEmptyRecord, ReasonInvalidJSON, ReasonTooDeep, ReasonNotAnObject,
 		ReasonMissingField, ReasonInvalidField, ReasonUnsupportedType,
 		ReasonUnsupportedEvent, ReasonMissingProfile, ReasonMissingAudience,
-		ReasonKeyMismatch,
+		ReasonKeyMismatch, ReasonAudienceTooLong, ReasonInvalidAdAccount,
 	}
 }
 
@@ -75,6 +82,10 @@ type DecoderConfig struct {
 	// context.consent.categoryPreferences; false there marks the event
 	// NoConsent. Empty: consent is not checked.
 	ConsentCategory string
+	// AdAccountOverrides says that a record's ad-account override
+	// (audience_settings.ad_account_id, native ad_account_id) decides its
+	// audience's ad account: one that is not an ad account id is refused.
+	AdAccountOverrides bool
 }
 
 // Default event names, as Segment Engage sends them unless renamed.
@@ -106,6 +117,7 @@ func (c DecoderConfig) Validate() error {
 // Decoder turns Kafka records into Events. It is safe for concurrent use.
 type Decoder struct {
 	entered, exited, consent []byte
+	adAccountOverrides       bool
 	interned                 internTable
 }
 
@@ -119,6 +131,8 @@ func NewDecoder(cfg DecoderConfig) (*Decoder, error) {
 		entered: []byte(cfg.EnteredEvent),
 		exited:  []byte(cfg.ExitedEvent),
 		consent: []byte(cfg.ConsentCategory),
+		// The ad account of an override decides: it must be one.
+		adAccountOverrides: cfg.AdAccountOverrides,
 	}, nil
 }
 

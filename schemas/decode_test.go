@@ -392,3 +392,46 @@ func TestDecoderIsSafeForConcurrentUse(t *testing.T) {
 		}
 	}
 }
+
+// TestNoListCanBeNamedAfterWhatIsRefusedWhereItIsDecoded: an audience key
+// or display name over MaxAudienceChars characters, and, where the record's
+// ad-account override decides, an override that is not an ad account id,
+// are refused with their reason and field; the same records within bounds,
+// or with overrides unused, are accepted.
+func TestNoListCanBeNamedAfterWhatIsRefusedWhereItIsDecoded(t *testing.T) {
+	long, limit := strings.Repeat("é", MaxAudienceChars+1), strings.Repeat("é", MaxAudienceChars)
+	track := func(key, account string) string {
+		return `{"type":"track","event":"Audience Entered","userId":"u","properties":{"audience_key":"` + key + `"},` +
+			`"context":{"personas":{"audience_settings":{"ad_account_id":"` + account + `"}}}}`
+	}
+	native := `{"type":"membership","profile":"p","audience":"vip","audience_name":"` + long + `","member":true}`
+	for _, c := range []struct {
+		name      string
+		overrides bool
+		value     string
+		reason    string
+		field     string
+	}{
+		{"key at the limit", false, track(limit, "549755885175"), "", ""},
+		{"key over the limit", false, track(long, "549755885175"), ReasonAudienceTooLong, "properties.audience_key"},
+		{"native name over the limit", false, native, ReasonAudienceTooLong, "audience_name"},
+		{"override not an account, unused", false, track("vip", "act-x1"), "", ""},
+		{"override not an account", true, track("vip", "act-x1"), ReasonInvalidAdAccount, "context.personas.audience_settings.ad_account_id"},
+		{"override of 19 digits", true, track("vip", "5497558851751234567"), ReasonInvalidAdAccount, "context.personas.audience_settings.ad_account_id"},
+		{"override an unknown account", true, track("vip", "549755999999"), "", ""},
+		{"native override not an account", true, `{"type":"membership","profile":"p","audience":"vip","ad_account_id":"x","member":true}`, ReasonInvalidAdAccount, "ad_account_id"},
+	} {
+		d := mustDecoder(t, DecoderConfig{AdAccountOverrides: c.overrides})
+		var ev Event
+		err := d.Decode(nil, []byte(c.value), &ev)
+		var de *DecodeError
+		switch {
+		case c.reason == "" && err != nil:
+			t.Errorf("%s: %v, want accepted", c.name, err)
+		case c.reason != "" && (!errors.As(err, &de) || de.Reason != c.reason || de.Field != c.field):
+			t.Errorf("%s: %v, want %s (%s)", c.name, err, c.reason, c.field)
+		case de != nil && strings.Contains(de.Error(), "act-x1"):
+			t.Errorf("%s: the error quotes the value: %v", c.name, err)
+		}
+	}
+}

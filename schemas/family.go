@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"github.com/pinsync/pinsync/schemas/ident"
+	"unicode/utf8"
 )
 
 // This file turns a scanned record into an Event, by family: native (the
@@ -80,6 +81,9 @@ func (d *Decoder) native(key, data []byte, r *record, ev *Event) error {
 			want(r.identifiers, kindObject, "identifiers"),
 			want(r.audienceName, kindString, "audience_name"),
 			want(r.adAccount, kindString, "ad_account_id"),
+			audienceLen(data, r.audience, "audience"),
+			audienceLen(data, r.audienceName, "audience_name"),
+			d.adAccountID(data, r.adAccount, "ad_account_id"),
 		)
 		if err != nil {
 			return err
@@ -108,6 +112,43 @@ func (d *Decoder) setAudience(data []byte, ev *Event, audience, name, adAccount 
 	if nonEmptyString(adAccount) {
 		ev.AdAccount = d.interned.get(str(data, adAccount, buf[:]))
 	}
+}
+
+// MaxAudienceChars bounds an audience key and its display name, in
+// characters: they name a Pinterest list and its audience (Pinterest
+// publishes no limit; this is pinsync's).
+const MaxAudienceChars = 150
+
+// audienceLen refuses a string member that names an audience, longer than
+// MaxAudienceChars.
+func audienceLen(data []byte, sp span, field string) error {
+	if sp.kind != kindString || sp.end-sp.start <= MaxAudienceChars {
+		return nil // escapes only make the raw form longer
+	}
+	var buf [4 * MaxAudienceChars]byte
+	if s := str(data, sp, buf[:]); utf8.RuneCount(s) > MaxAudienceChars {
+		return &DecodeError{Reason: ReasonAudienceTooLong, Field: field}
+	}
+	return nil
+}
+
+// adAccountID refuses, where the record's ad-account override decides
+// (DecoderConfig.AdAccountOverrides), a non-empty override that is not a
+// Pinterest ad account id: 1 to 18 digits.
+func (d *Decoder) adAccountID(data []byte, sp span, field string) error {
+	if !d.adAccountOverrides || !nonEmptyString(sp) {
+		return nil
+	}
+	var buf [64]byte
+	s := str(data, sp, buf[:])
+	ok := len(s) <= 18
+	for _, c := range s {
+		ok = ok && '0' <= c && c <= '9'
+	}
+	if !ok {
+		return &DecodeError{Reason: ReasonInvalidAdAccount, Field: field}
+	}
+	return nil
 }
 
 // segmentTypes checks the JSON type of every Segment member pinsync reads
@@ -150,6 +191,17 @@ func (d *Decoder) segment(key, data []byte, r *record, ev *Event) error {
 	if err := segmentTypes(r); err != nil {
 		return err
 	}
+	c := &r.ctx
+	if err := firstErr(
+		audienceLen(data, r.propertiesIDs.audienceKey, "properties.audience_key"),
+		audienceLen(data, r.traitsIDs.audienceKey, "traits.audience_key"),
+		audienceLen(data, c.traitsIDs.audienceKey, "context.traits.audience_key"),
+		audienceLen(data, c.computationKey, "context.personas.computation_key"),
+		audienceLen(data, c.settingsName, "context.personas.audience_settings.name"),
+		d.adAccountID(data, c.settingsAdAccount, "context.personas.audience_settings.ad_account_id"),
+	); err != nil {
+		return err
+	}
 	var entered bool
 	if track {
 		if err := required(r.event, kindString, "event"); err != nil {
@@ -176,7 +228,6 @@ func (d *Decoder) segment(key, data []byte, r *record, ev *Event) error {
 		return &DecodeError{Reason: ReasonMissingProfile, Field: "userId"}
 	}
 
-	c := &r.ctx
 	if track {
 		audience := r.propertiesIDs.audienceKey
 		if !nonEmptyString(audience) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -25,9 +26,18 @@ func FuzzDecode(f *testing.F) {
 	f.Add("", []byte{})
 	f.Add("", []byte("{\"type\":\"identify\",\"userId\":\"\xff\"}"))
 
+	f.Add("", []byte(`{"type":"track","event":"Audience Entered","userId":"u","properties":{"audience_key":"vip","vip":true},"context":{"personas":{"audience_settings":{"ad_account_id":"act-x1"}}}}`))
+	f.Add("", []byte(`{"type":"membership","profile":"p","audience":"`+strings.Repeat("é", 151)+`","member":true}`))
+
 	schemas := compileSchemas(f)
 	cfg := DecoderConfig{ConsentCategory: "Advertising"}
 	dec, err := NewDecoder(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	// Where the records' ad-account overrides decide, they are checked.
+	ocfg := DecoderConfig{AdAccountOverrides: true}
+	odec, err := NewDecoder(ocfg)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -63,6 +73,17 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoder rejects (%v), reference: %q", err, reason)
 		case err == nil && !sameEvent(&ev, &want):
 			t.Fatalf("events differ:\n got %+v\nwant %+v", ev, want)
+		}
+		var oev Event
+		oerr := odec.Decode([]byte(key), value, &oev)
+		owant, oreason := refDecode(ocfg, []byte(key), value)
+		switch {
+		case oerr == nil && oreason != "":
+			t.Fatalf("with overrides: decoder accepted, reference rejects: %s", oreason)
+		case oerr != nil && oerr.(*DecodeError).Reason != oreason:
+			t.Fatalf("with overrides: decoder rejects (%v), reference: %q", oerr, oreason)
+		case oerr == nil && !sameEvent(&oev, &owant):
+			t.Fatalf("with overrides: events differ:\n got %+v\nwant %+v", oev, owant)
 		}
 		if key == "" {
 			matched := matchingShapes(schemas, value)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/pinsync/pinsync/schemas/ident"
 )
@@ -34,7 +35,7 @@ func refDecode(cfg DecoderConfig, key, value []byte) (Event, string) {
 		return ev, ReasonNotAnObject
 	}
 	if _, ok := obj["profile"]; ok {
-		return refNative(key, obj)
+		return refNative(cfg, key, obj)
 	}
 	return refSegment(cfg, key, obj)
 }
@@ -81,7 +82,7 @@ func refBoolish(v any) (bool, bool) {
 	return false, false
 }
 
-func refNative(key []byte, o map[string]any) (Event, string) {
+func refNative(cfg DecoderConfig, key []byte, o map[string]any) (Event, string) {
 	var ev Event
 	typ, ok := o["type"].(string)
 	switch {
@@ -132,6 +133,12 @@ func refNative(key []byte, o map[string]any) (Event, string) {
 		if !ok || !aok || !isType(o["identifiers"], "object") || !isType(o["audience_name"], "string") || !isType(o["ad_account_id"], "string") {
 			return ev, ReasonInvalidField
 		}
+		if refTooLong(o["audience"]) || refTooLong(o["audience_name"]) {
+			return ev, ReasonAudienceTooLong
+		}
+		if !refAdAccountOK(cfg, o["ad_account_id"]) {
+			return ev, ReasonInvalidAdAccount
+		}
 		ev.Audience, ev.Member = a, m
 		ev.AudienceName, _ = nonEmpty(o["audience_name"])
 		ev.AdAccount, _ = nonEmpty(o["ad_account_id"])
@@ -168,6 +175,14 @@ func refSegment(cfg DecoderConfig, key []byte, o map[string]any) (Event, string)
 		isType(ctx["consent"], "object") && isType(consent["categoryPreferences"], "object")
 	if !typesOK {
 		return ev, ReasonInvalidField
+	}
+	if refTooLong(obj(o["properties"])["audience_key"]) || refTooLong(obj(o["traits"])["audience_key"]) ||
+		refTooLong(obj(ctx["traits"])["audience_key"]) ||
+		refTooLong(personas["computation_key"]) || refTooLong(settings["name"]) {
+		return ev, ReasonAudienceTooLong
+	}
+	if !refAdAccountOK(cfg, settings["ad_account_id"]) {
+		return ev, ReasonInvalidAdAccount
 	}
 	entered := false
 	if typ == "track" {
@@ -347,4 +362,28 @@ func jsonDepth(value []byte) int {
 			depth--
 		}
 	}
+}
+
+// refTooLong: a string naming an audience longer than 150 characters.
+func refTooLong(v any) bool {
+	s, ok := v.(string)
+	return ok && utf8.RuneCountInString(s) > 150
+}
+
+// refAdAccountOK: where overrides decide, a non-empty override is 1 to 18
+// digits.
+func refAdAccountOK(cfg DecoderConfig, v any) bool {
+	s, _ := v.(string)
+	if !cfg.AdAccountOverrides || s == "" {
+		return true
+	}
+	if len(s) > 18 {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }

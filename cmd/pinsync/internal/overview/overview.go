@@ -317,16 +317,36 @@ func (ps *processes) owner(m kadm.DescribedGroupMember, stage string, parts []in
 			}
 		}
 	}
-	name := m.ClientHost + " " + m.MemberID
-	if m.InstanceID != nil {
-		name = *m.InstanceID
-	}
+	name := MemberName(m)
 	p := ps.byName[name]
 	if p == nil {
 		p = &Process{Name: name, Error: "announced no address (an older version, or no control topic)"}
 		ps.byName[name] = p
 	}
 	return p
+}
+
+// MemberName names a group member: its instance id (static membership),
+// else its client's host and its member id.
+func MemberName(m kadm.DescribedGroupMember) string {
+	if m.InstanceID != nil {
+		return *m.InstanceID
+	}
+	return m.ClientHost + " " + m.MemberID
+}
+
+// Assigned returns the partitions of topic assigned to m, in order.
+func Assigned(m kadm.DescribedGroupMember, topic string) []int32 {
+	var parts []int32
+	if a, ok := m.Assigned.AsConsumer(); ok {
+		for _, t := range a.Topics {
+			if t.Topic == topic {
+				parts = append(parts, t.Partitions...)
+			}
+		}
+	}
+	slices.Sort(parts)
+	return parts
 }
 
 func partitionsOf(ps []consumer.PartitionStatus) []int32 {
@@ -347,15 +367,7 @@ func (ps *processes) group(stage string, d kadm.DescribedGroup, topic string, co
 	}
 	owners := map[int32]string{}
 	for _, m := range d.Members {
-		var parts []int32
-		if a, ok := m.Assigned.AsConsumer(); ok {
-			for _, t := range a.Topics {
-				if t.Topic == topic {
-					parts = append(parts, t.Partitions...)
-				}
-			}
-		}
-		slices.Sort(parts)
+		parts := Assigned(m, topic)
 		p := ps.owner(m, stage, parts)
 		if stage == "lists" {
 			p.ChangesPartitions = parts

@@ -122,22 +122,27 @@ func WriteHTML(w io.Writer, o Overview, err error) error {
 		Tables []Table
 		Notes  []string
 		Err    error
-	}{Overview: o, Err: err}
+		Style  template.CSS
+	}{Overview: o, Err: err, Style: Style}
 	if err == nil {
 		data.Tables, data.Notes = o.Tables(), o.notes()
 	}
 	return page.Execute(w, data)
 }
 
-var page = template.Must(template.New("group").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="30"><title>pinsync group</title>
-<style>
+// Style is the style sheet of pinsync's pages: this one and each
+// process's status page.
+const Style template.CSS = `
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
 table{border-collapse:collapse;margin:1rem 0}
 th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
 th{background:#f4f4f4}
-.bad{color:#b00020}
-</style></head><body>
+.bad{color:#b00020}.ok{color:#0a7a2f}
+`
+
+var page = template.Must(template.New("group").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="30"><title>pinsync group</title>
+<style>{{.Style}}</style></head><body>
 <h1>pinsync: the whole deployment</h1>
 {{if .Err}}<p class="bad" id="error">The deployment could not be read: {{.Err}}</p>{{else}}
 <p>As of {{.Taken.UTC.Format "2006-01-02 15:04:05 MST"}}.</p>

@@ -88,6 +88,7 @@ func Handler(eng engineView, cred credentials, reg *prometheus.Registry, group G
 		_ = enc.Encode(statusDoc(eng, cred))
 	})
 	page := template.Must(template.New("page").Funcs(template.FuncMap{
+		"style": func() template.CSS { return overview.Style },
 		"totalLag": func(ps []consumer.PartitionStatus) int64 {
 			var n int64
 			for _, p := range ps {
@@ -152,13 +153,7 @@ func statusDoc(eng engineView, cred credentials) StatusDoc {
 
 const statusPage = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10"><title>pinsync status</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
-table{border-collapse:collapse;margin:1rem 0}
-th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
-th{background:#f4f4f4}
-.bad{color:#b00020}.ok{color:#0a7a2f}
-</style></head><body>
+<style>{{style}}</style></head><body>
 <h1>pinsync</h1>
 <p>This process's page. Every list of the deployment, with its owner and figures: <a href="group" id="group-page">the group page</a>.</p>
 <p id="ready">{{if .Ready}}<span class="ok">ready</span>{{else}}<span class="bad">not ready: {{.NotReadyReason}}</span>{{end}}</p>

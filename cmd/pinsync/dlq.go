@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/pinsync/pinsync/cmd/pinsync/internal/deadletter"
 	"github.com/pinsync/pinsync/cmd/pinsync/internal/service"
-	"github.com/pinsync/pinsync/consumer"
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/control"
@@ -56,7 +54,7 @@ func runDLQ(ctx context.Context, io *stdio, args []string) int {
 	if status, ok := parseFlags(io, fs, args); !ok {
 		return status
 	}
-	d, code := openDLQ(ctx, io, "dlq", *path)
+	d, code := openDLQ(io, "dlq", *path)
 	if d == nil {
 		return code
 	}
@@ -162,7 +160,7 @@ func runRedrive(ctx context.Context, io *stdio, args []string) int {
 	case *reason != "":
 		scope = []string{*reason}
 	}
-	d, code := openDLQ(ctx, io, "dlq redrive", *path)
+	d, code := openDLQ(io, "dlq redrive", *path)
 	if d == nil {
 		return code
 	}
@@ -279,9 +277,7 @@ func decodable(cfg service.Config, ls []deadletter.Letter) (int, error) {
 
 // dlqTools is what both dlq commands connect to.
 type dlqTools struct {
-	cfg   service.Config
-	ec    consumer.Config
-	kopts []kgo.Opt
+	*deployment
 	cl    *kgo.Client
 	adm   *kadm.Client
 	topic string
@@ -290,24 +286,17 @@ type dlqTools struct {
 
 // openDLQ loads the configuration and connects; nil and the exit status
 // when it cannot.
-func openDLQ(ctx context.Context, io *stdio, name, path string) (*dlqTools, int) {
-	cfg, err := service.Load(path, io.Getenv)
-	if err != nil {
-		fmt.Fprintf(io.Err, "pinsync %s: invalid configuration:\n%s\n", name, indent(err.Error()))
-		return nil, 2
+func openDLQ(io *stdio, name, path string) (*dlqTools, int) {
+	d, code := loadDeployment(io, name, path)
+	if d == nil {
+		return nil, code
 	}
-	ec := cfg.Engine().WithDefaults()
-	kopts, err := service.KafkaOptions(cfg.Kafka, slog.New(slog.DiscardHandler))
-	if err != nil {
-		fmt.Fprintf(io.Err, "pinsync %s: %v\n", name, err)
-		return nil, 2
-	}
-	cl, err := kgo.NewClient(kopts...)
+	cl, err := kgo.NewClient(d.kopts...)
 	if err != nil {
 		fmt.Fprintf(io.Err, "pinsync %s: %v\n", name, err)
 		return nil, 1
 	}
-	return &dlqTools{cfg: cfg, ec: ec, kopts: kopts, cl: cl, adm: kadm.NewClient(cl), topic: ec.DLQTopic}, 0
+	return &dlqTools{deployment: d, cl: cl, adm: kadm.NewClient(cl), topic: d.ec.DLQTopic}, 0
 }
 
 func (d *dlqTools) close() {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pinsync/pinsync/cmd/pinsync/internal/overview"
-	"github.com/pinsync/pinsync/cmd/pinsync/internal/service"
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/control"
@@ -63,37 +61,24 @@ the write budget.`)
 		}
 		typ = t
 	}
-	cfg, err := service.Load(*path, io.Getenv)
-	if err != nil {
-		fmt.Fprintf(io.Err, "pinsync resync: invalid configuration:\n%s\n", indent(err.Error()))
-		return 2
+	d, code := loadDeployment(io, "resync", *path)
+	if d == nil {
+		return code
 	}
-	ec := cfg.Engine().WithDefaults()
-	topic := ec.ControlTopic
-	switch {
-	case topic == "-":
-		fmt.Fprintln(io.Err, "pinsync resync: kafka.control_topic is \"-\": without the list registry no list can be rebuilt")
-		return 2
-	case ec.ChangelogTopic == "-":
+	if d.ec.ChangelogTopic == "-" {
 		fmt.Fprintln(io.Err, "pinsync resync: kafka.changelog_topic is \"-\": without the profile state's changelog no list can be rebuilt")
 		return 2
 	}
-	kopts, err := service.KafkaOptions(cfg.Kafka, slog.New(slog.DiscardHandler))
-	if err != nil {
-		fmt.Fprintf(io.Err, "pinsync resync: %v\n", err)
-		return 2
-	}
-	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	ct, err := control.Open(octx, control.Config{Kafka: kopts, Topic: topic})
-	if err != nil {
-		fmt.Fprintf(io.Err, "pinsync resync: %v\n", err)
-		return 1
+	ct, code := d.openControl(ctx, io, "without the list registry no list can be rebuilt")
+	if ct == nil {
+		return code
 	}
 	defer ct.Close()
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	reg := ct.Registry()
 	if *dryRun {
-		return resyncDryRun(ctx, io, cfg, kopts, ct, *audience, typ)
+		return resyncDryRun(ctx, io, d, ct, *audience, typ)
 	}
 	before, err := reg.RequestRebuild(octx, *audience, typ)
 	if err != nil {
@@ -157,8 +142,8 @@ func orNone(s string) string {
 // resyncDryRun is `pinsync resync --dry-run`: for each registered list of
 // audience (of type typ only, unless 0), what a rebuild would upload and
 // how long it would take. It marks nothing.
-func resyncDryRun(ctx context.Context, io *stdio, cfg service.Config, kopts []kgo.Opt, ct *control.Topic, audience string, typ ident.Type) int {
-	ec := cfg.Engine().WithDefaults()
+func resyncDryRun(ctx context.Context, io *stdio, d *deployment, ct *control.Topic, audience string, typ ident.Type) int {
+	ec, kopts := d.ec, d.kopts
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := ct.CatchUp(octx); err != nil {
@@ -190,7 +175,7 @@ func resyncDryRun(ctx context.Context, io *stdio, cfg service.Config, kopts []kg
 	keys := slices.SortedFunc(maps.Keys(entries), func(a, b control.ListKey) int {
 		return strings.Compare(a.AdAccount+a.Type.String(), b.AdAccount+b.Type.String())
 	})
-	wpm, perCall := cfg.Pinterest.WritesPerMinute, cfg.Pinterest.MaxRecords
+	wpm, perCall := d.cfg.Pinterest.WritesPerMinute, d.cfg.Pinterest.MaxRecords
 	for _, k := range keys {
 		e := entries[k]
 		n := len(members[changes.List{Audience: k.Audience, Type: k.Type}])

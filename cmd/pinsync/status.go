@@ -4,15 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pinsync/pinsync/cmd/pinsync/internal/overview"
-	"github.com/pinsync/pinsync/cmd/pinsync/internal/service"
-	"github.com/pinsync/pinsync/control"
 )
 
 // runStatus is `pinsync status`: every list of the deployment once, with
@@ -35,37 +32,25 @@ topic cannot be read.`)
 	if status, ok := parseFlags(io, fs, args); !ok {
 		return status
 	}
-	cfg, err := service.Load(*path, io.Getenv)
-	if err != nil {
-		fmt.Fprintf(io.Err, "pinsync status: invalid configuration:\n%s\n", indent(err.Error()))
-		return 2
+	d, code := loadDeployment(io, "status", *path)
+	if d == nil {
+		return code
 	}
-	ec := cfg.Engine().WithDefaults()
-	if ec.ControlTopic == "-" {
-		fmt.Fprintln(io.Err, `pinsync status: kafka.control_topic is "-": the processes announce themselves in the control topic, so they cannot be found (read each one's /status)`)
-		return 2
-	}
-	kopts, err := service.KafkaOptions(cfg.Kafka, slog.New(slog.DiscardHandler))
-	if err != nil {
-		fmt.Fprintf(io.Err, "pinsync status: %v\n", err)
-		return 2
-	}
-	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	ct, err := control.Open(octx, control.Config{Kafka: kopts, Topic: ec.ControlTopic})
-	if err != nil {
-		fmt.Fprintf(io.Err, "pinsync status: %v\n", err)
-		return 1
+	ct, code := d.openControl(ctx, io, "the processes announce themselves in the control topic, so they cannot be found (read each one's /status)")
+	if ct == nil {
+		return code
 	}
 	defer ct.Close()
-	cl, err := kgo.NewClient(kopts...)
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(d.kopts...)
 	if err != nil {
 		fmt.Fprintf(io.Err, "pinsync status: %v\n", err)
 		return 1
 	}
 	defer cl.Close()
 	o, err := overview.Gather(octx, overview.Sources{Admin: kadm.NewClient(cl), Control: ct,
-		Group: ec.Group, Input: ec.Topics[0], Changes: ec.ChangesTopic})
+		Group: d.ec.Group, Input: d.ec.Topics[0], Changes: d.ec.ChangesTopic})
 	if err != nil {
 		fmt.Fprintf(io.Err, "pinsync status: %v\n", err)
 		return 1

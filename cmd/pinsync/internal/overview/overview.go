@@ -16,6 +16,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/pinsync/pinsync/consumer"
 	"github.com/pinsync/pinsync/consumer/changes"
@@ -204,10 +206,14 @@ func Gather(ctx context.Context, src Sources) (Overview, error) {
 		return o, fmt.Errorf("describe groups: %w", err)
 	}
 	committed := src.Admin.FetchManyOffsets(ctx, src.Group, lists)
-	if committed.AllFailed() {
-		var err error
-		committed.EachError(func(r kadm.FetchOffsetsResponse) { err = r.Err })
-		return o, fmt.Errorf("committed offsets: %w", err)
+	var ferr error
+	committed.EachError(func(r kadm.FetchOffsetsResponse) {
+		if !errors.Is(r.Err, kerr.GroupIDNotFound) { // a group never formed: nothing committed
+			ferr = r.Err
+		}
+	})
+	if ferr != nil {
+		return o, fmt.Errorf("committed offsets: %w", ferr)
 	}
 	ends, err := src.Admin.ListEndOffsets(ctx, src.Input, src.Changes)
 	if err != nil {

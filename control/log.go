@@ -1,6 +1,6 @@
 // Package control owns the control topic: a single-partition, compacted
 // Kafka topic shared by every replica of a deployment, read by each from its
-// start. It holds three things:
+// start. It holds four things:
 //
 //   - the list registry (Registry): each Pinterest list's customer list and
 //     audience ids, written by the list's owner when it creates or finds
@@ -8,9 +8,12 @@
 //   - the shared OAuth token (TokenStore), encrypted, and the claims with
 //     which replicas take turns to refresh it;
 //   - the deployment's Layout: the changes topic's partition count and id,
-//     fixed once, so that replicas never place lists two ways.
+//     fixed once, so that replicas never place lists two ways;
+//   - the running processes (Instance): where each one's HTTP server is
+//     reached, announced at start and every minute, withdrawn at a clean
+//     stop, so that one view of the deployment can gather every /status.
 //
-// Log is the primitive below both: it tails the topic and hands every
+// Log is the primitive below them all: it tails the topic and hands every
 // record, in offset order, to one Apply function. The order of the log is
 // the order every replica agrees on, so "the first claim in the log wins"
 // needs no other coordination. Topic dispatches the records of one Log to

@@ -44,10 +44,11 @@ type Topic struct {
 	logger *slog.Logger
 	log    *Log
 
-	mu       sync.Mutex
-	tokens   tokenState
-	registry map[ListKey]registered
-	layout   *Layout // nil until recorded
+	mu        sync.Mutex
+	tokens    tokenState
+	registry  map[ListKey]registered
+	layout    *Layout // nil until recorded
+	instances map[string]Instance
 }
 
 // Open opens the control topic, creating it when missing, and starts
@@ -63,7 +64,7 @@ func Open(ctx context.Context, cfg Config) (*Topic, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	t := &Topic{cfg: cfg, logger: logger, registry: make(map[ListKey]registered)}
+	t := &Topic{cfg: cfg, logger: logger, registry: make(map[ListKey]registered), instances: make(map[string]Instance)}
 	l, err := OpenLog(ctx, LogConfig{Kafka: cfg.Kafka, Topic: cfg.Topic, Apply: t.apply, Logger: logger})
 	if err != nil {
 		return nil, err
@@ -77,7 +78,7 @@ func Open(ctx context.Context, cfg Config) (*Topic, error) {
 func (t *Topic) apply(r Record) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.tokens.apply(r, t.cfg.RefreshTimeout) || t.applyLayout(r) {
+	if t.tokens.apply(r, t.cfg.RefreshTimeout) || t.applyLayout(r) || t.applyInstance(r) {
 		return
 	}
 	t.applyRegistry(r)

@@ -92,7 +92,8 @@ type pinsyncConfig struct {
 		CommitInterval       string `json:"commit_interval,omitempty"`
 	} `json:"sync"`
 	HTTP struct {
-		Listen string `json:"listen,omitempty"`
+		Listen    string `json:"listen,omitempty"`
+		Advertise string `json:"advertise,omitempty"`
 	} `json:"http"`
 	Log struct {
 		Level string `json:"level,omitempty"`
@@ -515,6 +516,8 @@ func TestPinsyncAcceptsTheConfigs(t *testing.T) {
 					env[e.Name] = e.Value
 				case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
 					env[e.Name] = m.statefulSet.Name + "-0"
+				case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.podIP":
+					env[e.Name] = "10.1.2.3"
 				case ref != nil && m.secret != nil && ref.Name == m.secret.Name:
 					env[e.Name] = m.secret.StringData[ref.Key]
 				case ref != nil:

@@ -422,7 +422,7 @@ func TestContainerRunsTheMountedConfig(t *testing.T) {
 func TestEnvNamesAreKnownAndSecretsExist(t *testing.T) {
 	forEachRender(t, func(t *testing.T, m *manifests) {
 		known := knownEnvOverrides()
-		var instanceID bool
+		var instanceID, advertised bool
 		credentials := map[string]bool{}
 		for _, e := range m.container(t).Env {
 			if strings.HasPrefix(e.Name, "PINSYNC_") {
@@ -434,6 +434,9 @@ func TestEnvNamesAreKnownAndSecretsExist(t *testing.T) {
 			}
 			if e.Name == "PINSYNC_KAFKA_INSTANCE_ID" {
 				instanceID = e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name"
+			}
+			if e.Name == "PINSYNC_HTTP_ADVERTISE" {
+				advertised = e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.podIP"
 			}
 			// The app's credentials and the token key come from one Secret:
 			// the one rendered, or one made out of band.
@@ -454,6 +457,9 @@ func TestEnvNamesAreKnownAndSecretsExist(t *testing.T) {
 		}
 		if !instanceID {
 			t.Error("PINSYNC_KAFKA_INSTANCE_ID must come from the pod name (fieldRef metadata.name)")
+		}
+		if !advertised {
+			t.Error("PINSYNC_HTTP_ADVERTISE must come from the pod's IP (fieldRef status.podIP): the other pods find its /status there")
 		}
 		if l := m.statefulSet.Spec.Template.Spec.EnableServiceLinks; l == nil || *l {
 			t.Error("enableServiceLinks must be false: service links inject PINSYNC_* variables for the pinsync Service")

@@ -4,14 +4,10 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/pinsync/pinsync/cmd/pinsync/internal/service"
-	"github.com/pinsync/pinsync/control"
 )
 
 // runLayout is `pinsync layout`: it shows the deployment's layout (the
@@ -35,29 +31,18 @@ lists at 0): what the old topic held and was not uploaded is gone.`)
 	if status, ok := parseFlags(io, fs, args); !ok {
 		return status
 	}
-	cfg, err := service.Load(*path, io.Getenv)
-	if err != nil {
-		fmt.Fprintf(io.Err, "pinsync layout: invalid configuration:\n%s\n", indent(err.Error()))
-		return 2
+	d, code := loadDeployment(io, "layout", *path)
+	if d == nil {
+		return code
 	}
-	ec := cfg.Engine().WithDefaults()
-	if ec.ControlTopic == "-" {
-		fmt.Fprintln(io.Err, "pinsync layout: kafka.control_topic is \"-\": no layout is recorded (only kafka.changes_partitions is checked)")
-		return 2
-	}
-	kopts, err := service.KafkaOptions(cfg.Kafka, slog.New(slog.DiscardHandler))
-	if err != nil {
-		fmt.Fprintf(io.Err, "pinsync layout: %v\n", err)
-		return 2
-	}
-	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	ct, err := control.Open(octx, control.Config{Kafka: kopts, Topic: ec.ControlTopic})
-	if err != nil {
-		fmt.Fprintf(io.Err, "pinsync layout: %v\n", err)
-		return 1
+	ct, code := d.openControl(ctx, io, "no layout is recorded (only kafka.changes_partitions is checked)")
+	if ct == nil {
+		return code
 	}
 	defer ct.Close()
+	ec := d.ec
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	fixed, ok, err := ct.Layout(octx)
 	if err != nil {
 		fmt.Fprintf(io.Err, "pinsync layout: %v\n", err)
@@ -68,7 +53,7 @@ lists at 0): what the old topic held and was not uploaded is gone.`)
 	} else {
 		fmt.Fprintln(io.Out, "recorded: none (the next start records the changes topic as it is)")
 	}
-	cl, err := kgo.NewClient(kopts...)
+	cl, err := kgo.NewClient(d.kopts...)
 	if err != nil {
 		fmt.Fprintf(io.Err, "pinsync layout: %v\n", err)
 		return 1

@@ -67,6 +67,8 @@ func commands() map[string]command {
 		"check-config": {"validate a configuration file without connecting", runCheckConfig},
 		"resync":       {"rebuild an audience's lists from the profile state (--config FILE --audience KEY)", runResync},
 		"layout":       {"show the changes topic's recorded layout; --reset after recreating it on purpose", runLayout},
+		"dlq":          {"count the dead letters; dlq redrive sends them back once their cause is fixed", runDLQ},
+		"status":       {"show every list of the deployment once, every process, both groups' offsets", runStatus},
 	}
 }
 

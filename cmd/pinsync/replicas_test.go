@@ -111,6 +111,9 @@ type fleetSettings struct {
 	// kafka.rebalance_timeout; "" means 6s and 10s. revokeTimeout is
 	// sync.revoke_timeout; "" means 4s (less than half the rebalance timeout).
 	sessionTimeout, rebalanceTimeout, revokeTimeout string
+	// events are sync.entered_event and sync.exited_event; "" keeps the
+	// defaults.
+	events [2]string
 }
 
 // fastSettings flush often and spend without a budget, so that the tests
@@ -184,9 +187,9 @@ func newFleetWith(t testing.TB, partitions int, sbCfg sandbox.Config, settings f
 }
 
 func (f *fleet) config(id int) string {
-	bufferedBytes := ""
+	syncKeys := "" // sync keys beyond flush_interval
 	if f.settings.maxBufferedBytes != "" {
-		bufferedBytes = "\n  max_buffered_bytes: " + f.settings.maxBufferedBytes
+		syncKeys = "\n  max_buffered_bytes: " + f.settings.maxBufferedBytes
 	}
 	instance := fmt.Sprintf("\n  instance_id: replica-%d", id)
 	if f.settings.dynamic {
@@ -194,6 +197,9 @@ func (f *fleet) config(id int) string {
 	}
 	session, rebalance := cmp.Or(f.settings.sessionTimeout, "6s"), cmp.Or(f.settings.rebalanceTimeout, "10s")
 	revoke := cmp.Or(f.settings.revokeTimeout, "4s")
+	if f.settings.events[0] != "" {
+		syncKeys += fmt.Sprintf("\n  entered_event: %q\n  exited_event: %q", f.settings.events[0], f.settings.events[1])
+	}
 	return fmt.Sprintf(`kafka:
   brokers: [%q]
   topics: [%s]
@@ -219,7 +225,7 @@ log:
   level: info
 `, f.brokers[0], replicaTopic, replicaGroup, instance, session, rebalance, f.sbURL, sandbox.DefaultAdAccountID,
 		sandbox.DefaultAppID, sandbox.DefaultAppSecret, keyEnv,
-		f.settings.writesPerMinute, f.settings.maxRecords, f.settings.flushInterval, bufferedBytes, revoke)
+		f.settings.writesPerMinute, f.settings.maxRecords, f.settings.flushInterval, syncKeys, revoke)
 }
 
 // start starts replica id and waits until its HTTP server listens.
@@ -451,7 +457,13 @@ func currentLists(t testing.TB, st sandbox.State) map[string]sandbox.ListState {
 
 func expected(t testing.TB, recs []stream.Record) (map[stream.ListKey]stream.Set, *stream.Oracle) {
 	t.Helper()
-	dec, err := schemas.NewDecoder(schemas.DecoderConfig{})
+	return expectedWith(t, recs, schemas.DecoderConfig{})
+}
+
+// expectedWith is expected for a decoder configuration.
+func expectedWith(t testing.TB, recs []stream.Record, cfg schemas.DecoderConfig) (map[stream.ListKey]stream.Set, *stream.Oracle) {
+	t.Helper()
+	dec, err := schemas.NewDecoder(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

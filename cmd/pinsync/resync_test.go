@@ -6,13 +6,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pinsync/pinsync/control"
 	"github.com/pinsync/pinsync/pinterest/sandbox"
+	"github.com/pinsync/pinsync/schemas/ident"
 	"github.com/pinsync/pinsync/schemas/stream"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -183,4 +186,81 @@ func (f *fleet) syncFirstHalf(seed uint64) (recs, first []stream.Record, wantFir
 	wantFirst, _ = expected(f.t, first)
 	f.exact(wantFirst)
 	return recs, first, wantFirst
+}
+
+// TestResyncDryRunCountsWhatARebuildWouldUpload: with two replicas synced,
+// `pinsync resync --dry-run --audience A` prints, for each of A's lists,
+// the records a rebuild would upload (the oracle's list, read from the
+// profile state), the write calls (the records over
+// pinterest.max_records, rounded up, and the audience's repointing) and
+// the time they take at the owner's share of the group's write budget. It
+// marks nothing in the registry and makes no Pinterest call.
+func TestResyncDryRunCountsWhatARebuildWouldUpload(t *testing.T) {
+	const maxRecords, writesPerMinute = 100, 6000.0
+	f := newFleetWith(t, 2, sandbox.Config{WritesPerMinute: sandbox.Unlimited, ReadsPerMinute: sandbox.Unlimited},
+		fleetSettings{writesPerMinute: fmt.Sprint(writesPerMinute), maxRecords: fmt.Sprint(maxRecords), flushInterval: "250ms"})
+	f.start(0)
+	f.start(1)
+	_, _, want := f.syncFirstHalf(29)
+	aud := ""
+	for k := range want {
+		if aud == "" || k.Audience < aud {
+			aud = k.Audience
+		}
+	}
+	before := f.sb.State().Requests
+	code, out, errOut := f.pinsync("resync", "--config", f.cfgPath(0), "--audience", aud, "--dry-run")
+	if code != 0 || !strings.Contains(out, "dry run: nothing marked, nothing uploaded") {
+		t.Fatalf("pinsync resync --dry-run: exit %d\n%s%s", code, out, errOut)
+	}
+	share := regexp.MustCompile(`about ([0-9.]+m?s) at its owner's share, replica-[01]'s ([0-9.]+) of the group's 6000 writes a minute \(([12]) of the 2 changes partitions\)`)
+	for _, typ := range ident.Types {
+		k := stream.ListKey{Audience: aud, Type: typ}
+		n := len(want[k])
+		var line string
+		for l := range strings.Lines(out) {
+			if strings.HasPrefix(l, aud+"/"+typ.String()+":") {
+				line = l
+			}
+		}
+		if n == 0 {
+			if line != "" && !strings.Contains(line, "no member") {
+				t.Errorf("%s has no member, the dry run says: %s", k, line)
+			}
+			continue
+		}
+		calls := (n+maxRecords-1)/maxRecords + 1
+		if wantLine := fmt.Sprintf("a rebuild would upload %d records (the members' %s identifiers) to a new list, generation 1, in %d write calls", n, typ, calls); !strings.Contains(line, wantLine) {
+			t.Errorf("%s: %q\nwant %q", k, line, wantLine)
+		}
+		rest := out[strings.Index(out, line)+len(line):]
+		m := share.FindStringSubmatch(rest)
+		if m == nil {
+			t.Errorf("%s: no time at the owner's share after %q:\n%s", k, line, out)
+			continue
+		}
+		d, err1 := time.ParseDuration(m[1])
+		perMinute, err2 := strconv.ParseFloat(m[2], 64)
+		owned, _ := strconv.Atoi(m[3])
+		if err1 != nil || err2 != nil || perMinute != writesPerMinute*float64(owned)/2 ||
+			(d-time.Duration(float64(calls)/perMinute*float64(time.Minute))).Abs() > 50*time.Millisecond {
+			t.Errorf("%s: %q; want %d calls at %g a minute", k, m[0], calls, writesPerMinute*float64(owned)/2)
+		}
+	}
+	ct, err := control.Open(t.Context(), control.Config{Kafka: []kgo.Opt{kgo.SeedBrokers(f.brokers...)}, Topic: replicaGroup + ".control"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.Close()
+	if err := ct.CatchUp(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for k, e := range ct.Registry().Entries() {
+		if e.Rebuild != "" || e.Generation != 0 {
+			t.Errorf("after the dry run %v is marked %q, generation %d", k, e.Rebuild, e.Generation)
+		}
+	}
+	if after := f.sb.State().Requests; after.ByCategory[sandbox.CategoryAdsWrite] != before.ByCategory[sandbox.CategoryAdsWrite] {
+		t.Errorf("the dry run came with %d write calls", after.ByCategory[sandbox.CategoryAdsWrite]-before.ByCategory[sandbox.CategoryAdsWrite])
+	}
 }

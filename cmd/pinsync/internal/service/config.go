@@ -138,6 +138,11 @@ type SyncConfig struct {
 // HTTPConfig is the http section.
 type HTTPConfig struct {
 	Listen string `yaml:"listen"`
+	// Advertise is where the other processes and `pinsync status` reach
+	// this one's HTTP server: a host or host:port (the port of Listen when
+	// omitted). Empty means the host of Listen, or the machine's hostname
+	// when Listen names none (":8080") or any address ("0.0.0.0:8080").
+	Advertise string `yaml:"advertise"`
 }
 
 // LogConfig is the log section.
@@ -398,6 +403,15 @@ func (c Config) Validate() error {
 	if c.HTTP.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 			bad("http.listen", "%q is not host:port (e.g. :8080)", c.HTTP.Listen)
+		}
+	}
+	if a := c.HTTP.Advertise; a != "" {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			host = a // no port: the listener's
+		}
+		if host == "" || strings.ContainsAny(host, "/?#@ ") {
+			bad("http.advertise", "%q is not a host or host:port (e.g. 10.0.0.7 or pinsync-0.pinsync:8080)", a)
 		}
 	}
 	switch strings.ToLower(c.Log.Level) {

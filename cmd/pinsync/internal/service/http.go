@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"encoding/json"
 	"html/template"
 	"net/http"
@@ -10,9 +11,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pinsync/pinsync/cmd/pinsync/internal/overview"
 	"github.com/pinsync/pinsync/consumer"
 	"github.com/pinsync/pinsync/pinterest"
 )
+
+// GroupView gathers the whole deployment for the group page.
+type GroupView func(ctx context.Context) (overview.Overview, error)
+
+// groupPageTimeout bounds the gathering of the group page: the brokers and
+// every process's /status (each within overview.StatusTimeout).
+const groupPageTimeout = 10 * time.Second
 
 // engineView is what the HTTP handler reads from the engine.
 type engineView interface {
@@ -48,8 +57,10 @@ type BudgetDoc struct {
 	ReadsPerMinute  float64 `json:"ads_read_per_minute"`
 }
 
-// Handler serves /metrics, /healthz, /readyz, /status and the status page.
-func Handler(eng engineView, cred credentials, reg *prometheus.Registry) http.Handler {
+// Handler serves /metrics, /healthz, /readyz, /status, the status page and
+// the group page (/group), which group gathers; nil when there is no
+// control topic to find the other processes in.
+func Handler(eng engineView, cred credentials, reg *prometheus.Registry, group GroupView) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -77,6 +88,7 @@ func Handler(eng engineView, cred credentials, reg *prometheus.Registry) http.Ha
 		_ = enc.Encode(statusDoc(eng, cred))
 	})
 	page := template.Must(template.New("page").Funcs(template.FuncMap{
+		"style": func() template.CSS { return overview.Style },
 		"totalLag": func(ps []consumer.PartitionStatus) int64 {
 			var n int64
 			for _, p := range ps {
@@ -100,6 +112,20 @@ func Handler(eng engineView, cred credentials, reg *prometheus.Registry) http.Ha
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = page.Execute(w, statusDoc(eng, cred))
+	})
+	mux.HandleFunc("GET /group", func(w http.ResponseWriter, r *http.Request) {
+		if group == nil {
+			http.Error(w, `no group page: kafka.control_topic is "-", and the processes announce themselves there`, http.StatusNotFound)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), groupPageTimeout)
+		defer cancel()
+		o, err := group(ctx)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		if err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = overview.WriteHTML(w, o, err)
 	})
 	return mux
 }
@@ -127,14 +153,9 @@ func statusDoc(eng engineView, cred credentials) StatusDoc {
 
 const statusPage = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10"><title>pinsync status</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
-table{border-collapse:collapse;margin:1rem 0}
-th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
-th{background:#f4f4f4}
-.bad{color:#b00020}.ok{color:#0a7a2f}
-</style></head><body>
+<style>{{style}}</style></head><body>
 <h1>pinsync</h1>
+<p>This process's page. Every list of the deployment, with its owner and figures: <a href="group" id="group-page">the group page</a>.</p>
 <p id="ready">{{if .Ready}}<span class="ok">ready</span>{{else}}<span class="bad">not ready: {{.NotReadyReason}}</span>{{end}}</p>
 <p id="group">{{if .Joined}}Member of the consumer groups{{else}}<span class="bad">Not a member of both consumer groups</span>{{end}} · input partitions owned: {{len .Partitions}} · lag: {{totalLag .Partitions}} records · list partitions owned: {{len .ListPartitions}} · changes not yet uploaded: {{totalLag .ListPartitions}} records</p>
 <p>Buffered records: {{.Buffered}} ({{.BufferedBytes}} bytes){{if .FetchPaused}} (fetching paused){{end}} · uploads in flight: {{.Flights}} · changes written, not yet passed by the list stage: {{.PendingChanges}}

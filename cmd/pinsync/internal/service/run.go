@@ -10,17 +10,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"github.com/twmb/franz-go/plugin/kslog"
 
+	"github.com/pinsync/pinsync/cmd/pinsync/internal/overview"
 	"github.com/pinsync/pinsync/consumer"
 	"github.com/pinsync/pinsync/control"
 	"github.com/pinsync/pinsync/pinterest"
@@ -128,15 +131,33 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	}
 	var srv *http.Server
 	srvDone := make(chan error, 1)
+	withdraw := func() {}
 	if ln != nil {
-		srv = &http.Server{Handler: Handler(eng, pin, reg), ReadHeaderTimeout: 10 * time.Second}
+		var group GroupView
+		var base string
+		if ctl != nil {
+			if base, err = advertisedURL(cfg.HTTP.Advertise, ln.Addr().String(), os.Hostname); err != nil {
+				return fmt.Errorf("http.advertise: %w", err)
+			}
+			adm, err := kgo.NewClient(kopts...)
+			if err != nil {
+				return err
+			}
+			defer adm.Close()
+			group = groupView(cfg, ctl, kadm.NewClient(adm))
+		}
+		srv = &http.Server{Handler: Handler(eng, pin, reg, group), ReadHeaderTimeout: 10 * time.Second}
 		go func() { srvDone <- srv.Serve(ln) }()
 		log.Info("http server listening", "addr", ln.Addr().String())
 		if o.Started != nil {
 			o.Started(ln.Addr().String())
 		}
+		if ctl != nil {
+			withdraw = announce(ctl, instanceName(cfg, base), base, log.With("component", "control"))
+		}
 	}
 	runErr := eng.Run(ctx)
+	withdraw()
 	if srv != nil {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		_ = srv.Shutdown(sctx)
@@ -146,6 +167,105 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 		}
 	}
 	return runErr
+}
+
+// groupView gathers the deployment of cfg for the group page.
+func groupView(cfg Config, ctl *control.Topic, adm *kadm.Client) GroupView {
+	ec := cfg.Engine().WithDefaults()
+	return func(ctx context.Context) (overview.Overview, error) {
+		return overview.Gather(ctx, overview.Sources{Admin: adm, Control: ctl, Group: ec.Group, Input: ec.Topics[0], Changes: ec.ChangesTopic})
+	}
+}
+
+// A process finds the others through the control topic: each announces
+// there where its HTTP server is reached (control.Instance), at start and
+// every control.AnnounceInterval, and withdraws at a clean stop. The
+// groups cannot say it: a member's metadata is the consumer's, and the
+// broker knows its client's address but not the port it serves HTTP on
+// (nor the address it is reached at behind NAT). Announcements from a
+// process that died without withdrawing expire (control.InstanceExpiry),
+// and the first process to start after a day forgets them.
+
+// forgetAfter is how long an instance not seen is kept in the control
+// topic before a starting process withdraws it.
+const forgetAfter = 24 * time.Hour
+
+// announce records this process (name, reached at base) in the control
+// topic now and every control.AnnounceInterval, until the returned func is
+// called: it then withdraws the record, within a few seconds. Failures are
+// logged: an instance that cannot announce itself still syncs.
+func announce(ctl *control.Topic, name, base string, log *slog.Logger) (withdraw func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	started := time.Now()
+	go func() {
+		defer close(done)
+		if n, err := ctl.ForgetInstances(ctx, started.Add(-forgetAfter)); err != nil {
+			log.Warn("forgetting instances not seen for a day", "err", err)
+		} else if n > 0 {
+			log.Info("forgot instances not seen for a day", "count", n)
+		}
+		t := time.NewTicker(control.AnnounceInterval)
+		defer t.Stop()
+		for {
+			actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+			err := ctl.Announce(actx, control.Instance{Name: name, URL: base, Started: started, Seen: time.Now()})
+			acancel()
+			if err != nil && ctx.Err() == nil {
+				log.Warn("announcing this instance in the control topic", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer wcancel()
+		if err := ctl.Withdraw(wctx, name); err != nil {
+			log.Warn("withdrawing this instance from the control topic", "err", err)
+		}
+	}
+}
+
+// instanceName is the name a process announces itself under: its Kafka
+// instance id, which the groups show too, or else its address.
+func instanceName(cfg Config, advertised string) string {
+	if cfg.Kafka.InstanceID != "" {
+		return cfg.Kafka.InstanceID
+	}
+	u, err := url.Parse(advertised)
+	if err != nil {
+		return advertised
+	}
+	return u.Host
+}
+
+// advertisedURL is the base URL of this process's HTTP server for the
+// others: http.advertise (a host, or host:port), else the address it
+// listens on, the machine's hostname standing in for an unspecified host
+// (":8080" listens on every address).
+func advertisedURL(advertise, listening string, hostname func() (string, error)) (string, error) {
+	host, port, err := net.SplitHostPort(listening)
+	if err != nil {
+		return "", err
+	}
+	if advertise != "" {
+		if h, p, err := net.SplitHostPort(advertise); err == nil {
+			host, port = h, p
+		} else {
+			host = advertise
+		}
+	} else if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		if host, err = hostname(); err != nil {
+			return "", fmt.Errorf("no http.advertise, and no hostname to stand for %q: %w", listening, err)
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port), nil
 }
 
 // controlTopic is the configured control topic, with its default (the

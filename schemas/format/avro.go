@@ -126,48 +126,41 @@ func (r *avroReader) value(w *jsonWriter, s avro.Schema) {
 		quote(w, s.Symbols()[i])
 	case *avro.ArraySchema:
 		w.byte('[')
-		for first := true; ; {
-			n := r.count()
-			if n == 0 || r.bad {
-				break
-			}
-			for range n {
-				if !first {
-					w.byte(',')
-				}
-				first = false
-				r.value(w, s.Items())
-				if r.bad {
-					return
-				}
-			}
-		}
+		r.blocks(w, func() { r.value(w, s.Items()) })
 		w.byte(']')
 	case *avro.MapSchema:
 		w.byte('{')
-		for first := true; ; {
-			n := r.count()
-			if n == 0 || r.bad {
-				break
-			}
-			for range n {
-				if !first {
-					w.byte(',')
-				}
-				first = false
-				w.str(r.next(r.long()))
-				w.byte(':')
-				r.value(w, s.Values())
-				if r.bad {
-					return
-				}
-			}
-		}
+		r.blocks(w, func() {
+			w.str(r.next(r.long()))
+			w.byte(':')
+			r.value(w, s.Values())
+		})
 		w.byte('}')
 	case *avro.FixedSchema:
 		w.bytes(r.next(int64(s.Size())))
 	default:
 		r.fail()
+	}
+}
+
+// blocks reads the blocks of an array or a map: item reads one item, and
+// blocks writes the commas between them.
+func (r *avroReader) blocks(w *jsonWriter, item func()) {
+	for first := true; ; {
+		n := r.count()
+		if n == 0 || r.bad {
+			return
+		}
+		for range n {
+			if !first {
+				w.byte(',')
+			}
+			first = false
+			item()
+			if r.bad {
+				return
+			}
+		}
 	}
 }
 

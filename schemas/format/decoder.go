@@ -16,6 +16,7 @@ import (
 // safe for concurrent use.
 type Decoder struct {
 	cfg    Config
+	mapped bool // cfg.Mapping is not zero
 	events *schemas.Decoder
 	reg    *Registry
 	bufs   sync.Pool // *[]byte: JSON forms and unwrapped values
@@ -32,7 +33,7 @@ func NewDecoder(cfg Config, reg *Registry, events *schemas.Decoder) (*Decoder, e
 	if cfg.Kind.Registered() && reg == nil {
 		return nil, errNoRegistry
 	}
-	return &Decoder{cfg: cfg, events: events, reg: reg}, nil
+	return &Decoder{cfg: cfg, mapped: !cfg.Mapping.IsZero(), events: events, reg: reg}, nil
 }
 
 // Kind returns the format the Decoder reads.
@@ -77,7 +78,7 @@ func (d *Decoder) putBuffer(b *[]byte) {
 // decodeJSON decodes value (the event inside an envelope, or a JSON form),
 // through the Mapping when there is one.
 func (d *Decoder) decodeJSON(key, value []byte, ev *schemas.Event) error {
-	if d.cfg.Mapping.IsZero() {
+	if !d.mapped {
 		return d.events.Decode(key, value, ev)
 	}
 	// The scanner validates the value as it validates a record, so that a

@@ -3,7 +3,6 @@ package format
 import (
 	"bytes"
 	"encoding/base64"
-	"strings"
 
 	"github.com/pinsync/pinsync/schemas"
 )
@@ -56,7 +55,7 @@ func (d *Decoder) cloudEvent(rec Record, ev *schemas.Event) error {
 	if v, ok := rec.header(ceHeader + "specversion"); ok {
 		return d.binaryEvent(rec, v, ev)
 	}
-	if ct, ok := rec.header(contentType); ok && !strings.HasPrefix(mediaType(ct), "application/cloudevents") {
+	if ct, ok := rec.header(contentType); ok && !hasPrefixFold(mediaType(ct), "application/cloudevents") {
 		// Neither mode: binary mode's attributes are missing.
 		return invalidEnvelope(ceHeader + "specversion")
 	}
@@ -82,7 +81,7 @@ func (d *Decoder) binaryEvent(rec Record, specVersion []byte, ev *schemas.Event)
 // structuredEvent reads the event from a CloudEvents JSON document: its
 // data member (the record, or a string holding it) or data_base64.
 func (d *Decoder) structuredEvent(rec Record, ev *schemas.Event) error {
-	if ct, ok := rec.header(contentType); ok && mediaType(ct) != "application/cloudevents+json" {
+	if ct, ok := rec.header(contentType); ok && !bytes.EqualFold(mediaType(ct), []byte("application/cloudevents+json")) {
 		return invalidEnvelope(contentType) // a batch, or not JSON
 	}
 	names := []string{"specversion", "datacontenttype", "data", "data_base64", "id", "source", "type"}
@@ -128,14 +127,18 @@ func (d *Decoder) structuredEvent(rec Record, ev *schemas.Event) error {
 	return d.events.Decode(rec.Key, *value, ev)
 }
 
-// mediaType returns the media type of a content type, lower case, without
-// parameters.
-func mediaType(ct []byte) string {
+// mediaType returns the media type of a content type, without parameters.
+func mediaType(ct []byte) []byte {
 	mt, _, _ := bytes.Cut(ct, []byte(";"))
-	return strings.ToLower(string(bytes.TrimSpace(mt)))
+	return bytes.TrimSpace(mt)
 }
 
 // jsonMediaType reports whether data of media type mt is JSON.
-func jsonMediaType(mt string) bool {
-	return mt == "application/json" || mt == "text/json" || strings.HasSuffix(mt, "+json")
+func jsonMediaType(mt []byte) bool {
+	return bytes.EqualFold(mt, []byte("application/json")) || bytes.EqualFold(mt, []byte("text/json")) ||
+		len(mt) > len("+json") && bytes.EqualFold(mt[len(mt)-len("+json"):], []byte("+json"))
+}
+
+func hasPrefixFold(b []byte, prefix string) bool {
+	return len(b) >= len(prefix) && bytes.EqualFold(b[:len(prefix)], []byte(prefix))
 }

@@ -122,8 +122,10 @@ func (c Config) Validate() error {
 	c = c.withDefaults()
 	if !c.Kind.Registered() {
 		switch {
-		case c.SchemaID != "" || c.SchemaIDHeader != "":
+		case c.SchemaID != "":
 			return fmt.Errorf("schema_id: only for the registry formats (avro, protobuf, json-schema), not %s", c.Kind)
+		case c.SchemaIDHeader != "":
+			return fmt.Errorf("schema_id_header: only for the registry formats (avro, protobuf, json-schema), not %s", c.Kind)
 		case !c.Mapping.IsZero():
 			return fmt.Errorf("mapping: only for the registry formats (avro, protobuf, json-schema), not %s", c.Kind)
 		}

@@ -33,10 +33,13 @@ func quote[S ~string | ~[]byte](w *jsonWriter, s S) {
 	w.bad = w.bad || !valid
 }
 
-// name appends "name": for a member name.
+// name appends "n": for a member name. Names are Avro and Protobuf field
+// names, which their parsers have checked are identifiers
+// ([A-Za-z_][A-Za-z0-9_]*), or native member names: none needs escaping.
 func (w *jsonWriter) name(n string) {
-	quote(w, n)
-	w.b = append(w.b, ':')
+	w.b = append(w.b, '"')
+	w.b = append(w.b, n...)
+	w.b = append(w.b, '"', ':')
 }
 
 func (w *jsonWriter) bool(v bool) { w.b = strconv.AppendBool(w.b, v) }

@@ -147,6 +147,7 @@ func TestMalformedRegistryRecordsAreRejectedWithTheirReason(t *testing.T) {
 	protoID := register(t, fake, "p-value", sr.Schema{Schema: schemas.NativeEventProto, Type: sr.TypeProtobuf})
 	jsonID := register(t, fake, "j-value", sr.Schema{Schema: `{"type":"object"}`, Type: sr.TypeJSON})
 	badAvroID := register(t, fake, "bad-value", sr.Schema{Schema: `{"type":"record","name":"X","fields":[{"name":"a","type":"nosuchtype"}]}`, Type: sr.TypeAvro})
+	badNameID := register(t, fake, "badn-value", sr.Schema{Schema: `{"type":"record","name":"X","fields":[{"name":"a\"b","type":"string"}]}`, Type: sr.TypeAvro})
 	badProtoID := register(t, fake, "badp-value", sr.Schema{Schema: `syntax = "proto3"; message X { nosuch a = 1; }`, Type: sr.TypeProtobuf})
 	jane := "jane@example.com"
 	member := true
@@ -164,6 +165,7 @@ func TestMalformedRegistryRecordsAreRejectedWithTheirReason(t *testing.T) {
 		{"avro unknown id", Config{Kind: Avro}, Record{Value: append(wirePrefix(9999), good...)}, schemas.ReasonUnknownSchema, ""},
 		{"avro with a protobuf schema", Config{Kind: Avro}, Record{Value: append(wirePrefix(protoID), good...)}, schemas.ReasonSchemaMismatch, ""},
 		{"avro schema that does not parse", Config{Kind: Avro}, Record{Value: append(wirePrefix(badAvroID), good...)}, schemas.ReasonSchemaMismatch, ""},
+		{"avro field name not an identifier", Config{Kind: Avro}, Record{Value: append(wirePrefix(badNameID), 0)}, schemas.ReasonSchemaMismatch, ""},
 		{"avro truncated", Config{Kind: Avro}, Record{Value: append(wirePrefix(avroID), good[:len(good)-3]...)}, schemas.ReasonInvalidPayload, ""},
 		{"avro trailing bytes", Config{Kind: Avro}, Record{Value: append(append(wirePrefix(avroID), good...), 7)}, schemas.ReasonInvalidPayload, ""},
 		{"avro string not UTF-8", Config{Kind: Avro}, Record{Value: append(wirePrefix(avroID), avroNative(native{typ: "forget", profile: "p\xff"})...)}, schemas.ReasonInvalidPayload, ""},

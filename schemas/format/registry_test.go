@@ -361,3 +361,42 @@ func TestRegistryCacheIsBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestReferencedSchemasAreFetched: a schema that references others (an
+// Avro named type, a Protobuf import) is read with them.
+func TestReferencedSchemasAreFetched(t *testing.T) {
+	fake, reg := fakeRegistry(t)
+	register(t, fake, "ids-avro", sr.Schema{Type: sr.TypeAvro,
+		Schema: `{"type":"record","name":"Ids","namespace":"com.example","fields":[{"name":"email","type":"string"}]}`})
+	avroID := register(t, fake, "change-avro", sr.Schema{Type: sr.TypeAvro,
+		Schema:     `{"type":"record","name":"Change","namespace":"com.example","fields":[{"name":"id","type":"string"},{"name":"ids","type":"com.example.Ids"}]}`,
+		References: []sr.SchemaReference{{Name: "com.example.Ids", Subject: "ids-avro", Version: 1}}})
+	register(t, fake, "ids-proto", sr.Schema{Type: sr.TypeProtobuf,
+		Schema: `syntax = "proto3"; package example; message Ids { string email = 1; }`})
+	protoID := register(t, fake, "change-proto", sr.Schema{Type: sr.TypeProtobuf,
+		Schema:     `syntax = "proto3"; package example; import "ids.proto"; message Change { string id = 1; Ids ids = 2; }`,
+		References: []sr.SchemaReference{{Name: "ids.proto", Subject: "ids-proto", Version: 1}}})
+	m := Mapping{Type: "=identify", Profile: "id", Identifiers: "ids", Email: "ids.email"}
+
+	var avroRec []byte
+	for _, s := range []string{"u1", "sam@example.com"} {
+		avroRec = append(binary.AppendVarint(avroRec, int64(len(s))), s...)
+	}
+	protoRec := []byte{0x0a, 2, 'u', '1', 0x12, 17, 0x0a, 15}
+	protoRec = append(protoRec, "sam@example.com"...)
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		rec  Record
+	}{
+		{"avro", Config{Kind: Avro, Mapping: m}, Record{Value: append(wirePrefix(avroID), avroRec...)}},
+		{"protobuf", Config{Kind: Protobuf, Mapping: m}, Record{Value: append(append(wirePrefix(protoID), 0), protoRec...)}},
+	} {
+		var ev schemas.Event
+		got := outcomeOf(t, newDecoder(t, tc.cfg, reg).Decode(t.Context(), tc.rec, &ev), &ev)
+		want := plainOutcome(t, nil, []byte(`{"type":"identify","profile":"u1","identifiers":{"email":"sam@example.com"}}`))
+		if !got.equal(want) {
+			t.Errorf("%s: got %+v\nwant %+v", tc.name, got, want)
+		}
+	}
+}

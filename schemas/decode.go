@@ -43,6 +43,26 @@ const (
 	// Pinterest ad account id (1 to 18 digits), where overrides decide
 	// (DecoderConfig.AdAccountOverrides).
 	ReasonInvalidAdAccount = "invalid_ad_account"
+
+	// The reasons below come from the formats in front of the JSON
+	// decoder (package schemas/format): a record wrapped in an envelope,
+	// or encoded with a schema from a schema registry.
+
+	// ReasonInvalidEnvelope: the wrapper around the event is malformed: a
+	// Kafka Connect envelope without a payload, a CloudEvent that is not
+	// CloudEvents 1.0 JSON, a registry record without its schema id.
+	ReasonInvalidEnvelope = "invalid_envelope"
+	// ReasonUnknownSchema: the schema registry answers that it has no
+	// schema of the record's id.
+	ReasonUnknownSchema = "unknown_schema"
+	// ReasonSchemaMismatch: the record's schema is not of the topic's
+	// format, or cannot be used (it does not compile, names no message at
+	// the record's message index).
+	ReasonSchemaMismatch = "schema_mismatch"
+	// ReasonInvalidPayload: the bytes after the schema id do not decode
+	// with the schema (truncated, trailing bytes, invalid UTF-8 in a
+	// string).
+	ReasonInvalidPayload = "invalid_payload"
 )
 
 // Reasons returns every reason a DecodeError may carry, for pre-declaring
@@ -53,6 +73,8 @@ func Reasons() []string {
 		ReasonMissingField, ReasonInvalidField, ReasonUnsupportedType,
 		ReasonUnsupportedEvent, ReasonMissingProfile, ReasonMissingAudience,
 		ReasonKeyMismatch, ReasonAudienceTooLong, ReasonInvalidAdAccount,
+		ReasonInvalidEnvelope, ReasonUnknownSchema, ReasonSchemaMismatch,
+		ReasonInvalidPayload,
 	}
 }
 
@@ -182,28 +204,46 @@ func (d *Decoder) Decode(key, value []byte, ev *Event) error {
 		Drop:          ev.Drop[:0],
 		RejectReasons: ev.RejectReasons[:0],
 	}
-	if len(value) == 0 {
-		return &DecodeError{Reason: ReasonEmptyRecord}
-	}
 	s := scanner{data: value}
+	if err := s.object(); err != nil {
+		return err
+	}
 	var r record
-	if s.peek() != '{' {
-		if s.value().kind != kindAbsent && s.peek() == 0 && s.pos == len(value) {
-			return &DecodeError{Reason: ReasonNotAnObject}
-		}
-		return &DecodeError{Reason: firstNonEmpty(s.err, ReasonInvalidJSON)}
-	}
 	d.scanTop(&s, &r)
-	if s.err == "" && (s.peek() != 0 || s.pos != len(value)) {
-		s.fail(ReasonInvalidJSON) // trailing data
-	}
-	if s.err != "" {
-		return &DecodeError{Reason: s.err}
+	if err := s.end(); err != nil {
+		return err
 	}
 	if r.profile.kind != kindAbsent {
 		return d.native(key, value, &r, ev)
 	}
 	return d.segment(key, value, &r, ev)
+}
+
+// object checks that a record starts as a JSON object: it returns nil
+// with s on the opening brace, or the reason the record is rejected.
+func (s *scanner) object() error {
+	if len(s.data) == 0 {
+		return &DecodeError{Reason: ReasonEmptyRecord}
+	}
+	if s.peek() != '{' {
+		if s.value().kind != kindAbsent && s.peek() == 0 && s.pos == len(s.data) {
+			return &DecodeError{Reason: ReasonNotAnObject}
+		}
+		return &DecodeError{Reason: firstNonEmpty(s.err, ReasonInvalidJSON)}
+	}
+	return nil
+}
+
+// end returns the reason the scan of a record failed, trailing data
+// included, or nil.
+func (s *scanner) end() error {
+	if s.err == "" && (s.peek() != 0 || s.pos != len(s.data)) {
+		s.fail(ReasonInvalidJSON) // trailing data
+	}
+	if s.err != "" {
+		return &DecodeError{Reason: s.err}
+	}
+	return nil
 }
 
 func firstNonEmpty(a, b string) string {

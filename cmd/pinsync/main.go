@@ -56,9 +56,9 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"hash":         {"print the hash pinsync would send for an identifier", runHash},
-		"validate":     {"decode records (JSON lines or key<TAB>json) and say what each means", runValidate},
+		"validate":     {"decode records (one a line, key<TAB>value; --format for Connect, CloudEvents, registry formats) and say what each means", runValidate},
 		"run":          {"run the sync service (--config FILE)", runRun},
-		"produce":      {"write a generated Segment Engage audience stream to Kafka", runProduce},
+		"produce":      {"write a generated Segment Engage audience stream to Kafka (--format for the other input formats)", runProduce},
 		"sandbox":      {"run the local Pinterest API sandbox", runSandbox},
 		"auth":         {"connect a Pinterest account (OAuth authorization-code flow)", runAuth},
 		"accounts":     {"list the ad accounts the token reaches", runAccounts},

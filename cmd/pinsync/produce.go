@@ -16,6 +16,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/time/rate"
 
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/pinsync/pinsync/schemas/format"
 	"github.com/pinsync/pinsync/schemas/stream"
 )
 
@@ -47,7 +50,11 @@ func runProduce(ctx context.Context, io *stdio, args []string) int {
 		create     = fs.Bool("create-topic", false, "create the topic first (an existing topic is kept)")
 		partitions = fs.Int("partitions", 12, "partitions of a created topic")
 		replicas   = fs.Int("replication-factor", -1, "replication factor of a created topic (-1 = broker default)")
+		subject    = fs.String("subject", "", "registry subject of the published schema (default TOPIC-value)")
+		ceMode     = fs.String("cloudevents-mode", "binary", "CloudEvents mode with --format cloudevents: binary or structured")
+		ff         formatFlags
 	)
+	ff.register(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -61,6 +68,20 @@ func runProduce(ctx context.Context, io *stdio, args []string) int {
 	if *topic == "" {
 		fmt.Fprintln(io.Err, "produce: --topic is required")
 		return 2
+	}
+	fcfg, _, err := ff.config(io.Getenv, format.Mapping{})
+	if err != nil {
+		fmt.Fprintf(io.Err, "produce: %v\n", err)
+		return 2
+	}
+	if fcfg.Kind == format.Avro || fcfg.Kind == format.Protobuf {
+		// The published schemas carry native records: every action the
+		// generator can write natively is written so; the few it writes
+		// only as Segment (ad tracking, consent) are left out.
+		*native = 1
+	}
+	if *subject == "" {
+		*subject = *topic + "-value"
 	}
 	if *ratePerSec < 0 || *partitions < 1 || *partitions > 1<<20 || *replicas < -1 || *replicas > 1<<15-1 {
 		fmt.Fprintln(io.Err, "produce: --rate must be >= 0, --partitions >= 1, --replication-factor >= -1")
@@ -96,8 +117,20 @@ func runProduce(ctx context.Context, io *stdio, args []string) int {
 	if len(seeds) == 0 {
 		seeds = []string{"localhost:9092"}
 	}
+	var srcl *sr.Client
+	if fcfg.Kind.Registered() {
+		if srcl, err = registryClient(ff.registry); err != nil {
+			fmt.Fprintf(io.Err, "produce: %v\n", err)
+			return 2
+		}
+	}
+	encode, err := newRecordEncoder(ctx, fcfg, srcl, *subject, *ceMode)
+	if err != nil {
+		fmt.Fprintf(io.Err, "produce: %v\n", err)
+		return 1
+	}
 	p := producer{
-		out: io.Out, errw: io.Err, topic: *topic, gen: gen,
+		out: io.Out, errw: io.Err, topic: *topic, gen: gen, encode: encode, format: fcfg.Kind,
 		rate: *ratePerSec, create: *create, partitions: int32(*partitions), replicas: int16(*replicas),
 	}
 	if err := p.run(ctx, seeds); err != nil {
@@ -105,6 +138,22 @@ func runProduce(ctx context.Context, io *stdio, args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// registryClient returns a schema registry client for c, for registering
+// the published schema.
+func registryClient(c format.RegistryConfig) (*sr.Client, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("--registry: %w", err)
+	}
+	opts := []sr.ClientOpt{sr.URLs(c.URL), sr.UserAgent("pinsync-produce")}
+	if c.Username != "" {
+		opts = append(opts, sr.BasicAuth(c.Username, c.Password))
+	}
+	if c.BearerToken != "" {
+		opts = append(opts, sr.BearerToken(c.BearerToken))
+	}
+	return sr.NewClient(opts...)
 }
 
 // noneIfZero maps a flag's "0 = none" onto stream.Config's "0 = default".
@@ -133,6 +182,9 @@ type producer struct {
 	out, errw  io.Writer
 	topic      string
 	gen        *stream.Generator
+	encode     recordEncoder
+	format     format.Kind
+	skipped    int // records the format cannot carry
 	rate       float64
 	create     bool
 	partitions int32
@@ -222,8 +274,12 @@ func (p *producer) run(ctx context.Context, seeds []string) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		c := r.Clone() // the client keeps the bytes until the record is acknowledged
-		cl.Produce(ctx, &kgo.Record{Key: c.Key, Value: c.Value}, promise)
+		rec, ok := p.encode(n, r.Clone()) // the client keeps the bytes until the record is acknowledged
+		if !ok {
+			p.skipped++
+			return nil
+		}
+		cl.Produce(ctx, rec, promise)
 		return nil
 	})
 	// After an interrupt, records still buffered fail with the context:
@@ -245,7 +301,14 @@ func (p *producer) run(ctx context.Context, seeds []string) error {
 	}
 	acked := p.acked.Load()
 	fmt.Fprintf(p.out, "produced %d of %d records to %s in %s (%.0f records/s)\n",
-		acked, st.Records, p.topic, elapsed.Round(time.Millisecond), float64(acked)/max(elapsed.Seconds(), 1e-9))
+		acked, st.Records-p.skipped, p.topic, elapsed.Round(time.Millisecond), float64(acked)/max(elapsed.Seconds(), 1e-9))
+	if p.format != format.JSON {
+		fmt.Fprintf(p.out, "  format %s", p.format)
+		if p.skipped > 0 {
+			fmt.Fprintf(p.out, "; %d Segment records left out (the native schema cannot carry them)", p.skipped)
+		}
+		fmt.Fprintln(p.out)
+	}
 	fmt.Fprintf(p.out, "  backfill %d, malformed %d, native %d; entries %d, exits %d, duplicates %d, new emails %d, new devices %d, tracking off %d, on %d, identifies %d, forgets %d, consent changes %d\n",
 		st.Backfill, st.Malformed, st.Native, st.Entries, st.Exits, st.Duplicates, st.EmailsAdded,
 		st.DevicesAdded, st.TrackingOff, st.TrackingOn, st.Identifies, st.Forgets, st.ConsentFlip)

@@ -3,13 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
 
+	"github.com/pinsync/pinsync/schemas"
+	"github.com/pinsync/pinsync/schemas/format"
 	"github.com/pinsync/pinsync/schemas/stream"
 )
 
@@ -165,4 +172,117 @@ func TestProduceFailsWhenKafkaIsUnreachable(t *testing.T) {
 	if code := runProduce(ctx, io, []string{"--brokers", addr, "--topic", "t", "--events", "10"}); code != 1 {
 		t.Errorf("exit %d, want 1 (stderr %q)", code, errb)
 	}
+}
+
+// TestProduceWritesEachFormat: the stream produce writes in each format
+// decodes, record by record on each partition, to the events the plain
+// stream decodes to; a registry format's schema is registered first.
+func TestProduceWritesEachFormat(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fake := srfake.New()
+	defer fake.Close()
+	reg, err := format.NewRegistry(format.RegistryConfig{URL: fake.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := schemas.NewDecoder(schemas.DecoderConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const start, partitions = "2026-03-01T00:00:00Z", 3
+	for _, tc := range []struct {
+		name string
+		args []string
+		cfg  format.Config
+	}{
+		{"connect-json", []string{"--format", "connect-json"}, format.Config{Kind: format.ConnectJSON}},
+		{"cloudevents-binary", []string{"--format", "cloudevents"}, format.Config{Kind: format.CloudEvents}},
+		{"cloudevents-structured", []string{"--format", "cloudevents", "--cloudevents-mode", "structured"}, format.Config{Kind: format.CloudEvents}},
+		{"avro", []string{"--format", "avro", "--registry", fake.URL()}, format.Config{Kind: format.Avro}},
+		{"protobuf", []string{"--format", "protobuf", "--registry", fake.URL(), "--schema-id", "header"},
+			format.Config{Kind: format.Protobuf, SchemaID: format.SchemaIDInHeader}},
+		{"json-schema", []string{"--format", "json-schema", "--registry", fake.URL(), "--subject", "engage-json"}, format.Config{Kind: format.JSONSchema}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+			defer cancel()
+			topic := "t-" + tc.name
+			io, out, errb := produceIO()
+			args := append([]string{"--brokers", c.ListenAddrs()[0], "--topic", topic, "--create-topic", "--partitions", "3",
+				"--profiles", "80", "--audiences", "4", "--events", "600", "--seed", "4", "--start", start, "--malformed", "0.02"}, tc.args...)
+			if code := runProduce(ctx, io, args); code != 0 {
+				t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errb)
+			}
+			registered := tc.cfg.Kind.Registered()
+			nativeOnly := tc.cfg.Kind == format.Avro || tc.cfg.Kind == format.Protobuf
+			st, _ := time.Parse(time.RFC3339, start)
+			scfg := stream.Config{Profiles: 80, Audiences: 4, Events: 600, Seed: 4, Start: st, MeanGap: time.Microsecond, MalformedFraction: 0.02}
+			if nativeOnly {
+				scfg.NativeFraction = 1
+			}
+			gen, _, err := stream.Collect(scfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// What each partition must hold, in order: an event, or a
+			// rejection ("" for a Segment record the native schema
+			// cannot carry, which produce leaves out).
+			var want [partitions][]string
+			var ev schemas.Event
+			for _, r := range gen {
+				p := stream.Partition(r.Key, partitions)
+				err := events.Decode(r.Key, r.Value, &ev)
+				var top map[string]json.RawMessage
+				segment := json.Unmarshal(r.Value, &top) == nil && top["profile"] == nil
+				switch {
+				case err != nil:
+					want[p] = append(want[p], "rejected")
+				case nativeOnly && segment:
+				default:
+					want[p] = append(want[p], fmt.Sprintf("%+v", ev))
+				}
+			}
+			n := 0
+			for _, w := range want {
+				n += len(w)
+			}
+			if registered && !fake.SubjectExists(map[bool]string{true: "engage-json", false: topic + "-value"}[tc.cfg.Kind == format.JSONSchema]) {
+				t.Fatal("the schema was not registered")
+			}
+			d, err := format.NewDecoder(tc.cfg, reg, events)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got [partitions][]string
+			for _, r := range consumeAll(t, ctx, c.ListenAddrs()[0], topic, n) {
+				err := d.Decode(ctx, format.Record{Key: r.Key, Value: r.Value, Headers: r.Headers}, &ev)
+				if errors.Is(err, format.ErrRegistryUnavailable) {
+					t.Fatal(err)
+				}
+				if err != nil {
+					got[r.Partition] = append(got[r.Partition], "rejected")
+				} else {
+					got[r.Partition] = append(got[r.Partition], fmt.Sprintf("%+v", ev))
+				}
+			}
+			for p := range partitions {
+				if !slices.Equal(got[p], want[p]) {
+					t.Fatalf("partition %d: %d records decoded, want %d; first difference at %d", p, len(got[p]), len(want[p]), firstDiff(got[p], want[p]))
+				}
+			}
+		})
+	}
+}
+
+func firstDiff(a, b []string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,7 +12,10 @@ import (
 	"os"
 	"strings"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/pinsync/pinsync/schemas"
+	"github.com/pinsync/pinsync/schemas/format"
 )
 
 // maxRecordLine bounds one input line of pinsync validate.
@@ -21,11 +25,19 @@ const maxRecordLine = 1 << 20
 //
 //	pinsync validate [flags] [FILE|-]
 //
-// Each line is one record: a JSON value, or KEY<TAB>JSON to give the Kafka
-// record key. For every line it prints the decoded event (kind, profile,
-// audience, membership, identifier types with their hashes) or the reason
-// it is rejected. Exit status: 0 all accepted, 1 some rejected, 2 the input
-// could not be read (including a line longer than 1 MiB).
+// Each line is one record: a value, or KEY<TAB>VALUE to give the Kafka
+// record key. The value is JSON, or in the format of --format (a Connect
+// envelope, a structured CloudEvent, ...); with --base64, and always for
+// the registry formats (avro, protobuf, json-schema), it is the record's
+// bytes in standard base64. --header NAME=VALUE (repeated) gives every
+// record a header: the ce_* headers of a binary-mode CloudEvent, or the
+// schema id with --schema-id header. --map FIELD=ENTRY (repeated) is the
+// field mapping of a registry format. For every line it prints the decoded
+// event (kind, profile, audience, membership, identifier types with their
+// hashes) or the reason it is rejected. Exit status: 0 all accepted, 1 some
+// rejected, 2 the input could not be read (including a line longer than
+// 1 MiB or a line that is not base64) or the schema registry could not
+// answer.
 func runValidate(ctx context.Context, stdio *stdio, args []string) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stdio.Err)
@@ -33,9 +45,19 @@ func runValidate(ctx context.Context, stdio *stdio, args []string) int {
 	fs.StringVar(&cfg.EnteredEvent, "entered-event", schemas.DefaultEnteredEvent, "Segment track event name of audience entries")
 	fs.StringVar(&cfg.ExitedEvent, "exited-event", schemas.DefaultExitedEvent, "Segment track event name of audience exits")
 	fs.StringVar(&cfg.ConsentCategory, "consent-category", "", "consent category to check in context.consent.categoryPreferences")
+	var (
+		ff      formatFlags
+		isB64   bool
+		hdrs    headerFlag
+		mapping mappingFlag
+	)
+	ff.register(fs)
+	fs.BoolVar(&isB64, "base64", false, "values are base64 (implied by avro, protobuf and json-schema)")
+	fs.Var(&hdrs, "header", "NAME=VALUE: a header of every record (repeated)")
+	fs.Var(&mapping, "map", "FIELD=ENTRY: a field mapping entry of a registry format (repeated; FIELD is type, profile, audience, ...)")
 	fs.Usage = func() {
 		fmt.Fprintln(stdio.Err, "usage: pinsync validate [flags] [FILE|-]")
-		fmt.Fprintln(stdio.Err, "\nDecodes records, one a line (JSON, or KEY<TAB>JSON), and prints what each means.\nExit status 1 when any record is rejected, 2 when the input cannot be read.")
+		fmt.Fprintln(stdio.Err, "\nDecodes records, one a line (VALUE, or KEY<TAB>VALUE; VALUE is JSON, or base64 with --base64\nand for the registry formats), and prints what each means.\nExit status 1 when any record is rejected, 2 when the input cannot be read or the registry cannot answer.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -48,11 +70,22 @@ func runValidate(ctx context.Context, stdio *stdio, args []string) int {
 		fs.Usage()
 		return 2
 	}
-	dec, err := schemas.NewDecoder(cfg)
+	events, err := schemas.NewDecoder(cfg)
 	if err != nil {
 		fmt.Fprintf(stdio.Err, "pinsync validate: %v\n", err)
 		return 2
 	}
+	fcfg, reg, err := ff.config(stdio.Getenv, format.Mapping(mapping))
+	if err != nil {
+		fmt.Fprintf(stdio.Err, "pinsync validate: %v\n", err)
+		return 2
+	}
+	dec, err := format.NewDecoder(fcfg, reg, events)
+	if err != nil {
+		fmt.Fprintf(stdio.Err, "pinsync validate: %v\n", err)
+		return 2
+	}
+	v := validator{dec: dec, headers: hdrs, base64: isB64 || fcfg.Kind.Registered()}
 	in := stdio.In
 	if name := fs.Arg(0); name != "" && name != "-" {
 		f, err := os.Open(name)
@@ -63,10 +96,17 @@ func runValidate(ctx context.Context, stdio *stdio, args []string) int {
 		defer f.Close()
 		in = f
 	}
-	return validateRecords(ctx, dec, in, stdio.Out, stdio.Err)
+	return v.run(ctx, in, stdio.Out, stdio.Err)
 }
 
-func validateRecords(ctx context.Context, dec *schemas.Decoder, in io.Reader, out, errOut io.Writer) int {
+// validator decodes the lines of pinsync validate.
+type validator struct {
+	dec     *format.Decoder
+	headers []kgo.RecordHeader
+	base64  bool
+}
+
+func (v *validator) run(ctx context.Context, in io.Reader, out, errOut io.Writer) int {
 	w := bufio.NewWriter(out)
 	defer w.Flush()
 	sc := bufio.NewScanner(in)
@@ -87,8 +127,21 @@ func validateRecords(ctx context.Context, dec *schemas.Decoder, in io.Reader, ou
 			continue
 		}
 		key, value := splitRecord(text)
+		if v.base64 {
+			var err error
+			if value, err = base64.StdEncoding.AppendDecode(nil, bytes.TrimSpace(value)); err != nil {
+				w.Flush()
+				fmt.Fprintf(errOut, "pinsync validate: line %d: the value is not base64: %v\n", line, err)
+				return 2
+			}
+		}
 		total++
-		if err := dec.Decode(key, value, &ev); err != nil {
+		if err := v.dec.Decode(ctx, format.Record{Key: key, Value: value, Headers: v.headers}, &ev); err != nil {
+			if errors.Is(err, format.ErrRegistryUnavailable) {
+				w.Flush()
+				fmt.Fprintf(errOut, "pinsync validate: line %d: %v\n", line, err)
+				return 2
+			}
 			invalid++
 			fmt.Fprintf(w, "line %d: rejected: %v\n", line, err)
 			continue
@@ -172,4 +225,39 @@ func describe(ev *schemas.Event, value []byte) (line string, prehashed int) {
 		fmt.Fprintf(&b, " skipped=%d(%s)", ev.Rejected, strings.Join(reasons, ","))
 	}
 	return b.String(), prehashed
+}
+
+// headerFlag is --header NAME=VALUE, repeated.
+type headerFlag []kgo.RecordHeader
+
+func (h *headerFlag) String() string { return fmt.Sprint(len(*h), " headers") }
+
+func (h *headerFlag) Set(s string) error {
+	name, value, ok := strings.Cut(s, "=")
+	if !ok || name == "" {
+		return errors.New("want NAME=VALUE")
+	}
+	*h = append(*h, kgo.RecordHeader{Key: name, Value: []byte(value)})
+	return nil
+}
+
+// mappingFlag is --map FIELD=ENTRY, repeated: one entry of a
+// format.Mapping, FIELD its configuration key.
+type mappingFlag format.Mapping
+
+func (m *mappingFlag) String() string { return "" }
+
+func (m *mappingFlag) Set(s string) error {
+	field, entry, ok := strings.Cut(s, "=")
+	fields := map[string]*string{
+		"type": &m.Type, "profile": &m.Profile, "audience": &m.Audience, "audience_name": &m.AudienceName,
+		"ad_account_id": &m.AdAccountID, "member": &m.Member, "identifiers": &m.Identifiers,
+		"email": &m.Email, "idfa": &m.IDFA, "maid": &m.MAID, "timestamp": &m.Timestamp,
+	}
+	p, known := fields[field]
+	if !ok || !known {
+		return fmt.Errorf("want FIELD=ENTRY, FIELD one of type, profile, audience, audience_name, ad_account_id, member, identifiers, email, idfa, maid, timestamp")
+	}
+	*p = entry
+	return nil
 }

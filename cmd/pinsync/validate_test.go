@@ -1,10 +1,17 @@
 package main
 
 import (
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/sr"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
+
+	"github.com/pinsync/pinsync/schemas/format"
+	"github.com/pinsync/pinsync/schemas/stream"
 )
 
 const (
@@ -95,5 +102,95 @@ func TestValidateMarksIdentifiersThatCameHashed(t *testing.T) {
 	}
 	if !strings.Contains(out, "1 identifiers came already hashed") {
 		t.Errorf("no summary of the prehashed identifiers:\n%s", out)
+	}
+}
+
+// TestValidateReadsEachFormat: the same membership, in each format,
+// validates to the same line.
+func TestValidateReadsEachFormat(t *testing.T) {
+	fake := srfake.New()
+	defer fake.Close()
+	const event = `{"type":"membership","profile":"p1","audience":"vip","member":true,"identifiers":{"email":["sam@example.com"]}}`
+	want := `line 1: membership profile="p1" audience="vip" member=true EMAIL=` + samHash
+	ctx := t.Context()
+	registry := func(kind format.Kind, subject string) string {
+		cl, err := registryClient(format.RegistryConfig{URL: fake.URL()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc, err := newRecordEncoder(ctx, format.Config{Kind: kind}, cl, subject, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, ok := enc(0, stream.Record{Value: []byte(event)})
+		if !ok {
+			t.Fatalf("%s cannot carry the event", kind)
+		}
+		return base64.StdEncoding.EncodeToString(rec.Value)
+	}
+	structured := `{"specversion":"1.0","id":"1","source":"/s","type":"t","data":` + event + `}`
+	for _, tc := range []struct {
+		name, input string
+		args        []string
+	}{
+		{"json", event, nil},
+		{"connect", `{"schema":null,"payload":` + event + `}`, []string{"--format", "connect-json"}},
+		{"cloudevents binary", event, []string{"--format", "cloudevents", "--header", "ce_specversion=1.0", "--header", "ce_id=1",
+			"--header", "ce_source=/s", "--header", "ce_type=t"}},
+		{"cloudevents structured", structured, []string{"--format", "cloudevents"}},
+		{"cloudevents structured in base64", base64.StdEncoding.EncodeToString([]byte(structured)), []string{"--format", "cloudevents", "--base64"}},
+		{"avro", "p1\t" + registry(format.Avro, "a-value"), []string{"--format", "avro", "--registry", fake.URL()}},
+		{"protobuf", registry(format.Protobuf, "p-value"), []string{"--format", "protobuf", "--registry", fake.URL()}},
+		{"json-schema", registry(format.JSONSchema, "j-value"), []string{"--format", "json-schema", "--registry", fake.URL()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := runWith(t, runValidate, tc.input+"\n", tc.args...)
+			if code != 0 || !strings.HasPrefix(out, want+"\n") {
+				t.Fatalf("exit %d\nstdout %q\nstderr %q\nwant the line %q", code, out, errOut, want)
+			}
+		})
+	}
+}
+
+func TestValidateMapsAnotherSchema(t *testing.T) {
+	fake := srfake.New()
+	defer fake.Close()
+	id, _, err := fake.RegisterSchema("j-value", sr.Schema{Schema: `{"type":"object"}`, Type: sr.TypeJSON})
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := append([]byte{0, 0, 0, 0, byte(id)}, `{"user":{"id":"u1","mail":"sam@example.com"},"list":"vip","in":false}`...)
+	code, out, errOut := runWith(t, runValidate, base64.StdEncoding.EncodeToString(value), "--format", "json-schema", "--registry", fake.URL(),
+		"--map", "type==membership", "--map", "profile=user.id", "--map", "audience=list", "--map", "member=in", "--map", "email=user.mail")
+	if want := `line 1: membership profile="u1" audience="vip" member=false EMAIL=` + samHash; code != 0 || !strings.HasPrefix(out, want) {
+		t.Fatalf("exit %d\nstdout %q\nstderr %q", code, out, errOut)
+	}
+}
+
+func TestValidateFormatErrors(t *testing.T) {
+	fake := srfake.New()
+	down := fake.URL()
+	fake.Close()
+	for _, tc := range []struct {
+		name, input string
+		args        []string
+		code        int
+		want        string
+	}{
+		{"unknown format", "{}", []string{"--format", "xml"}, 2, "kind:"},
+		{"registry format without registry", "AA==", []string{"--format", "avro"}, 2, "needs --registry"},
+		{"registry for a json format", "{}", []string{"--format", "connect-json", "--registry", "http://r"}, 2, "--registry"},
+		{"not base64", "!!", []string{"--format", "cloudevents", "--base64"}, 2, "not base64"},
+		{"registry down", "AAAAAAE=", []string{"--format", "avro", "--registry", down}, 2, "schema registry unavailable"},
+		{"bad header flag", "{}", []string{"--header", "novalue"}, 2, "NAME=VALUE"},
+		{"bad map flag", "{}", []string{"--map", "colour=x"}, 2, "FIELD=ENTRY"},
+		{"envelope rejected", `{"payload":null}`, []string{"--format", "connect-json"}, 1, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := runWith(t, runValidate, tc.input+"\n", tc.args...)
+			if code != tc.code || !strings.Contains(errOut, tc.want) {
+				t.Fatalf("exit %d (want %d)\nstdout %q\nstderr %q (want %q in it)", code, tc.code, out, errOut, tc.want)
+			}
+		})
 	}
 }

@@ -5,20 +5,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pinsync/pinsync/consumer/lists/window"
 )
 
-// The reasons a window flushes, the values of pinsync_flushes_total's
-// reason label.
-const (
-	FlushFull     = "full"     // a side holds the per-request maximum
-	FlushInterval = "interval" // the oldest change waited the flush interval
-	FlushRevoke   = "revoke"   // the list's partition is being revoked
-	FlushShutdown = "shutdown" // the process is shutting down
-)
-
-// FlushReasons returns every flush reason.
+// FlushReasons returns every reason a window is flushed for: the values
+// of pinsync_flushes_total's reason label.
 func FlushReasons() []string {
-	return []string{FlushFull, FlushInterval, FlushRevoke, FlushShutdown}
+	return []string{window.FlushFull, window.FlushInterval, window.FlushRevoke, window.FlushShutdown}
 }
 
 // metrics are the list stage's Prometheus series. Labels come from closed

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/consumer/lists/window"
 	"github.com/pinsync/pinsync/control"
 	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/schemas/ident"
@@ -138,7 +139,7 @@ func (s *Stage) pendRebuild(li *listInfo, reason string, e control.ListEntry, wa
 	li.mu.Unlock()
 	if fresh {
 		var d commit.Deltas
-		s.ws.setMode(li.id, modeDrop, &d)
+		s.ws.SetMode(li.id, window.ModeDrop, &d)
 		s.tr.Apply(&d)
 		s.m.parked.WithLabelValues(li.key.Audience, li.key.Type.String(), reason).Set(1)
 		s.log.Warn("list parked: its changes are dropped until it is rebuilt from the profile state",
@@ -292,7 +293,7 @@ func (s *Stage) prepareRebuild(ctx context.Context, li *listInfo, access map[str
 		return control.ListEntry{}, fmt.Errorf("list registry: %w", err)
 	}
 	var d commit.Deltas
-	s.ws.setMode(li.id, modeHold, &d)
+	s.ws.SetMode(li.id, window.ModeHold, &d)
 	return cur, nil
 }
 
@@ -305,7 +306,7 @@ func (s *Stage) finishRebuild(ctx context.Context, li *listInfo, n int, e contro
 		// What was kept aside goes: the mark stays, the next attempt
 		// reads the state again.
 		var d commit.Deltas
-		s.ws.setMode(li.id, modeDrop, &d)
+		s.ws.SetMode(li.id, window.ModeDrop, &d)
 		s.tr.Apply(&d)
 		s.m.rebuilds.WithLabelValues("error").Inc()
 	} else {
@@ -403,7 +404,7 @@ func (s *Stage) build(ctx context.Context, li *listInfo, cur control.ListEntry, 
 	}
 	li.setIDs(listIDs{name: e.Name, listID: e.CustomerListID, audienceID: e.AudienceID})
 	var d commit.Deltas
-	s.ws.setMode(li.id, modeSync, &d)
+	s.ws.SetMode(li.id, window.ModeSync, &d)
 	s.countUploaded(li, "add", len(hashes))
 	return e, nil
 }
@@ -452,7 +453,7 @@ func (s *Stage) forgetRebuilds(parts map[int32]bool) {
 		li.mu.Unlock()
 		if had {
 			var d commit.Deltas
-			s.ws.setMode(li.id, modeSync, &d)
+			s.ws.SetMode(li.id, window.ModeSync, &d)
 			s.m.parked.DeletePartialMatch(map[string]string{"audience": li.key.Audience, "list_type": li.key.Type.String()})
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pinsync/pinsync/consumer/changes"
+	"github.com/pinsync/pinsync/consumer/lists/window"
 	"github.com/pinsync/pinsync/control"
 	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/schemas/ident"
@@ -86,7 +87,7 @@ type listNameData struct{ Audience, Name, ListType string }
 // listInfo is what the stage knows of one list: its key, where it lives
 // and, once resolved, its Pinterest ids.
 type listInfo struct {
-	id        listID
+	id        window.ListID
 	key       changes.List
 	partition int32
 
@@ -194,13 +195,13 @@ func (t *listTable) intern(l changes.List, h changes.Header, partition int32) *l
 		}
 		return li
 	}
-	li := &listInfo{id: listID(len(t.byID)), key: l, partition: partition, header: h}
+	li := &listInfo{id: window.ListID(len(t.byID)), key: l, partition: partition, header: h}
 	t.byKey[l] = li
 	t.byID = append(t.byID, li)
 	return li
 }
 
-func (t *listTable) get(id listID) *listInfo {
+func (t *listTable) get(id window.ListID) *listInfo {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.byID[id]

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/consumer/lists/window"
 	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
@@ -27,7 +28,7 @@ func (s *Stage) schedule(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-s.ws.wake:
+		case <-s.ws.Wake():
 		}
 		s.dispatch()
 	}
@@ -46,24 +47,24 @@ func (s *Stage) dispatch() {
 	free := s.cfg.MaxFlights - s.flights
 	closing := s.closing
 	s.mu.Unlock()
-	s.m.buffered.Set(float64(s.ws.buffer()))
-	s.m.bufferedBytes.Set(float64(s.ws.bytes()))
+	s.m.buffered.Set(float64(s.ws.Buffered()))
+	s.m.bufferedBytes.Set(float64(s.ws.Bytes()))
 	if free <= 0 {
 		return
 	}
-	for _, w := range s.ws.due(now, s.cfg.FlushInterval, budget, free) {
+	for _, w := range s.ws.Due(now, s.cfg.FlushInterval, budget, free) {
 		// Workers change windows concurrently: read them under the lock.
-		urgent, full := s.ws.kind(w)
-		reason := FlushInterval
+		urgent, full := s.ws.Kind(w)
+		reason := window.FlushInterval
 		switch {
 		case urgent && closing:
-			reason = FlushShutdown
+			reason = window.FlushShutdown
 		case urgent:
-			reason = FlushRevoke
+			reason = window.FlushRevoke
 		case full:
-			reason = FlushFull
+			reason = window.FlushFull
 		}
-		f, ctx := s.ws.take(w, reason, s.uploadCtx)
+		f, ctx := s.ws.Take(w, reason, s.uploadCtx)
 		s.mu.Lock()
 		s.flights++
 		s.mu.Unlock()
@@ -73,15 +74,15 @@ func (s *Stage) dispatch() {
 }
 
 // fly uploads one flight and finishes it.
-func (s *Stage) fly(ctx context.Context, f *flight) {
+func (s *Stage) fly(ctx context.Context, f *window.Flight) {
 	defer s.flightWG.Done()
-	li := s.lists.get(f.w.key)
+	li := s.lists.get(f.List())
 	start := s.now()
 	addsOK, removesOK, err := s.upload(ctx, li, f)
 	end := s.now()
 	cancelled := ctx.Err() != nil // finish cancels ctx
 	ok := func(i int) bool {
-		if i < len(f.adds) {
+		if i < len(f.Adds()) {
 			return addsOK
 		}
 		return removesOK
@@ -98,7 +99,7 @@ func (s *Stage) fly(ctx context.Context, f *flight) {
 		}
 	}
 	var d commit.Deltas
-	s.ws.finish(f, ok, failed && !parked, end, backoff, &d)
+	s.ws.Finish(f, ok, failed && !parked, end, backoff, &d)
 	s.tr.Apply(&d)
 	s.mu.Lock()
 	s.flights--
@@ -111,28 +112,28 @@ func (s *Stage) fly(ctx context.Context, f *flight) {
 	case errors.Is(err, ErrNotOwner):
 		outcome = "not_owner"
 		s.log.Warn("upload not sent: this member no longer owns the list's partition", "audience", li.key.Audience,
-			"list_type", li.key.Type.String(), "records", f.records(), "err", err)
+			"list_type", li.key.Type.String(), "records", f.Records(), "err", err)
 	case parked:
 		outcome = "parked"
 	case failed:
 		outcome = "error"
 		if !cancelled {
 			s.log.Warn("upload failed; the window keeps its changes and retries", "audience", li.key.Audience,
-				"list_type", li.key.Type.String(), "records", f.records(), "err", err)
+				"list_type", li.key.Type.String(), "records", f.Records(), "err", err)
 		}
 	}
-	s.m.flushes.WithLabelValues(f.reason, outcome).Inc()
+	s.m.flushes.WithLabelValues(f.Reason(), outcome).Inc()
 	s.m.uploadDuration.Observe(end.Sub(start).Seconds())
 	if addsOK || removesOK {
 		s.observeLatency(f, ok, end)
 	}
 }
 
-func (s *Stage) observeLatency(f *flight, ok func(int) bool, end time.Time) {
+func (s *Stage) observeLatency(f *window.Flight, ok func(int) bool, end time.Time) {
 	endMS := end.UnixMilli()
-	for i, m := range f.meta {
-		if m.ts > 0 && ok(i) {
-			s.m.eventToUpload.Observe(float64(endMS-m.ts) / 1000)
+	for i := range f.Records() {
+		if ts := f.EventTime(i); ts > 0 && ok(i) {
+			s.m.eventToUpload.Observe(float64(endMS-ts) / 1000)
 		}
 	}
 }
@@ -140,21 +141,21 @@ func (s *Stage) observeLatency(f *flight, ok func(int) bool, end time.Time) {
 // upload sends a flight's adds and removes to its list, creating the list
 // with the adds when it does not exist yet. Every write is preceded by a
 // check that this member still owns the list's partition.
-func (s *Stage) upload(ctx context.Context, li *listInfo, f *flight) (addsOK, removesOK bool, err error) {
+func (s *Stage) upload(ctx context.Context, li *listInfo, f *window.Flight) (addsOK, removesOK bool, err error) {
 	ctx = pinterest.WithWriteGuard(ctx, func(ctx context.Context) error { return s.owns(ctx, li.partition) })
-	listID, created, err := s.res.ensure(ctx, li, f.adds)
-	if listID == "" && pinterest.IsRefused(err) && len(f.adds) > 0 {
+	listID, created, err := s.res.ensure(ctx, li, f.Adds())
+	if listID == "" && pinterest.IsRefused(err) && len(f.Adds()) > 0 {
 		// The creation was refused for its records: created with those
 		// Pinterest takes, the others dead-lettered.
-		if listID, err = s.createRefused(ctx, li, f.adds, err); err != nil {
+		if listID, err = s.createRefused(ctx, li, f.Adds(), err); err != nil {
 			return false, false, err
 		}
 		return true, true, nil
 	}
 	if created {
 		s.m.uploads.WithLabelValues("create", "ok").Inc()
-		s.m.perRequest.Observe(float64(len(f.adds)))
-		s.countUploaded(li, "add", len(f.adds))
+		s.m.perRequest.Observe(float64(len(f.Adds())))
+		s.countUploaded(li, "add", len(f.Adds()))
 		// A list this flight created holds only its adds: the removals,
 		// disjoint from them, have nothing to remove.
 		return true, true, err
@@ -165,10 +166,10 @@ func (s *Stage) upload(ctx context.Context, li *listInfo, f *flight) (addsOK, re
 	if listID == "" { // no list and nothing to add: removals are moot
 		return true, true, nil
 	}
-	if err := s.uploadOp(ctx, li, listID, pinterest.Add, f.adds); err != nil {
+	if err := s.uploadOp(ctx, li, listID, pinterest.Add, f.Adds()); err != nil {
 		return false, false, err
 	}
-	if err := s.uploadOp(ctx, li, listID, pinterest.Remove, f.removes); err != nil {
+	if err := s.uploadOp(ctx, li, listID, pinterest.Remove, f.Removes()); err != nil {
 		return true, false, err
 	}
 	return true, true, nil

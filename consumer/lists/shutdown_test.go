@@ -165,7 +165,7 @@ func produceAdds(t *testing.T, brokers []string, lists, from, n int) {
 		l := changes.List{Audience: fmt.Sprint("aud", a), Type: ident.Email}
 		cs := make([]changes.Change, n)
 		for i := range cs {
-			cs[i] = changes.Change{Hash: benchHash(uint64(a*1000+from+i), 1), Op: changes.Add}
+			cs[i] = changes.Change{Hash: record(a*1000 + from + i), Op: changes.Add}
 		}
 		k := l.AppendKey(nil)
 		pcl.Produce(t.Context(), &kgo.Record{Topic: "changes", Partition: part.Partition(k), Key: k,

@@ -35,6 +35,7 @@ import (
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/commit"
 	"github.com/pinsync/pinsync/consumer/hold"
+	"github.com/pinsync/pinsync/consumer/lists/window"
 	"github.com/pinsync/pinsync/consumer/membership"
 )
 
@@ -194,7 +195,7 @@ type Stage struct {
 	kopts  []kgo.Opt
 
 	tr    *commit.Tracker
-	ws    *windows
+	ws    *window.Set
 	lists *listTable
 	res   *resolver
 	// part places lists in the changes topic's partitions (for the
@@ -267,7 +268,7 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	s := &Stage{
 		cfg: cfg, log: log, pin: deps.Pinterest, now: now, m: m, cm: deps.Commits, deps: deps,
 		writes: deps.Writes, reads: deps.Reads, kopts: deps.Kafka,
-		tr: commit.NewTracker(), ws: newWindows(cfg.MaxRecords, cfg.MaxBufferedBytes), lists: newListTable(),
+		tr: commit.NewTracker(), ws: window.New(cfg.MaxRecords, cfg.MaxBufferedBytes), lists: newListTable(),
 		workers: make(map[int32]*worker), leaving: make(map[int32]*worker), pollDone: make(chan struct{}),
 		started: make(chan struct{}), part: changes.NewPartitioner(cfg.Partitions),
 		member: membership.New(cfg.Group, now),
@@ -413,7 +414,7 @@ func (s *Stage) hurry() {
 		}
 	}
 	s.mu.Unlock()
-	s.ws.markUrgent(nil)
+	s.ws.MarkUrgent(nil)
 }
 
 // Close stops fetching, flushes what the windows hold until ctx ends,
@@ -426,7 +427,7 @@ func (s *Stage) Close(ctx context.Context) error {
 	s.mu.Unlock()
 	s.stopPolling()
 	parts := s.stopWorkers(nil)
-	s.ws.markUrgent(nil)
+	s.ws.MarkUrgent(nil)
 	if !s.waitIdle(ctx, parts) {
 		errs = append(errs, errors.New("lists: changes still pending at the end of the shutdown grace; they were not committed and will be read again"))
 	}
@@ -460,7 +461,7 @@ func (s *Stage) stopPolling() {
 // pausing while the windows hold MaxBuffered records.
 func (s *Stage) poll(ctx context.Context) {
 	for ctx.Err() == nil {
-		waited, err := s.ws.waitBelow(ctx, s.cfg.MaxBuffered, func() { s.paused.Store(true) })
+		waited, err := s.ws.WaitBelow(ctx, s.cfg.MaxBuffered, func() { s.paused.Store(true) })
 		if waited {
 			s.paused.Store(false)
 		}
@@ -469,7 +470,7 @@ func (s *Stage) poll(ctx context.Context) {
 		}
 		// A record holds up to changes.MaxChanges changes: poll no more
 		// than the room left, so the cap holds within one record's worth.
-		room := s.cfg.MaxBuffered - s.ws.buffer()
+		room := s.cfg.MaxBuffered - s.ws.Buffered()
 		pctx, cancel := hold.PollContext(ctx, s.deps.Hold)
 		fetches := s.cl.PollRecords(pctx, min(max(room/changes.MaxChanges, 1), 10_000))
 		cancel()
@@ -542,7 +543,7 @@ func (s *Stage) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][
 	// A rebuild in progress stops: its kept changes are dropped, and its
 	// mark in the registry tells the next owner.
 	s.stopRebuilds(partitionsOf(parts))
-	s.ws.markUrgent(parts)
+	s.ws.MarkUrgent(parts)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RevokeTimeout)
 	idle := s.waitIdle(wctx, parts)
 	cancel()
@@ -615,12 +616,12 @@ func (s *Stage) forget(parts map[*commit.Partition]bool) {
 	}
 	// One step: marking their windows urgent first would let the scheduler
 	// start a flight of their changes that nobody waits for.
-	flights := s.ws.drop(parts)
+	flights := s.ws.Drop(parts)
 	for _, f := range flights {
-		f.cancel()
+		f.Cancel()
 	}
 	for _, f := range flights {
-		<-f.done
+		<-f.Done()
 	}
 }
 

@@ -68,8 +68,8 @@ type ListStatus struct {
 // Status returns a snapshot of the stage.
 func (s *Stage) Status() Status {
 	st := Status{FetchPaused: s.Paused()}
-	st.Buffered, st.BufferedBytes = s.ws.buffer(), s.ws.bytes()
-	perWindow := s.ws.stats()
+	st.Buffered, st.BufferedBytes = s.ws.Buffered(), s.ws.Bytes()
+	perWindow := s.ws.Stats()
 	st.Membership = s.member.Status()
 	s.mu.Lock()
 	st.Flights = s.flights
@@ -91,7 +91,7 @@ func (s *Stage) Status() Status {
 		}
 		li.mu.Unlock()
 		w := perWindow[li.id]
-		ls.Pending, ls.LastFlush = w.pending, w.flushed
+		ls.Pending, ls.LastFlush = w.Pending, w.Flushed
 		if ls.CustomerListID == "" && ls.Pending == 0 && ls.Parked == "" {
 			continue // nothing to add to a list that does not exist
 		}

@@ -206,8 +206,8 @@ func (w *worker) process(recs []*kgo.Record) {
 			}
 		}
 		for waited := false; ; waited = true {
-			room := s.ws.drainedChan()
-			if s.ws.add(li.id, w.cs, w.open, now, &w.d) {
+			room := s.ws.Drained()
+			if s.ws.Add(li.id, w.cs, w.open, now, &w.d) {
 				break
 			}
 			if !w.waitRoom(room, !waited) {
@@ -241,6 +241,6 @@ func (w *worker) process(recs []*kgo.Record) {
 		// Shutting down: what was read goes out now, in an epoch that
 		// its flush can complete without waiting for the next tick.
 		w.seal()
-		s.ws.markUrgent(nil)
+		s.ws.MarkUrgent(nil)
 	}
 }

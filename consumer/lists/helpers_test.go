@@ -5,10 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/consumer/lists/sink"
 	"github.com/pinsync/pinsync/consumer/lists/window"
 	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/schemas/ident"
@@ -48,13 +52,19 @@ func (f feed) add(l uint32, cs []changes.Change, pk commit.Key, now time.Time) {
 // open is the open epoch of pt.
 func (f feed) open(pt *commit.Partition) commit.Key { return f.tr.Open(pt) }
 
-// pinFunc is a Pinterest whose list writes go to a function; every list
-// and audience exists already.
+// pinFunc is a Pinterest whose list writes go to a function; the lists of
+// audiences "aud", "aud0" … "aud99" exist already, and audiences are made
+// on request.
 type pinFunc func(ctx context.Context, op pinterest.Operation, records []ident.Hash) error
 
 func (f pinFunc) CheckWriteAccess(context.Context, string) error { return nil }
 func (f pinFunc) CustomerLists(context.Context, string) ([]pinterest.CustomerList, error) {
-	return nil, nil
+	out := []pinterest.CustomerList{{ID: "list-aud", Name: "pinsync aud EMAIL"}}
+	for a := range 100 {
+		name := fmt.Sprintf("pinsync aud%d EMAIL", a)
+		out = append(out, pinterest.CustomerList{ID: "list-" + name, Name: name})
+	}
+	return out, nil
 }
 func (f pinFunc) CreateCustomerList(context.Context, string, string, ident.Type, []ident.Hash) (pinterest.CustomerList, error) {
 	return pinterest.CustomerList{}, errors.New("unexpected create")
@@ -82,31 +92,48 @@ type call struct {
 	records int
 }
 
-// newSchedStage builds a stage (no Kafka) whose uploads go to pin, with one
-// tracked partition and one resolved list; it returns the stage, a feed of
-// its windows, the partition and the list.
-func newSchedStage(t interface {
+// sched is a dispatcher (no Kafka, no stage) whose uploads go through a
+// sink to a fake Pinterest.
+type sched struct {
+	*dispatcher
+	sink *sink.Sink
+}
+
+// newSched builds a dispatcher whose uploads go to pin, with one tracked
+// partition and one list; it returns the dispatcher, a feed of its
+// windows, the partition and the list.
+func newSched(t interface {
 	Helper()
 	Fatal(...any)
-}, ctx context.Context, maxRecords int, pin Pinterest) (*Stage, feed, *commit.Partition, uint32) {
+}, ctx context.Context, maxRecords int, pin Pinterest) (*sched, feed, *commit.Partition, uint32) {
 	t.Helper()
-	s, err := New(Config{
-		Topic: "changes", Partitions: 1, Group: "g.lists", DLQTopic: "g.dlq", DLQPartitions: 1,
-		FlushInterval: interval, CommitInterval: time.Second, RevokeTimeout: time.Second,
-		MaxRecords: maxRecords, MaxBuffered: 1_000_000, MaxFlights: 4, ListNameTemplate: DefaultListNameTemplate, ParkedRetry: time.Second,
-	}, Deps{Pinterest: pin})
+	m, err := newMetrics(nil, interval)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.uploadCtx = ctx
-	pt := s.tr.Assign("changes", 0, -1)
-	return s, feed{ws: s.ws, tr: s.tr}, pt, s.resolvedList("aud")
+	var closing atomic.Bool
+	d := &dispatcher{
+		ws: window.New(maxRecords, 0), tr: commit.NewTracker(), interval: interval, maxFlights: 4,
+		closing: &closing, ctx: ctx, m: m, log: slog.New(slog.DiscardHandler), now: time.Now,
+	}
+	sk, err := sink.New(sink.Config{
+		Partitions: 1, MaxRecords: maxRecords, ListNameTemplate: DefaultListNameTemplate,
+		AudiencePollInterval: -1, ParkedRetry: time.Second,
+	}, sink.Deps{
+		Pinterest: pin, Owned: func() map[int32]bool { return map[int32]bool{0: true} }, SetMode: d.setMode,
+		Backoff: backoff, DeadLetter: func(context.Context, sink.Refused) error { return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.sink = sk
+	s := &sched{dispatcher: d, sink: sk}
+	pt := d.tr.Assign("changes", 0, -1)
+	return s, feed{ws: d.ws, tr: d.tr}, pt, s.resolvedList("aud")
 }
 
-// resolvedList interns the EMAIL list of audience aud, as found at
-// Pinterest, and returns its id.
-func (s *Stage) resolvedList(aud string) uint32 {
-	li := s.lists.intern(changes.List{Audience: aud, Type: ident.Email}, changes.Header{AdAccount: "549755885175"}, 0)
-	li.setIDs(listIDs{name: "pinsync " + aud + " EMAIL", listID: "list-" + aud, audienceID: "aud-" + aud})
-	return uint32(li.id)
+// resolvedList interns the EMAIL list of audience aud, which Pinterest
+// lists by its name (see pinFunc), and returns its id.
+func (s *sched) resolvedList(aud string) uint32 {
+	return uint32(s.sink.Intern(changes.List{Audience: aud, Type: ident.Email}, changes.Header{AdAccount: "549755885175"}, 0))
 }

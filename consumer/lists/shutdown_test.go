@@ -113,7 +113,7 @@ func TestCloseLeavesNoFlightBehind(t *testing.T) {
 	if n := s.Status().Flights; n != 0 {
 		t.Fatalf("%d uploads in flight after Close returned", n)
 	}
-	s.flightWG.Wait()
+	s.disp.wg.Wait()
 	if n := late.Load(); n != 0 {
 		t.Fatalf("%d uploads started after Close returned", n)
 	}
@@ -306,7 +306,7 @@ func TestRevokeDuringCloseStopsThePartition(t *testing.T) {
 		}
 	}
 	<-closed
-	s.flightWG.Wait()
+	s.disp.wg.Wait()
 	if n := late.Load(); n != 0 {
 		t.Errorf("%d uploads for partition 0's lists started after it was revoked", n)
 	}

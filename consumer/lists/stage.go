@@ -1,20 +1,36 @@
 // Package lists is pinsync's list stage: a member of the list stage's
 // consumer group, which reads the changes topic (package changes), keyed by
-// list, so that each Pinterest list has exactly one owner group-wide. The
-// owner of a list holds its window (the last change to each record, add
-// then remove = remove), finds or creates the list and its CUSTOMER_LIST
-// audience once (through the list registry), schedules flushes within its
-// share of the app's write budget, uploads, and commits an offset of the
-// changes topic only after every upload covering the changes before it
-// succeeded (package commit).
+// list, so that each Pinterest list has exactly one owner group-wide.
 //
-// Before every Pinterest write the owner checks, with a commit to the
-// group coordinator, that it still owns the list's partition: a member that
-// was paused past its session timeout and woke after its partitions moved
-// writes nothing for them.
+// Its rooms:
+//
+//   - Stage, here, is the member: it joins the group, starts a worker per
+//     assigned partition, takes its share of the write budget, commits an
+//     offset of the changes topic only after every upload covering the
+//     changes before it succeeded (package commit), and answers the
+//     ownership check.
+//   - A worker reads its partition in offset order and puts the changes
+//     into the windows (package window), sealing an epoch every commit
+//     interval.
+//   - The dispatcher sends the windows that are due, within the budget
+//     and the flight limit, to the sink (package sink), and gives each
+//     flight's outcome back to its window.
+//
+// The arrows run one way: lists → sink → window, lists → window. What the
+// sink needs of the member is handed to it: which partitions it owns, what
+// a list's window does while the list is parked or rebuilt, the backoff,
+// the dead-letter topic, and the write guard. The guard is the one call
+// against the flow: just before every Pinterest write the client asks the
+// member, which checks with a commit to the group coordinator that it still
+// owns the list's partition, so that a member paused past its session
+// timeout that woke after its partitions moved writes nothing for them.
+//
+// Lock order: the stage's lock (its workers) is never held while calling
+// the sink or the windows; neither the window set's lock nor any of the
+// sink's is held while calling back into the stage.
 //
 // It does not decode events or keep profile state (package profiles), and
-// it does not talk HTTP itself (package pinterest).
+// it does not talk to Pinterest itself (package sink).
 package lists
 
 import (
@@ -35,6 +51,7 @@ import (
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/commit"
 	"github.com/pinsync/pinsync/consumer/hold"
+	"github.com/pinsync/pinsync/consumer/lists/sink"
 	"github.com/pinsync/pinsync/consumer/lists/window"
 	"github.com/pinsync/pinsync/consumer/membership"
 )
@@ -125,7 +142,7 @@ func (c Config) Validate() error {
 	if c.ParkedRetry <= 0 {
 		bad("ParkedRetry")
 	}
-	if _, err := parseTemplate(c.ListNameTemplate); err != nil {
+	if err := sink.CheckListNameTemplate(c.ListNameTemplate); err != nil {
 		errs = append(errs, fmt.Errorf("lists: Config.ListNameTemplate: %w", err))
 	}
 	return errors.Join(errs...)
@@ -140,6 +157,29 @@ type Budget interface {
 	// Tokens is how many requests may be sent at now without waiting.
 	Tokens(now time.Time) float64
 }
+
+// Pinterest is what the list stage needs from the Pinterest API client.
+// *pinterest.Client implements it.
+type Pinterest = sink.Pinterest
+
+// Registry keeps each list's Pinterest ids across owners.
+// *control.Registry implements it.
+type Registry = sink.Registry
+
+// Members reads lists' members from the profile state, to rebuild them.
+// profiles.Members implements it.
+type Members = sink.Members
+
+// ListStatus describes one Pinterest list.
+type ListStatus = sink.ListStatus
+
+// DefaultListNameTemplate is the default Pinterest list name.
+const DefaultListNameTemplate = sink.DefaultListNameTemplate
+
+// CheckListNameTemplate reports what is wrong with a list name template:
+// a syntax error, a field it does not know, or names that two lists would
+// share.
+func CheckListNameTemplate(s string) error { return sink.CheckListNameTemplate(s) }
 
 // Deps are the stage's collaborators.
 type Deps struct {
@@ -185,7 +225,6 @@ var ErrNotOwner = errors.New("lists: not the owner of the list's partition")
 type Stage struct {
 	cfg    Config
 	log    *slog.Logger
-	pin    Pinterest
 	now    func() time.Time
 	m      *metrics
 	cm     commit.Metrics
@@ -194,20 +233,15 @@ type Stage struct {
 	reads  Budget
 	kopts  []kgo.Opt
 
-	tr    *commit.Tracker
-	ws    *window.Set
-	lists *listTable
-	res   *resolver
-	// part places lists in the changes topic's partitions (for the
-	// rebuild loop only: it is not safe for concurrent use).
-	part *changes.Partitioner
+	tr   *commit.Tracker
+	ws   *window.Set
+	sink *sink.Sink
+	disp *dispatcher
 
 	cl *kgo.Client
 	// member follows this member's standing in its group.
 	member *membership.Tracker
-	// uploadCtx outlives the run so that the shutdown flush can finish;
-	// it ends when Close's deadline does.
-	uploadCtx     context.Context
+	// cancelUploads ends the flights' context (see dispatcher.ctx).
 	cancelUploads context.CancelFunc
 	bg            sync.WaitGroup
 	stopBG        context.CancelFunc
@@ -217,16 +251,14 @@ type Stage struct {
 	paused atomic.Bool
 	// waitingRoom counts the workers waiting for room under the byte cap.
 	waitingRoom atomic.Int32
+	// closing is set once the stage shuts down (Drain, Close).
+	closing atomic.Bool
 
 	mu      sync.Mutex
 	workers map[int32]*worker
 	// leaving are the workers of partitions being revoked: this member
 	// still owns them while it flushes their windows.
-	leaving  map[int32]*worker
-	closing  bool
-	flights  int
-	flightWG sync.WaitGroup
-	lastErr  error
+	leaving map[int32]*worker
 
 	// commitMu serialises commits: the periodic ones and the ownership
 	// checks, which commit what was last committed.
@@ -264,16 +296,32 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	if deps.DeadLetters == nil {
 		deps.DeadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "unregistered_dead_letters"}, []string{"reason"})
 	}
-	tmpl, _ := parseTemplate(cfg.ListNameTemplate)
 	s := &Stage{
-		cfg: cfg, log: log, pin: deps.Pinterest, now: now, m: m, cm: deps.Commits, deps: deps,
+		cfg: cfg, log: log, now: now, m: m, cm: deps.Commits, deps: deps,
 		writes: deps.Writes, reads: deps.Reads, kopts: deps.Kafka,
-		tr: commit.NewTracker(), ws: window.New(cfg.MaxRecords, cfg.MaxBufferedBytes), lists: newListTable(),
+		tr: commit.NewTracker(), ws: window.New(cfg.MaxRecords, cfg.MaxBufferedBytes),
 		workers: make(map[int32]*worker), leaving: make(map[int32]*worker), pollDone: make(chan struct{}),
-		started: make(chan struct{}), part: changes.NewPartitioner(cfg.Partitions),
-		member: membership.New(cfg.Group, now),
+		started: make(chan struct{}), member: membership.New(cfg.Group, now),
 	}
-	s.res = newResolver(deps.Pinterest, deps.Registry, tmpl, now, s.lists.lastAssigned)
+	uploads, cancel := context.WithCancel(context.Background())
+	s.cancelUploads = cancel
+	s.disp = &dispatcher{
+		ws: s.ws, tr: s.tr, writes: deps.Writes, interval: cfg.FlushInterval, maxFlights: cfg.MaxFlights,
+		closing: &s.closing, ctx: uploads, m: m, log: log, now: now,
+	}
+	s.sink, err = sink.New(sink.Config{
+		Partitions: cfg.Partitions, MaxRecords: cfg.MaxRecords, ListNameTemplate: cfg.ListNameTemplate,
+		AudiencePollInterval: cfg.AudiencePollInterval, ParkedRetry: cfg.ParkedRetry,
+	}, sink.Deps{
+		Pinterest: deps.Pinterest, Registry: deps.Registry, Members: deps.Members,
+		Owned: s.ownedPartitions, SetMode: s.disp.setMode, Backoff: backoff, DeadLetter: s.deadLetter, Guard: s.owns,
+		Logger: log, Registerer: deps.Registerer, Now: now,
+	})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s.disp.sink = s.sink
 	s.setShare(0)
 	return s, nil
 }
@@ -308,7 +356,6 @@ func (s *Stage) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	s.uploadCtx, s.cancelUploads = context.WithCancel(context.Background())
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("lists: kafka client: %w", err)
@@ -317,11 +364,10 @@ func (s *Stage) Start(ctx context.Context) error {
 	close(s.started)
 	bg, stop := context.WithCancel(context.Background())
 	s.stopBG = stop
-	s.bg.Add(4)
-	go func() { defer s.bg.Done(); s.rebuildLoop(bg) }()
-	go func() { defer s.bg.Done(); s.schedule(bg) }()
+	s.bg.Add(3)
+	go func() { defer s.bg.Done(); s.sink.Run(bg) }()
+	go func() { defer s.bg.Done(); s.disp.run(bg) }()
 	go func() { defer s.bg.Done(); s.commitLoop(bg) }()
-	go func() { defer s.bg.Done(); s.pollLoop(bg) }()
 	pctx, stopPoll := context.WithCancel(context.Background())
 	s.stopPoll = stopPoll
 	go func() { defer close(s.pollDone); s.poll(pctx) }()
@@ -405,8 +451,8 @@ func (s *Stage) Drain(ctx context.Context) {
 // the workers seal their open epochs at once, so that those flushes
 // complete them without waiting for the commit interval.
 func (s *Stage) hurry() {
+	s.quiesce()
 	s.mu.Lock()
-	s.closing = true
 	for _, w := range s.workers {
 		select {
 		case w.sealNow <- struct{}{}:
@@ -422,9 +468,7 @@ func (s *Stage) hurry() {
 // then stays uncommitted, for the next owner to read again.
 func (s *Stage) Close(ctx context.Context) error {
 	var errs []error
-	s.mu.Lock()
-	s.closing = true
-	s.mu.Unlock()
+	s.quiesce()
 	s.stopPolling()
 	parts := s.stopWorkers(nil)
 	s.ws.MarkUrgent(nil)
@@ -437,17 +481,24 @@ func (s *Stage) Close(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	cancel()
-	s.stopRebuilds(nil)
+	s.sink.StopRebuilds(nil)
 	s.cancelUploads()
 	// The scheduler stops before the flights are waited for: it would
 	// otherwise start new ones (Add concurrent with Wait) that outlive
 	// Close.
 	s.stopBG()
 	s.bg.Wait()
-	s.flightWG.Wait()
+	s.disp.wg.Wait()
 	s.member.Left()
 	s.cl.Close()
 	return errors.Join(errs...)
+}
+
+// quiesce marks the stage as shutting down: urgent windows flush for the
+// shutdown, and no rebuild starts.
+func (s *Stage) quiesce() {
+	s.closing.Store(true)
+	s.sink.Quiesce()
 }
 
 // stopPolling ends the poll goroutine; scheduling, uploading and
@@ -521,7 +572,7 @@ func (s *Stage) assigned(_ context.Context, cl *kgo.Client, assigned map[string]
 	}
 	n := len(s.workers)
 	s.mu.Unlock()
-	s.lists.assigned(s.now())
+	s.sink.Assigned(s.now())
 	s.setShare(n)
 	s.log.Info("partitions assigned", "partitions", fmtParts(assigned))
 }
@@ -542,7 +593,7 @@ func (s *Stage) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][
 	}
 	// A rebuild in progress stops: its kept changes are dropped, and its
 	// mark in the registry tells the next owner.
-	s.stopRebuilds(partitionsOf(parts))
+	s.sink.StopRebuilds(partitionsOf(parts))
 	s.ws.MarkUrgent(parts)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RevokeTimeout)
 	idle := s.waitIdle(wctx, parts)
@@ -605,37 +656,48 @@ func (s *Stage) forget(parts map[*commit.Partition]bool) {
 		}
 	}
 	s.mu.Unlock()
-	s.stopRebuilds(partitionsOf(parts))
-	s.forgetRebuilds(partitionsOf(parts))
-	s.forgetListSeries(partitionsOf(parts))
+	s.sink.Forget(partitionsOf(parts))
 	for p := range parts {
-		s.tr.Remove(p)
 		pl := strconv.Itoa(int(p.Partition))
 		s.cm.Committed.DeleteLabelValues(p.Topic, pl)
 		s.cm.Lag.DeleteLabelValues(p.Topic, pl)
 	}
-	// One step: marking their windows urgent first would let the scheduler
-	// start a flight of their changes that nobody waits for.
-	flights := s.ws.Drop(parts)
-	for _, f := range flights {
-		f.Cancel()
-	}
-	for _, f := range flights {
-		<-f.Done()
-	}
+	s.disp.forget(parts)
 }
 
-// forgetListSeries drops the series this member reported of the lists of
-// partitions it no longer owns: their next owner reports them.
-func (s *Stage) forgetListSeries(partitions map[int32]bool) {
-	for _, li := range s.lists.all() {
-		if partitions[li.partition] {
-			labels := map[string]string{"audience": li.key.Audience, "list_type": li.key.Type.String()}
-			for _, g := range []*prometheus.GaugeVec{s.m.pinSize, s.m.pinReady, s.m.listCreated} {
-				g.DeletePartialMatch(labels)
-			}
-		}
+// deadLetter writes a record Pinterest refused for good to the dead-letter
+// topic, for the sink. The value is the hash, never a plaintext
+// identifier.
+func (s *Stage) deadLetter(ctx context.Context, r sink.Refused) error {
+	rec := &kgo.Record{
+		Topic:     s.cfg.DLQTopic,
+		Partition: r.Partition % s.cfg.DLQPartitions,
+		Value:     r.Hash.AppendHex(nil),
+		Headers: []kgo.RecordHeader{
+			{Key: "pinsync.reason", Value: []byte("pinterest_rejected")},
+			{Key: "pinsync.pinterest.code", Value: []byte(r.Code)},
+			{Key: "pinsync.audience", Value: []byte(r.List.Audience)},
+			{Key: "pinsync.list_type", Value: []byte(r.List.Type.String())},
+			{Key: "pinsync.list_id", Value: []byte(r.ListID)},
+			{Key: "pinsync.operation", Value: []byte(r.Op)},
+		},
 	}
+	if err := s.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		return err
+	}
+	s.deps.DeadLetters.WithLabelValues("pinterest_rejected").Inc()
+	return nil
+}
+
+// ownedPartitions returns the changes partitions this member owns.
+func (s *Stage) ownedPartitions() map[int32]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	owned := make(map[int32]bool, len(s.workers))
+	for p := range s.workers {
+		owned[p] = true
+	}
+	return owned
 }
 
 // stopWorkers stops the workers of the given partitions (all when nil),

@@ -197,7 +197,7 @@ func (w *worker) process(recs []*kgo.Record) {
 			s.log.Error("skipping a malformed record of the changes topic", "partition", r.Partition, "offset", r.Offset, "err", err)
 			continue
 		}
-		li := s.lists.intern(l, v.Header, r.Partition)
+		id := s.sink.Intern(l, v.Header, r.Partition)
 		for i := range w.cs {
 			if w.cs[i].Op == changes.Add {
 				adds++
@@ -207,7 +207,7 @@ func (w *worker) process(recs []*kgo.Record) {
 		}
 		for waited := false; ; waited = true {
 			room := s.ws.Drained()
-			if s.ws.Add(li.id, w.cs, w.open, now, &w.d) {
+			if s.ws.Add(id, w.cs, w.open, now, &w.d) {
 				break
 			}
 			if !w.waitRoom(room, !waited) {
@@ -234,10 +234,7 @@ func (w *worker) process(recs []*kgo.Record) {
 				"partition", w.partition, "dropped", legacy)
 		}
 	}
-	s.mu.Lock()
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
+	if s.closing.Load() {
 		// Shutting down: what was read goes out now, in an epoch that
 		// its flush can complete without waiting for the next tick.
 		w.seal()

@@ -31,9 +31,9 @@ func TestSchedulerFlushesAtTheIntervalAndWhenFull(t *testing.T) {
 			return nil
 		})
 		const max = 50
-		e, tw, pt, aud := newSchedStage(t, ctx, max, pin)
+		e, tw, pt, aud := newSched(t, ctx, max, pin)
 		done := make(chan struct{})
-		go func() { defer close(done); e.schedule(ctx) }()
+		go func() { defer close(done); e.run(ctx) }()
 		seen := func() []call {
 			synctest.Wait()
 			mu.Lock()
@@ -79,7 +79,7 @@ func TestSchedulerFlushesAtTheIntervalAndWhenFull(t *testing.T) {
 		}
 		cancel()
 		<-done
-		e.flightWG.Wait()
+		e.wg.Wait()
 	})
 }
 
@@ -110,9 +110,9 @@ func TestSchedulerNeverOverlapsFlushesOfAWindow(t *testing.T) {
 			mu.Unlock()
 			return ctx.Err()
 		})
-		e, tw, pt, aud := newSchedStage(t, ctx, 2, pin)
+		e, tw, pt, aud := newSched(t, ctx, 2, pin)
 		done := make(chan struct{})
-		go func() { defer close(done); e.schedule(ctx) }()
+		go func() { defer close(done); e.run(ctx) }()
 		pk := tw.open(pt)
 		tw.add(aud, ops(changes.Add, 1, 2), pk, e.now())
 		synctest.Wait()
@@ -139,7 +139,7 @@ func TestSchedulerNeverOverlapsFlushesOfAWindow(t *testing.T) {
 		}
 		cancel()
 		<-done
-		e.flightWG.Wait()
+		e.wg.Wait()
 	})
 }
 
@@ -149,7 +149,7 @@ func TestDispatchDoesNotRaceWithWorkers(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	pin := pinFunc(func(context.Context, pinterest.Operation, []ident.Hash) error { return nil })
-	e, tw, pt, aud := newSchedStage(t, ctx, 2, pin)
+	e, tw, pt, aud := newSched(t, ctx, 2, pin)
 	aud2 := e.resolvedList("aud2")
 	stop := make(chan struct{})
 	added := make(chan struct{})
@@ -170,7 +170,7 @@ func TestDispatchDoesNotRaceWithWorkers(t *testing.T) {
 	}
 	close(stop)
 	<-added
-	e.flightWG.Wait()
+	e.wg.Wait()
 }
 
 // TestForgetLeavesNoFlightBehind: once forget (revoke, loss) returns, no
@@ -190,13 +190,13 @@ func TestForgetLeavesNoFlightBehind(t *testing.T) {
 			}
 			return nil
 		})
-		e, tw, pt, _ := newSchedStage(t, ctx, 1000, pin)
+		e, tw, pt, _ := newSched(t, ctx, 1000, pin)
 		for a := 0; a < 20; a++ {
 			aud := e.resolvedList(fmt.Sprint("aud", a))
 			tw.add(aud, ops(changes.Add, 0, 3), tw.open(pt), e.now())
 		}
 		done := make(chan struct{})
-		go func() { defer close(done); e.schedule(ctx) }()
+		go func() { defer close(done); e.run(ctx) }()
 		e.forget(map[*commit.Partition]bool{pt: true})
 		mu.Lock()
 		forgotten = true
@@ -207,7 +207,7 @@ func TestForgetLeavesNoFlightBehind(t *testing.T) {
 		}
 		cancel()
 		<-done
-		e.flightWG.Wait()
+		e.wg.Wait()
 		if t.Failed() {
 			return
 		}

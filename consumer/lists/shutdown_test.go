@@ -289,15 +289,15 @@ func TestRevokeDuringCloseStopsThePartition(t *testing.T) {
 	}()
 	// Close has stopped the workers: both partitions are leaving.
 	deadline := time.Now().Add(5 * time.Second)
-	for len(s.leavingOf(map[string][]int32{"changes": {0, 1}})) < 2 {
+	for !s.member.Leaving(0) || !s.member.Leaving(1) {
 		if time.Now().After(deadline) {
 			t.Fatal("Close never stopped the workers")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	s.revoked(t.Context(), s.cl, map[string][]int32{"changes": {0}})
+	s.member.Revoked(t.Context(), s.member.Client(), map[string][]int32{"changes": {0}})
 	revokedAt.Store(time.Now().UnixNano())
-	if p := s.leavingOf(map[string][]int32{"changes": {0}}); len(p) != 0 {
+	if s.member.Leaving(0) {
 		t.Error("partition 0 is still leaving after its revoke: Close would go on flushing it")
 	}
 	for _, p := range s.tr.Partitions() {

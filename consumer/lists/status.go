@@ -1,9 +1,6 @@
 package lists
 
 import (
-	"fmt"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/pinsync/pinsync/consumer/commit"
@@ -36,42 +33,30 @@ func (s *Stage) Status() Status {
 	st := Status{FetchPaused: s.Paused()}
 	st.Buffered, st.BufferedBytes = s.ws.Buffered(), s.ws.Bytes()
 	perWindow := s.ws.Stats()
-	st.Membership = s.member.Status()
+	st.Membership = s.member.Membership()
 	flights, lastErr := s.disp.status()
 	st.Flights = flights
 	if lastErr != nil {
 		st.LastError = lastErr.Error()
 	}
-	st.Partitions = s.partitionStatus()
-	sort.Slice(st.Partitions, func(i, j int) bool { return st.Partitions[i].Partition < st.Partitions[j].Partition })
+	st.Partitions = s.member.Partitions()
 	st.Lists = s.sink.Lists(perWindow)
 	return st
 }
 
 // Membership is the member's standing in its group.
-func (s *Stage) Membership() membership.Status { return s.member.Status() }
+func (s *Stage) Membership() membership.Status { return s.member.Membership() }
 
-// Paused reports whether reading is paused at a cap: fetching at
-// MaxBuffered records, or a worker waiting for room under
-// MaxBufferedBytes.
-func (s *Stage) Paused() bool { return s.paused.Load() || s.waitingRoom.Load() > 0 }
+// Paused reports whether reading is paused: fetching at MaxBuffered
+// records or while Pinterest refuses the credentials, or a worker waiting
+// for room under MaxBufferedBytes.
+func (s *Stage) Paused() bool {
+	return s.capped.Load() || s.member.Held() || s.waitingRoom.Load() > 0
+}
 
 // Unhealthy reports the partitions whose start (learning where the
 // partition ends) has been failing for longer than limit; nil when there
 // is none.
 func (s *Stage) Unhealthy(limit time.Duration) error {
-	now := s.now()
-	var stuck []string
-	s.mu.Lock()
-	for p, w := range s.workers {
-		if since := w.failingSince.Load(); since != 0 && now.Sub(time.Unix(0, since)) > limit {
-			stuck = append(stuck, fmt.Sprintf("%s/%d for %s", s.cfg.Topic, p, now.Sub(time.Unix(0, since)).Round(time.Second)))
-		}
-	}
-	s.mu.Unlock()
-	if len(stuck) == 0 {
-		return nil
-	}
-	sort.Strings(stuck)
-	return fmt.Errorf("list stage: partitions failing to start: %s", strings.Join(stuck, ", "))
+	return s.member.Unhealthy(limit, "list stage: partitions failing to start")
 }

@@ -8,9 +8,13 @@
 //     changes topic keyed by list.
 //   - The list stage (package lists) consumes the changes topic as the
 //     group "<kafka.group>.lists", keyed by list, so each list has exactly
-//     one owner group-wide: it holds the list's window, creates the list
-//     once, uploads within its share of the app's write budget, and
-//     commits after the upload.
+//     one owner group-wide: it holds the list's window (package
+//     lists/window), creates the list once and uploads within its share
+//     of the app's write budget (package lists/sink), and commits after
+//     the upload.
+//
+// Each stage's member of its group is a member.Member: the group's
+// client, the poll loop and a worker goroutine per partition.
 //
 // An input offset is committed only once the list stage has committed past
 // every change of the records before it (package commit): the input

@@ -4,11 +4,12 @@
 //
 // Its rooms:
 //
-//   - Stage, here, is the member: it joins the group, starts a worker per
-//     assigned partition, takes its share of the write budget, commits an
-//     offset of the changes topic only after every upload covering the
-//     changes before it succeeded (package commit), and answers the
-//     ownership check.
+//   - Stage, here, is the member's stage side (package member runs the
+//     group member itself): it starts a worker per assigned partition,
+//     takes its share of the write budget, and shuts down in order. Its
+//     committer commits an offset of the changes topic only after every
+//     upload covering the changes before it succeeded (package commit),
+//     and answers the ownership check.
 //   - A worker reads its partition in offset order and puts the changes
 //     into the windows (package window), sealing an epoch every commit
 //     interval.
@@ -25,9 +26,11 @@
 // owns the list's partition, so that a member paused past its session
 // timeout that woke after its partitions moved writes nothing for them.
 //
-// Lock order: the stage's lock (its workers) is never held while calling
-// the sink or the windows; neither the window set's lock nor any of the
-// sink's is held while calling back into the stage.
+// Lock order: the committer's lock, then the member's (its workers) or
+// the commit tracker's. The window set's lock is held while calling
+// nothing, so never while the sink is called; the sink holds none of its
+// locks while it calls Pinterest, the registry or what the member handed
+// it (SetMode takes the window set's lock, the guard the committer's).
 //
 // It does not decode events or keep profile state (package profiles), and
 // it does not talk to Pinterest itself (package sink).

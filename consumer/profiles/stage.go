@@ -20,6 +20,14 @@
 // the records before it produced (package commit), so the input group's
 // lag is the true end-to-end lag.
 //
+// Its rooms: Stage is the group member's stage side (package member runs
+// the member itself): it starts a worker per assigned partition and
+// commits input offsets. Each worker applies its partition's records to
+// the state in offset order (worker.go), writes what they change in the
+// partition's transaction (txn.go), hands the epochs it seals to the
+// committer (epochs.go), and restores the state when it takes the
+// partition (restore.go, changelog.go).
+//
 // It does not upload anything (package lists).
 package profiles
 

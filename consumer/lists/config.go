@@ -3,15 +3,12 @@ package lists
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/pinsync/pinsync/consumer/commit"
-	"github.com/pinsync/pinsync/consumer/hold"
 	"github.com/pinsync/pinsync/consumer/lists/sink"
+	"github.com/pinsync/pinsync/consumer/member"
 )
 
 // Config configures the list stage. Every field is required unless its
@@ -138,8 +135,9 @@ func CheckListNameTemplate(s string) error { return sink.CheckListNameTemplate(s
 
 // Deps are the stage's collaborators.
 type Deps struct {
-	// Kafka holds the connection options; the stage adds its group.
-	Kafka []kgo.Opt
+	// Member is what the stage's group member is handed; the stage adds
+	// its group.
+	Member member.Deps
 	// Pinterest uploads.
 	Pinterest Pinterest
 	// Writes is the ads_write budget the scheduler reads, and Reads the
@@ -152,17 +150,8 @@ type Deps struct {
 	// Members reads a list's members from the profile state, to rebuild
 	// it; nil means lists cannot be rebuilt (they stay parked).
 	Members Members
-	Logger  *slog.Logger
-	// Registerer receives the stage's own metrics; Commits, Assigned and
-	// DeadLetters are series the caller shares between the stages.
+	// Registerer receives the stage's own metrics; DeadLetters is a
+	// series the caller shares between the stages.
 	Registerer  prometheus.Registerer
-	Commits     commit.Metrics
-	Assigned    prometheus.Gauge
 	DeadLetters *prometheus.CounterVec
-	// Hold, when set, says why fetching must wait (Pinterest refused
-	// the credentials: nothing read now could be uploaded); nil to go on.
-	// It is asked before every poll, and every hold.Poll while it holds.
-	Hold hold.Func
-	// Now is the clock (default time.Now).
-	Now func() time.Time
 }

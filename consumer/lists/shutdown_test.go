@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/pinsync/pinsync/consumer/changes"
+	"github.com/pinsync/pinsync/consumer/member"
 	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
@@ -184,7 +185,7 @@ func startStage(t *testing.T, brokers []string, pin Pinterest, flush time.Durati
 		FlushInterval: flush, CommitInterval: 20 * time.Millisecond, RevokeTimeout: time.Second,
 		MaxRecords: 5000, MaxBuffered: 100_000, MaxFlights: 1, ListNameTemplate: DefaultListNameTemplate,
 		AudiencePollInterval: -1, ParkedRetry: time.Second,
-	}, Deps{Kafka: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Pinterest: pin})
+	}, Deps{Member: member.Deps{Kafka: []kgo.Opt{kgo.SeedBrokers(brokers...)}}, Pinterest: pin})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -105,15 +105,8 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	if deps.Pinterest == nil {
 		return nil, errors.New("lists: Deps.Pinterest is required")
 	}
-	log := deps.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	log = log.With("component", "lists")
-	now := deps.Now
-	if now == nil {
-		now = time.Now
-	}
+	md := deps.Member.WithDefaults("lists")
+	log, now := md.Logger, md.Now
 	m, err := newMetrics(deps.Registerer, cfg.FlushInterval)
 	if err != nil {
 		return nil, err
@@ -123,15 +116,13 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	}
 	s := &Stage{cfg: cfg, log: log, now: now, deps: deps,
 		tr: commit.NewTracker(), ws: window.New(cfg.MaxRecords, cfg.MaxBufferedBytes)}
-	s.member = member.New(member.Config{
-		Topic: cfg.Topic, Group: cfg.Group, Hold: deps.Hold, Commits: deps.Commits, Assigned: deps.Assigned, Logger: log, Now: now,
-		Kafka: append(append([]kgo.Opt{}, deps.Kafka...),
-			kgo.RecordPartitioner(kgo.ManualPartitioner()),
-			kgo.RequiredAcks(kgo.AllISRAcks()),
-			// A dead letter the broker cannot take fails its flush (tried
-			// again later) rather than hanging it.
-			kgo.RecordDeliveryTimeout(deliveryTimeout)),
-	}, member.Handler[*worker]{
+	md.Kafka = append(append([]kgo.Opt{}, md.Kafka...),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		// A dead letter the broker cannot take fails its flush (tried
+		// again later) rather than hanging it.
+		kgo.RecordDeliveryTimeout(deliveryTimeout))
+	s.member = member.New(member.Config{Topic: cfg.Topic, Group: cfg.Group, Deps: md}, member.Handler[*worker]{
 		Start: s.start, Assigned: s.assigned, Revoked: s.revoked, Lost: s.lost, Gate: s.gate, Max: s.pollMax,
 	})
 	s.commits = &committer{member: s.member, tr: s.tr, topic: cfg.Topic, interval: cfg.CommitInterval, log: log}

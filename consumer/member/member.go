@@ -95,17 +95,39 @@ type Handler[W Worker] struct {
 type Config struct {
 	// Topic is the topic consumed, and Group the consumer group.
 	Topic, Group string
-	// Kafka holds the connection options and the stage's own (a
-	// producer's, say); the member adds the group's.
+	Deps
+}
+
+// Deps are what a stage's caller hands the stage's member.
+type Deps struct {
+	// Kafka holds the connection options (a stage adds its own, a
+	// producer's say); the member adds the group's.
 	Kafka []kgo.Opt
-	// Hold, when set, says why fetching must wait; nil to go on.
+	// Hold, when set, says why fetching must wait (Pinterest refused the
+	// credentials: nothing read now could be uploaded); nil to go on. It
+	// is asked before every poll, and every hold.Poll while it holds.
 	Hold hold.Func
-	// Commits are the stage's commit series; Assigned counts the
-	// partitions it owns.
+	// Commits are the stage's commit series and Assigned the count of the
+	// partitions it owns, series the caller shares between the stages.
 	Commits  commit.Metrics
 	Assigned prometheus.Gauge
 	Logger   *slog.Logger
-	Now      func() time.Time
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// WithDefaults returns d with a logger (one that discards when d has
+// none) tagged with the stage's component, and time.Now when d has no
+// clock.
+func (d Deps) WithDefaults(component string) Deps {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	d.Logger = d.Logger.With("component", component)
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	return d
 }
 
 // owned is one partition the member owns and its worker.

@@ -69,10 +69,9 @@ func group(t *testing.T, n int) []string {
 func start(t *testing.T, brokers []string, revoked func(m *member.Member[*recorder], ws map[int32]*recorder)) *member.Member[*recorder] {
 	t.Helper()
 	var m *member.Member[*recorder]
-	m = member.New(member.Config{
-		Topic: "t", Group: "g",
+	m = member.New(member.Config{Topic: "t", Group: "g", Deps: member.Deps{
 		Kafka: []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.SessionTimeout(6 * time.Second), kgo.RebalanceTimeout(6 * time.Second)},
-	}, member.Handler[*recorder]{
+	}}, member.Handler[*recorder]{
 		Start: func(p int32) (*recorder, bool) {
 			m.Client().ResumeFetchPartitions(map[string][]int32{"t": {p}})
 			return &recorder{p: p}, true

@@ -3,14 +3,11 @@ package profiles
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/pinsync/pinsync/consumer/commit"
-	"github.com/pinsync/pinsync/consumer/hold"
+	"github.com/pinsync/pinsync/consumer/member"
 	"github.com/pinsync/pinsync/schemas"
 )
 
@@ -87,20 +84,11 @@ func (c Config) Validate() error {
 
 // Deps are the stage's collaborators.
 type Deps struct {
-	// Kafka holds the connection options; the stage adds its group and
-	// its producers' transactional ids.
-	Kafka  []kgo.Opt
-	Logger *slog.Logger
-	// Registerer receives the stage's own metrics; Commits, Assigned and
-	// DeadLetters are series the caller shares between the stages.
+	// Member is what the stage's group member is handed; the stage adds
+	// its group, and its producers their transactional ids.
+	Member member.Deps
+	// Registerer receives the stage's own metrics; DeadLetters is a
+	// series the caller shares between the stages.
 	Registerer  prometheus.Registerer
-	Commits     commit.Metrics
-	Assigned    prometheus.Gauge
 	DeadLetters *prometheus.CounterVec
-	// Hold, when set, says why fetching must wait (Pinterest refused
-	// the credentials: nothing read now could be uploaded); nil to go on.
-	// It is asked before every poll, and every hold.Poll while it holds.
-	Hold hold.Func
-	// Now is the clock (default time.Now).
-	Now func() time.Time
 }

@@ -94,15 +94,8 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := deps.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	log = log.With("component", "profiles")
-	now := deps.Now
-	if now == nil {
-		now = time.Now
-	}
+	md := deps.Member.WithDefaults("profiles")
+	log, now := md.Logger, md.Now
 	if deps.DeadLetters == nil {
 		deps.DeadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "unregistered_dead_letters"}, []string{"reason"})
 	}
@@ -111,15 +104,12 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 		return nil, err
 	}
 	s := &Stage{cfg: cfg, log: log, m: m, auds: auds, pending: newPending(m.pending)}
-	s.member = member.New(member.Config{
-		Topic: cfg.Topic, Group: cfg.Group, Kafka: deps.Kafka, Hold: deps.Hold,
-		Commits: deps.Commits, Assigned: deps.Assigned, Logger: s.log, Now: now,
-	}, member.Handler[*worker]{
+	s.member = member.New(member.Config{Topic: cfg.Topic, Group: cfg.Group, Deps: md}, member.Handler[*worker]{
 		Start: s.start, Revoked: s.revoked, Lost: s.lost, Gate: s.gate,
 		Max: func() int { return min(max(cfg.MaxPending/10, 100), 10_000) },
 	})
 	s.workers = &workerDeps{
-		cfg: cfg, log: s.log, m: m, dec: dec, auds: auds, codec: codec{auds}, kopts: deps.Kafka, now: now,
+		cfg: cfg, log: s.log, m: m, dec: dec, auds: auds, codec: codec{auds}, kopts: md.Kafka, now: now,
 		deadLetters: deps.DeadLetters, pending: s.pending, client: s.member.Client, rewind: s.rewind, owns: s.owns,
 	}
 	return s, nil

@@ -8,9 +8,13 @@
 //     changes topic keyed by list.
 //   - The list stage (package lists) consumes the changes topic as the
 //     group "<kafka.group>.lists", keyed by list, so each list has exactly
-//     one owner group-wide: it holds the list's window, creates the list
-//     once, uploads within its share of the app's write budget, and
-//     commits after the upload.
+//     one owner group-wide: it holds the list's window (package
+//     lists/window), creates the list once and uploads within its share
+//     of the app's write budget (package lists/sink), and commits after
+//     the upload.
+//
+// Each stage's member of its group is a member.Member: the group's
+// client, the poll loop and a worker goroutine per partition.
 //
 // An input offset is committed only once the list stage has committed past
 // every change of the records before it (package commit): the input
@@ -35,6 +39,7 @@ import (
 	"github.com/pinsync/pinsync/consumer/commit"
 	"github.com/pinsync/pinsync/consumer/hold"
 	"github.com/pinsync/pinsync/consumer/lists"
+	"github.com/pinsync/pinsync/consumer/member"
 	"github.com/pinsync/pinsync/consumer/membership"
 	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/control"
@@ -166,18 +171,18 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	kopts := append(append([]kgo.Opt{}, e.deps.Kafka...),
 		kgo.SessionTimeout(e.cfg.SessionTimeout), kgo.RebalanceTimeout(e.cfg.RebalanceTimeout))
+	memberDeps := func(stage string, assigned prometheus.Gauge) member.Deps {
+		return member.Deps{Kafka: kopts, Hold: e.deps.Hold, Commits: e.m.commits(stage), Assigned: assigned, Logger: e.log, Now: e.deps.Now}
+	}
 	ls, err := lists.New(e.listsConfig(topics), lists.Deps{
-		Kafka: kopts, Pinterest: e.deps.Pinterest, Writes: e.deps.Writes, Reads: e.deps.Reads,
-		Registry: reg, Logger: e.log, Registerer: e.deps.Registerer,
-		Commits: e.m.commits("lists"), Assigned: e.m.listPartitions, DeadLetters: e.m.deadLetters, Now: e.deps.Now, Hold: e.deps.Hold,
-		Members: e.members(),
+		Member: memberDeps("lists", e.m.listPartitions), Pinterest: e.deps.Pinterest, Writes: e.deps.Writes, Reads: e.deps.Reads,
+		Registry: reg, Members: e.members(), Registerer: e.deps.Registerer, DeadLetters: e.m.deadLetters,
 	})
 	if err != nil {
 		return err
 	}
 	ps, err := profiles.New(e.profilesConfig(topics), profiles.Deps{
-		Kafka: kopts, Logger: e.log, Registerer: e.deps.Registerer,
-		Commits: e.m.commits("profiles"), Assigned: e.m.assigned, DeadLetters: e.m.deadLetters, Now: e.deps.Now, Hold: e.deps.Hold,
+		Member: memberDeps("profiles", e.m.assigned), Registerer: e.deps.Registerer, DeadLetters: e.m.deadLetters,
 	})
 	if err != nil {
 		return err

@@ -5,42 +5,27 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pinsync/pinsync/consumer/lists/window"
 )
 
-// The reasons a window flushes, the values of pinsync_flushes_total's
-// reason label.
-const (
-	FlushFull     = "full"     // a side holds the per-request maximum
-	FlushInterval = "interval" // the oldest change waited the flush interval
-	FlushRevoke   = "revoke"   // the list's partition is being revoked
-	FlushShutdown = "shutdown" // the process is shutting down
-)
-
-// FlushReasons returns every flush reason.
+// FlushReasons returns every reason a window is flushed for: the values
+// of pinsync_flushes_total's reason label.
 func FlushReasons() []string {
-	return []string{FlushFull, FlushInterval, FlushRevoke, FlushShutdown}
+	return []string{window.FlushFull, window.FlushInterval, window.FlushRevoke, window.FlushShutdown}
 }
 
-// metrics are the list stage's Prometheus series. Labels come from closed
-// sets, except audience keys, which are bounded by the audiences synced
-// (one series per audience and list type).
+// metrics are the list stage's own Prometheus series, its sink's aside.
+// Labels come from closed sets.
 type metrics struct {
 	read           *prometheus.CounterVec
 	malformed      prometheus.Counter
 	buffered       prometheus.Gauge
 	bufferedBytes  prometheus.Gauge
 	flushes        *prometheus.CounterVec
-	perRequest     prometheus.Histogram
-	uploads        *prometheus.CounterVec
 	uploadDuration prometheus.Histogram
 	eventToUpload  prometheus.Histogram
-	uploaded       *prometheus.CounterVec
-	pinSize        *prometheus.GaugeVec
-	pinReady       *prometheus.GaugeVec
-	listCreated    *prometheus.GaugeVec
 	dropped        *prometheus.CounterVec
-	parked         *prometheus.GaugeVec
-	rebuilds       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, flushInterval time.Duration) (*metrics, error) {
@@ -60,13 +45,6 @@ func newMetrics(reg prometheus.Registerer, flushInterval time.Duration) (*metric
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pinsync_flushes_total", Help: "Window flushes, by reason (full, interval, revoke, shutdown) and outcome (ok, error, not_owner, parked: the list was marked for a rebuild and its changes dropped).",
 		}, []string{"reason", "outcome"}),
-		perRequest: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "pinsync_records_per_request", Help: "Records per Pinterest write request.",
-			Buckets: []float64{1, 10, 50, 100, 500, 1000, 2000, 3000, 4000, 5000, 10000},
-		}),
-		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pinsync_uploads_total", Help: "Pinterest list writes, by operation (add, remove, create) and outcome.",
-		}, []string{"op", "outcome"}),
 		uploadDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "pinsync_upload_duration_seconds", Help: "Duration of one window flush, including retries.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 12),
@@ -75,36 +53,16 @@ func newMetrics(reg prometheus.Registerer, flushInterval time.Duration) (*metric
 			Name: "pinsync_event_to_upload_seconds", Help: "Time from an event's timestamp to the upload that carried its change.",
 			Buckets: latencyBuckets(flushInterval),
 		}),
-		uploaded: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pinsync_audience_uploaded_records_total", Help: "Records uploaded per audience, list type and operation.",
-		}, []string{"audience", "list_type", "op"}),
-		pinSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "pinsync_audience_pinterest_size", Help: "Matched users Pinterest reports for the audience (not uploads).",
-		}, []string{"audience", "list_type"}),
-		pinReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "pinsync_audience_ready", Help: "1 when Pinterest reports the audience READY.",
-		}, []string{"audience", "list_type"}),
-		listCreated: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "pinsync_list_created_timestamp_seconds", Help: "Unix time at which Pinterest created the customer list the audience follows (its size is judged only once Pinterest has had a day or two to match it). Only the list's owner reports it.",
-		}, []string{"audience", "list_type"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pinsync_changes_dropped_total", Help: "List changes read and deliberately not uploaded, by reason (legacy_idfa: an IDFA add an earlier pinsync hashed from the lower-case id, which Pinterest matches nobody by).",
 		}, []string{"reason"}),
-		parked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "pinsync_list_parked",
-			Help: "1 while a list waits for a rebuild from the profile state, its changes dropped, by reason: permission (the role on the ad account is gone), not_found (deleted at Pinterest), requested (pinsync resync). Only the list's owner reports it.",
-		}, []string{"audience", "list_type", "reason"}),
-		rebuilds: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pinsync_list_rebuilds_total", Help: "Attempts to rebuild a list from the profile state, by outcome (ok, error).",
-		}, []string{"outcome"}),
 	}
 	m.dropped.WithLabelValues(droppedLegacyIDFA)
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{
-		m.read, m.malformed, m.buffered, m.bufferedBytes, m.flushes, m.perRequest, m.uploads, m.uploadDuration, m.eventToUpload,
-		m.uploaded, m.pinSize, m.pinReady, m.listCreated, m.dropped, m.parked, m.rebuilds,
+		m.read, m.malformed, m.buffered, m.bufferedBytes, m.flushes, m.uploadDuration, m.eventToUpload, m.dropped,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/pinsync/pinsync/consumer/changes"
+	"github.com/pinsync/pinsync/consumer/member"
 	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
@@ -113,7 +114,7 @@ func TestCloseLeavesNoFlightBehind(t *testing.T) {
 	if n := s.Status().Flights; n != 0 {
 		t.Fatalf("%d uploads in flight after Close returned", n)
 	}
-	s.flightWG.Wait()
+	s.disp.wg.Wait()
 	if n := late.Load(); n != 0 {
 		t.Fatalf("%d uploads started after Close returned", n)
 	}
@@ -165,7 +166,7 @@ func produceAdds(t *testing.T, brokers []string, lists, from, n int) {
 		l := changes.List{Audience: fmt.Sprint("aud", a), Type: ident.Email}
 		cs := make([]changes.Change, n)
 		for i := range cs {
-			cs[i] = changes.Change{Hash: benchHash(uint64(a*1000+from+i), 1), Op: changes.Add}
+			cs[i] = changes.Change{Hash: record(a*1000 + from + i), Op: changes.Add}
 		}
 		k := l.AppendKey(nil)
 		pcl.Produce(t.Context(), &kgo.Record{Topic: "changes", Partition: part.Partition(k), Key: k,
@@ -184,7 +185,7 @@ func startStage(t *testing.T, brokers []string, pin Pinterest, flush time.Durati
 		FlushInterval: flush, CommitInterval: 20 * time.Millisecond, RevokeTimeout: time.Second,
 		MaxRecords: 5000, MaxBuffered: 100_000, MaxFlights: 1, ListNameTemplate: DefaultListNameTemplate,
 		AudiencePollInterval: -1, ParkedRetry: time.Second,
-	}, Deps{Kafka: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Pinterest: pin})
+	}, Deps{Member: member.Deps{Kafka: []kgo.Opt{kgo.SeedBrokers(brokers...)}}, Pinterest: pin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,15 +290,15 @@ func TestRevokeDuringCloseStopsThePartition(t *testing.T) {
 	}()
 	// Close has stopped the workers: both partitions are leaving.
 	deadline := time.Now().Add(5 * time.Second)
-	for len(s.leavingOf(map[string][]int32{"changes": {0, 1}})) < 2 {
+	for !s.member.Leaving(0) || !s.member.Leaving(1) {
 		if time.Now().After(deadline) {
 			t.Fatal("Close never stopped the workers")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	s.revoked(t.Context(), s.cl, map[string][]int32{"changes": {0}})
+	s.member.Revoked(t.Context(), s.member.Client(), map[string][]int32{"changes": {0}})
 	revokedAt.Store(time.Now().UnixNano())
-	if p := s.leavingOf(map[string][]int32{"changes": {0}}); len(p) != 0 {
+	if s.member.Leaving(0) {
 		t.Error("partition 0 is still leaving after its revoke: Close would go on flushing it")
 	}
 	for _, p := range s.tr.Partitions() {
@@ -306,7 +307,7 @@ func TestRevokeDuringCloseStopsThePartition(t *testing.T) {
 		}
 	}
 	<-closed
-	s.flightWG.Wait()
+	s.disp.wg.Wait()
 	if n := late.Load(); n != 0 {
 		t.Errorf("%d uploads for partition 0's lists started after it was revoked", n)
 	}

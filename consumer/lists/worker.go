@@ -2,6 +2,8 @@ package lists
 
 import (
 	"context"
+	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -9,17 +11,42 @@ import (
 
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/consumer/lists/window"
+	"github.com/pinsync/pinsync/consumer/member"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
+
+// workerDeps are what the stage hands every worker: settings, and the
+// parts of the stage a worker uses. A worker reaches no further.
+type workerDeps struct {
+	topic string
+	// interval is the commit interval: an epoch is sealed every interval.
+	interval time.Duration
+	now      func() time.Time
+	log      *slog.Logger
+	m        *metrics
+	tr       *commit.Tracker
+	ws       *window.Set
+	// intern names a list by its window (the sink's directory).
+	intern func(l changes.List, h changes.Header, p int32) window.ListID
+	// endOffset learns where partition p ends; resume resumes fetching it.
+	endOffset func(ctx context.Context, p int32) (int64, error)
+	resume    func(p int32)
+	// closing is set once the stage shuts down; waitingRoom counts the
+	// workers waiting for room under the byte cap.
+	closing     *atomic.Bool
+	waitingRoom *atomic.Int32
+}
 
 // worker reads one partition of the changes topic in offset order and puts
 // its changes into the windows, sealing an epoch every commit interval.
 type worker struct {
-	s         *Stage
+	d         *workerDeps
 	partition int32
 	pt        *commit.Partition
 	in        chan []*kgo.Record
 	quit      chan struct{}
+	quitOnce  sync.Once
 	// ctx ends with quit: what the worker waits for does not hold up a
 	// revoke.
 	ctx    context.Context
@@ -27,14 +54,12 @@ type worker struct {
 	done   chan struct{}
 	// sealNow asks the worker to seal its open epoch at once (shutdown:
 	// the flush that follows should be able to complete it).
-	sealNow   chan struct{}
-	highWater atomic.Int64
+	sealNow chan struct{}
 	// read is the offset after the last record processed (-1 before
 	// any), for Drain.
 	read atomic.Int64
-	// failingSince is when learning the partition's end began failing,
-	// in Unix nanoseconds; 0 while it does not.
-	failingSince atomic.Int64
+	// Failing says since when learning the partition's end has failed.
+	member.Failing
 
 	open        commit.Key
 	next        int64 // offset after the last record read; -1 before any
@@ -45,24 +70,52 @@ type worker struct {
 	// vouchFrom is the end of the partition when this member was assigned
 	// it. An earlier owner may have uploaded changes below it that it
 	// never committed: where a list stands for their records is not known,
-	// so none of them cancels (see windows.add).
+	// so none of them cancels (see window.Set.Add).
 	vouchFrom int64
-	d         commit.Deltas
+	deltas    commit.Deltas
 	cs        []changes.Change
 	// legacySeen is set once the worker has said it drops legacy IDFA
 	// adds.
 	legacySeen bool
 }
 
-func (s *Stage) newWorker(p int32) *worker {
-	pt := s.tr.Assign(s.cfg.Topic, p, -1)
+func newWorker(d *workerDeps, p int32) *worker {
+	pt := d.tr.Assign(d.topic, p, -1)
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &worker{s: s, partition: p, pt: pt, in: make(chan []*kgo.Record, 4),
+	w := &worker{d: d, partition: p, pt: pt, in: make(chan []*kgo.Record, 4),
 		quit: make(chan struct{}), ctx: ctx, cancel: cancel, done: make(chan struct{}), sealNow: make(chan struct{}, 1),
-		open: s.tr.Open(pt), next: -1, leaderEpoch: -1, vouchFrom: -1}
+		open: d.tr.Open(pt), next: -1, leaderEpoch: -1, vouchFrom: -1}
 	w.first.Store(-1)
 	w.read.Store(-1)
 	return w
+}
+
+// Feed implements member.Worker.
+func (w *worker) Feed(ctx context.Context, recs []*kgo.Record) {
+	select {
+	case w.in <- recs:
+	case <-w.quit:
+	case <-ctx.Done():
+	}
+}
+
+// Committed implements member.Worker.
+func (w *worker) Committed() int64 { return w.pt.Committed() }
+
+// stop tells the worker to seal its open epoch and end, and cancels what
+// it waits for; it does not wait (see done). Stopping twice is stopping
+// once.
+func (w *worker) stop() {
+	w.quitOnce.Do(func() { close(w.quit) })
+	w.cancel()
+}
+
+// hurry asks the worker to seal its open epoch at once.
+func (w *worker) hurry() {
+	select {
+	case w.sealNow <- struct{}{}:
+	default:
+	}
 }
 
 func (w *worker) run() {
@@ -70,7 +123,7 @@ func (w *worker) run() {
 	if !w.fence() {
 		return
 	}
-	t := time.NewTicker(w.s.cfg.CommitInterval)
+	t := time.NewTicker(w.d.interval)
 	defer t.Stop()
 	for {
 		select {
@@ -90,21 +143,21 @@ func (w *worker) run() {
 // fence learns the partition's end offset before reading anything, retrying
 // until it succeeds or the worker quits (then it reports false).
 func (w *worker) fence() bool {
-	defer w.failingSince.Store(0)
+	defer w.Started()
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
-		end, err := w.s.endOffset(ctx, w.partition)
+		end, err := w.d.endOffset(ctx, w.partition)
 		cancel()
 		if err == nil {
 			w.vouchFrom = end
-			w.s.cl.ResumeFetchPartitions(map[string][]int32{w.s.cfg.Topic: {w.partition}})
+			w.d.resume(w.partition)
 			return true
 		}
 		if w.ctx.Err() != nil {
 			return false // stopped
 		}
-		w.failingSince.CompareAndSwap(0, w.s.now().UnixNano())
-		w.s.log.Warn("reading the end of a changes partition failed; retrying", "partition", w.partition, "err", err)
+		w.Fail(w.d.now())
+		w.d.log.Warn("reading the end of a changes partition failed; retrying", "partition", w.partition, "err", err)
 		select {
 		case <-w.quit:
 			return false
@@ -118,16 +171,15 @@ func (w *worker) fence() bool {
 // reports false). On the first wait for a record, what was read before it
 // is sealed, so that its commit does not wait for the room.
 func (w *worker) waitRoom(room <-chan struct{}, first bool) bool {
-	s := w.s
 	if first {
-		s.tr.Apply(&w.d)
-		w.d.Reset()
+		w.d.tr.Apply(&w.deltas)
+		w.deltas.Reset()
 		w.read.Store(w.next)
 		w.seal()
 	}
-	s.waitingRoom.Add(1)
-	defer s.waitingRoom.Add(-1)
-	t := time.NewTimer(s.cfg.CommitInterval)
+	w.d.waitingRoom.Add(1)
+	defer w.d.waitingRoom.Add(-1)
+	t := time.NewTimer(w.d.interval)
 	defer t.Stop()
 	select {
 	case <-w.quit:
@@ -143,7 +195,7 @@ func (w *worker) seal() {
 	if w.next < 0 {
 		return
 	}
-	w.open = w.s.tr.Seal(w.pt, w.next, w.leaderEpoch)
+	w.open = w.d.tr.Seal(w.pt, w.next, w.leaderEpoch)
 }
 
 // probeOffset is what an ownership check commits: the offset last
@@ -160,8 +212,8 @@ func (w *worker) probeOffset() (kgo.EpochOffset, bool) {
 
 // process puts a batch of records' changes into the windows.
 func (w *worker) process(recs []*kgo.Record) {
-	s := w.s
-	now := s.now()
+	d := w.d
+	now := d.now()
 	var adds, removes, legacy int
 	for _, r := range recs {
 		if r.Offset < w.next {
@@ -193,11 +245,11 @@ func (w *worker) process(recs []*kgo.Record) {
 		}
 		if err != nil {
 			w.next, w.leaderEpoch = r.Offset+1, r.LeaderEpoch
-			s.m.malformed.Inc()
-			s.log.Error("skipping a malformed record of the changes topic", "partition", r.Partition, "offset", r.Offset, "err", err)
+			d.m.malformed.Inc()
+			d.log.Error("skipping a malformed record of the changes topic", "partition", r.Partition, "offset", r.Offset, "err", err)
 			continue
 		}
-		li := s.lists.intern(l, v.Header, r.Partition)
+		id := d.intern(l, v.Header, r.Partition)
 		for i := range w.cs {
 			if w.cs[i].Op == changes.Add {
 				adds++
@@ -206,41 +258,38 @@ func (w *worker) process(recs []*kgo.Record) {
 			}
 		}
 		for waited := false; ; waited = true {
-			room := s.ws.drainedChan()
-			if s.ws.add(li.id, w.cs, w.open, now, &w.d) {
+			room := d.ws.Drained()
+			if d.ws.Add(id, w.cs, w.open, now, &w.deltas) {
 				break
 			}
 			if !w.waitRoom(room, !waited) {
 				return
 			}
-			now = s.now()
+			now = d.now()
 		}
 		w.next, w.leaderEpoch = r.Offset+1, r.LeaderEpoch
 	}
-	s.tr.Apply(&w.d)
-	w.d.Reset()
+	d.tr.Apply(&w.deltas)
+	w.deltas.Reset()
 	w.read.Store(w.next)
 	if adds > 0 {
-		s.m.read.WithLabelValues("add").Add(float64(adds))
+		d.m.read.WithLabelValues("add").Add(float64(adds))
 	}
 	if removes > 0 {
-		s.m.read.WithLabelValues("remove").Add(float64(removes))
+		d.m.read.WithLabelValues("remove").Add(float64(removes))
 	}
 	if legacy > 0 {
-		s.m.dropped.WithLabelValues(droppedLegacyIDFA).Add(float64(legacy))
+		d.m.dropped.WithLabelValues(droppedLegacyIDFA).Add(float64(legacy))
 		if !w.legacySeen {
 			w.legacySeen = true
-			s.log.Warn("dropping IDFA adds written by an earlier pinsync that hashed IDFAs in lower case (Pinterest matches none of them)",
+			d.log.Warn("dropping IDFA adds written by an earlier pinsync that hashed IDFAs in lower case (Pinterest matches none of them)",
 				"partition", w.partition, "dropped", legacy)
 		}
 	}
-	s.mu.Lock()
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
+	if d.closing.Load() {
 		// Shutting down: what was read goes out now, in an epoch that
 		// its flush can complete without waiting for the next tick.
 		w.seal()
-		s.ws.markUrgent(nil)
+		d.ws.MarkUrgent(nil)
 	}
 }

@@ -20,15 +20,21 @@
 // the records before it produced (package commit), so the input group's
 // lag is the true end-to-end lag.
 //
+// Its rooms: Stage is the group member's stage side (package member runs
+// the member itself): it starts a worker per assigned partition and
+// commits input offsets. Each worker applies its partition's records to
+// the state in offset order (worker.go), writes what they change in the
+// partition's transaction (txn.go), hands the epochs it seals to the
+// committer (epochs.go), and restores the state when it takes the
+// partition (restore.go, changelog.go).
+//
 // It does not upload anything (package lists).
 package profiles
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,105 +44,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pinsync/pinsync/consumer/commit"
-	"github.com/pinsync/pinsync/consumer/hold"
-	"github.com/pinsync/pinsync/consumer/membership"
+	"github.com/pinsync/pinsync/consumer/member"
 	"github.com/pinsync/pinsync/schemas"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
-
-// fetchMaxWait is how long a fetch waits for data on idle partitions.
-const fetchMaxWait = 500 * time.Millisecond
-
-// Config configures the profile stage. Every field is required unless its
-// comment says otherwise; package consumer fills them from its Config.
-type Config struct {
-	// Topic is the input topic.
-	Topic string
-	// Group is the input topic's consumer group.
-	Group string
-	// ChangesTopic is where list changes go, and ChangesPartitions its
-	// partition count.
-	ChangesTopic      string
-	ChangesPartitions int
-	// ListsGroup is the list stage's group: its commits of the changes
-	// topic gate the input commits.
-	ListsGroup string
-	// ChangelogTopic holds the profile state, co-partitioned with the
-	// input; empty means no durable state.
-	ChangelogTopic string
-	// DLQTopic receives records that cannot be decoded, and DLQPartitions
-	// is its partition count.
-	DLQTopic      string
-	DLQPartitions int32
-	// CommitInterval is how often each partition's transaction ends and
-	// input offsets are committed.
-	CommitInterval time.Duration
-	// TransactionTimeout is the transaction timeout of each partition's
-	// producer: an open transaction of a member that died is aborted by
-	// the broker after it.
-	TransactionTimeout time.Duration
-	// RevokeTimeout bounds the end of a revoked partition's transaction.
-	RevokeTimeout time.Duration
-	// MaxPending caps the changes written to the changes topic that the
-	// list stage has not committed past; fetching pauses at the cap.
-	MaxPending int
-	// MaxIdentifiersPerType bounds each profile's identifiers of one type.
-	MaxIdentifiersPerType int
-	// Allow and Deny select audiences by key glob; AdAccount,
-	// AudienceAdAccounts and AllowAudienceSettings resolve each audience's
-	// ad account (see consumer.Config).
-	Allow, Deny           []string
-	AdAccount             string
-	AudienceAdAccounts    map[string]string
-	AllowAudienceSettings bool
-	// Decoder configures the event decoder.
-	Decoder schemas.DecoderConfig
-}
-
-// Validate reports a missing or impossible field.
-func (c Config) Validate() error {
-	var errs []error
-	bad := func(f string) { errs = append(errs, fmt.Errorf("profiles: Config.%s is required", f)) }
-	for _, f := range []struct {
-		name string
-		ok   bool
-	}{
-		{"Topic", c.Topic != ""}, {"Group", c.Group != ""}, {"ChangesTopic", c.ChangesTopic != ""},
-		{"ChangesPartitions", c.ChangesPartitions > 0}, {"ListsGroup", c.ListsGroup != ""},
-		{"DLQTopic", c.DLQTopic != ""}, {"DLQPartitions", c.DLQPartitions > 0},
-		{"CommitInterval", c.CommitInterval > 0}, {"TransactionTimeout", c.TransactionTimeout > 0},
-		{"RevokeTimeout", c.RevokeTimeout > 0}, {"MaxPending", c.MaxPending > 0},
-		{"MaxIdentifiersPerType", c.MaxIdentifiersPerType > 0},
-	} {
-		if !f.ok {
-			bad(f.name)
-		}
-	}
-	if c.TransactionTimeout <= 2*c.CommitInterval {
-		errs = append(errs, errors.New("profiles: Config.TransactionTimeout must exceed twice the CommitInterval"))
-	}
-	return errors.Join(errs...)
-}
-
-// Deps are the stage's collaborators.
-type Deps struct {
-	// Kafka holds the connection options; the stage adds its group and
-	// its producers' transactional ids.
-	Kafka  []kgo.Opt
-	Logger *slog.Logger
-	// Registerer receives the stage's own metrics; Commits, Assigned and
-	// DeadLetters are series the caller shares between the stages.
-	Registerer  prometheus.Registerer
-	Commits     commit.Metrics
-	Assigned    prometheus.Gauge
-	DeadLetters *prometheus.CounterVec
-	// Hold, when set, says why fetching must wait (Pinterest refused
-	// the credentials: nothing read now could be uploaded); nil to go on.
-	// It is asked before every poll, and every hold.Poll while it holds.
-	Hold hold.Func
-	// Now is the clock (default time.Now).
-	Now func() time.Time
-}
 
 // partKey names one partition of one topic.
 type partKey struct {
@@ -148,47 +59,26 @@ type partKey struct {
 // start it with Start, and stop it with Quiesce, Commit and Close, in that
 // order; a Stage runs once.
 type Stage struct {
-	cfg   Config
-	log   *slog.Logger
-	m     *metrics
-	cm    commit.Metrics
-	deps  Deps
-	dec   *schemas.Decoder
-	auds  *audiences
-	codec codec
-	kopts []kgo.Opt
-	now   func() time.Time
+	cfg    Config
+	log    *slog.Logger
+	m      *metrics
+	auds   *audiences
+	member *member.Member[*worker]
+	// workers is what the stage hands each worker.
+	workers *workerDeps
+	pending *pending
 
-	cl  *kgo.Client
-	adm *kadm.Client
-	// member follows this member's standing in its group.
-	member *membership.Tracker
-
-	mu      sync.Mutex
-	workers map[partKey]*worker
 	// quiesced is set by Quiesce: a partition assigned afterwards gets no
 	// worker (nothing would fetch for it); its next owner reads it.
-	quiesced bool
+	quiesced atomic.Bool
 	// rewinds are the workers waiting for the poll loop to move their
-	// partition's fetch position; pollCancel ends the poll in progress.
-	rewinds    []*worker
-	pollCancel context.CancelFunc
-
-	// pending is the changes written by this member's partitions that the
-	// list stage has not committed past; drained is closed and replaced
-	// when it falls.
-	pending   atomic.Int64
-	paused    atomic.Bool
-	drainedMu sync.Mutex
-	drained   chan struct{}
+	// partition's fetch position.
+	rewindMu sync.Mutex
+	rewinds  []*worker
 
 	commitMu sync.Mutex
-	// started is closed once Start has set cl: the group's callbacks,
-	// which may run as soon as the client exists, wait for it.
-	started  chan struct{}
 	stopBG   context.CancelFunc
 	bg       sync.WaitGroup
-	pollDone chan struct{}
 }
 
 // New validates cfg and builds a stage.
@@ -204,18 +94,8 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := deps.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	now := deps.Now
-	if now == nil {
-		now = time.Now
-	}
-	deps.Commits = deps.Commits.OrDefaults()
-	if deps.Assigned == nil {
-		deps.Assigned = prometheus.NewGauge(prometheus.GaugeOpts{Name: "unregistered_assigned"})
-	}
+	md := deps.Member.WithDefaults("profiles")
+	log, now := md.Logger, md.Now
 	if deps.DeadLetters == nil {
 		deps.DeadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "unregistered_dead_letters"}, []string{"reason"})
 	}
@@ -223,51 +103,29 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Stage{
-		cfg: cfg, log: log.With("component", "profiles"), m: m, cm: deps.Commits, deps: deps, dec: dec,
-		auds: auds, codec: codec{auds}, kopts: deps.Kafka, now: now,
-		workers: make(map[partKey]*worker), drained: make(chan struct{}), pollDone: make(chan struct{}),
-		started: make(chan struct{}), member: membership.New(cfg.Group, now),
-	}, nil
+	s := &Stage{cfg: cfg, log: log, m: m, auds: auds, pending: newPending(m.pending)}
+	s.member = member.New(member.Config{Topic: cfg.Topic, Group: cfg.Group, Deps: md}, member.Handler[*worker]{
+		Start: s.start, Revoked: s.revoked, Lost: s.lost, Gate: s.gate,
+		Max: func() int { return min(max(cfg.MaxPending/10, 100), 10_000) },
+	})
+	s.workers = &workerDeps{
+		cfg: cfg, log: s.log, m: m, dec: dec, auds: auds, codec: codec{auds}, kopts: md.Kafka, now: now,
+		deadLetters: deps.DeadLetters, pending: s.pending, client: s.member.Client, rewind: s.rewind, owns: s.owns,
+	}
+	return s, nil
 }
 
 // Start joins the group and starts consuming and committing in the
 // background. ctx bounds only the start.
 func (s *Stage) Start(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
+	if err := s.member.Start(ctx); err != nil {
+		return fmt.Errorf("profiles: %w", err)
 	}
-	opts := append([]kgo.Opt{}, s.kopts...)
-	opts = append(opts,
-		kgo.ConsumerGroup(s.cfg.Group),
-		kgo.ConsumeTopics(s.cfg.Topic),
-		kgo.DisableAutoCommit(),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		// Events of an aborted transaction never happened; markers count
-		// as records, so that a partition's commit reaches its end.
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(),
-		kgo.Balancers(kgo.CooperativeStickyBalancer()),
-		// A partition resumed after its start waits for the fetch in
-		// flight to return; an idle one makes that fetch wait this long.
-		kgo.FetchMaxWait(fetchMaxWait),
-		kgo.OnPartitionsAssigned(s.assigned),
-		kgo.OnPartitionsRevoked(s.revoked),
-		kgo.OnPartitionsLost(s.lost),
-		kgo.WithHooks(s.member),
-	)
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return fmt.Errorf("profiles: kafka client: %w", err)
-	}
-	s.cl, s.adm = cl, kadm.NewClient(cl)
-	close(s.started)
 	bg, stop := context.WithCancel(context.Background())
 	s.stopBG = stop
 	s.bg.Add(2)
 	go func() { defer s.bg.Done(); s.commitLoop(bg) }()
 	go func() { defer s.bg.Done(); s.exportLoop(bg) }()
-	go func() { defer close(s.pollDone); s.poll(bg) }()
 	return nil
 }
 
@@ -275,22 +133,10 @@ func (s *Stage) Start(ctx context.Context) error {
 // within ctx: afterwards every change of every record read is in the
 // changes topic, for the list stage to pass.
 func (s *Stage) Quiesce(ctx context.Context) {
-	s.mu.Lock()
-	cancel := s.pollCancel
-	s.mu.Unlock()
 	s.stopBG()
-	if cancel != nil {
-		cancel()
-	}
-	<-s.pollDone
-	s.mu.Lock()
-	s.quiesced = true
-	ws := make([]*worker, 0, len(s.workers))
-	for _, w := range s.workers {
-		ws = append(ws, w)
-	}
-	s.mu.Unlock()
-	for _, w := range ws {
+	s.member.StopPolling()
+	s.quiesced.Store(true)
+	for _, w := range s.member.Workers() {
 		w.stop(ctx, true)
 	}
 }
@@ -307,7 +153,7 @@ func (s *Stage) Commit(ctx context.Context) bool {
 		if err := s.commit(ctx, nil); err != nil && ctx.Err() == nil {
 			s.log.Warn("commit failed", "err", err)
 		}
-		if s.pending.Load() == 0 && s.allCommitted() {
+		if s.pending.load() == 0 && s.allCommitted() {
 			return true
 		}
 		select {
@@ -319,10 +165,8 @@ func (s *Stage) Commit(ctx context.Context) bool {
 }
 
 func (s *Stage) allCommitted() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, w := range s.workers {
-		if w.waiting() {
+	for _, w := range s.member.Workers() {
+		if w.epochs.waiting() {
 			return false
 		}
 	}
@@ -334,238 +178,88 @@ func (s *Stage) allCommitted() bool {
 func (s *Stage) Close() {
 	s.stopBG()
 	s.bg.Wait()
-	s.mu.Lock()
-	ws := make([]*worker, 0, len(s.workers))
-	for k, w := range s.workers {
-		ws = append(ws, w)
-		delete(s.workers, k)
-	}
-	s.mu.Unlock()
-	s.member.Left()
-	for _, w := range ws {
+	for _, w := range s.member.Clear() {
 		w.close()
 	}
-	s.cl.Close()
+	s.member.Close()
 }
 
-// poll fetches records and hands each partition's batch to its worker,
-// moving partitions' positions for workers that asked between polls, and
-// pausing while MaxPending changes wait for the list stage.
-func (s *Stage) poll(ctx context.Context) {
-	for ctx.Err() == nil {
-		s.serveRewinds()
-		if !s.waitPending(ctx) || !hold.Wait(ctx, s.deps.Hold, &s.paused, s.log) {
-			return
-		}
-		pctx, cancel := hold.PollContext(ctx, s.deps.Hold)
-		s.mu.Lock()
-		s.pollCancel = cancel
-		woken := len(s.rewinds) > 0
-		s.mu.Unlock()
-		if woken {
-			cancel()
-		}
-		fetches := s.cl.PollRecords(pctx, min(max(s.cfg.MaxPending/10, 100), 10_000))
-		s.mu.Lock()
-		s.pollCancel = nil
-		s.mu.Unlock()
-		cancel()
-		if fetches.IsClientClosed() || ctx.Err() != nil {
-			return
-		}
-		fetches.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-				s.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
-			}
-		})
-		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			if len(p.Records) == 0 {
-				return
-			}
-			s.mu.Lock()
-			w := s.workers[partKey{p.Topic, p.Partition}]
-			s.mu.Unlock()
-			if w == nil {
-				return // revoked meanwhile: the next owner reads them
-			}
-			w.highWater.Store(p.HighWatermark)
-			if !w.accepting.Load() {
-				return // restarting: it reads them again after its rewind
-			}
-			select {
-			case w.in <- batch{gen: w.gen.Load(), recs: p.Records}:
-			case <-w.quit:
-			case <-ctx.Done():
-			}
-		})
+// start is the member's Handler.Start: a worker for partition p, which
+// restores the partition's state before it resumes its fetching.
+func (s *Stage) start(p int32) (*worker, bool) {
+	if s.quiesced.Load() {
+		return nil, false
 	}
+	w := newWorker(s.workers, partKey{s.cfg.Topic, p})
+	go w.run()
+	return w, true
+}
+
+// gate is the member's Handler.Gate: between polls it moves the positions
+// of the partitions whose workers asked (rewind), then waits while
+// MaxPending changes wait for the list stage.
+func (s *Stage) gate(ctx context.Context) bool {
+	s.rewindMu.Lock()
+	rs := s.rewinds
+	s.rewinds = nil
+	s.rewindMu.Unlock()
+	for _, w := range rs {
+		w.rewound(s.member.Client())
+	}
+	return s.pending.wait(ctx, s.cfg.MaxPending)
 }
 
 // rewind asks the poll loop to move w's partition to next (none when
-// negative) and resume fetching it; w accepts batches again afterwards.
-func (s *Stage) rewind(w *worker, next int64) {
-	w.rewindTo = next
-	s.mu.Lock()
+// negative) and resume fetching it, from the poll goroutine and between
+// polls: no fetch of the old position is handed out afterwards.
+func (s *Stage) rewind(w *worker) {
+	s.rewindMu.Lock()
 	s.rewinds = append(s.rewinds, w)
-	cancel := s.pollCancel
-	s.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
+	s.rewindMu.Unlock()
+	s.member.Wake()
 }
 
-// serveRewinds moves the partitions of the workers that asked, from the
-// poll goroutine, between polls: no fetch of the old position is handed
-// out afterwards.
-func (s *Stage) serveRewinds() {
-	s.mu.Lock()
-	rs := s.rewinds
-	s.rewinds = nil
-	s.mu.Unlock()
-	for _, w := range rs {
-		if w.rewindTo >= 0 {
-			s.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{w.key.topic: {w.key.partition: {Epoch: -1, Offset: w.rewindTo}}})
-		}
-		w.gen.Add(1)
-		w.accepting.Store(true)
-		s.cl.ResumeFetchPartitions(map[string][]int32{w.key.topic: {w.key.partition}})
-		close(w.rewound)
-	}
-}
-
-// waitPending blocks while MaxPending changes wait for the list stage; it
-// returns false when ctx ends.
-func (s *Stage) waitPending(ctx context.Context) bool {
-	paused := false
-	defer func() {
-		if paused {
-			s.paused.Store(false)
-		}
-	}()
-	for {
-		s.drainedMu.Lock()
-		ch := s.drained
-		s.drainedMu.Unlock()
-		if s.pending.Load() < int64(s.cfg.MaxPending) {
-			return true
-		}
-		if !paused {
-			paused = true
-			s.paused.Store(true)
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return false
-		}
-	}
-}
-
-// addPending adjusts the pending count, waking the poll loop when it falls.
-func (s *Stage) addPending(n int) {
-	s.pending.Add(int64(n))
-	s.m.pending.Set(float64(s.pending.Load()))
-	if n < 0 {
-		s.drainedMu.Lock()
-		close(s.drained)
-		s.drained = make(chan struct{})
-		s.drainedMu.Unlock()
-	}
-}
-
-// assigned starts a worker for each new partition, its fetching paused
-// until it has restored the partition's state.
-func (s *Stage) assigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
-	<-s.started
-	cl.PauseFetchPartitions(assigned)
-	s.member.Assigned()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.quiesced {
-		s.log.Info("partitions assigned while shutting down: left to the next owner", "partitions", fmtParts(assigned))
-		return
-	}
-	for t, ps := range assigned {
-		for _, p := range ps {
-			k := partKey{t, p}
-			if s.workers[k] != nil {
-				continue
-			}
-			w := s.newWorker(k)
-			s.workers[k] = w
-			go w.run()
-		}
-	}
-	s.deps.Assigned.Set(float64(len(s.workers)))
-	s.log.Info("partitions assigned", "partitions", fmtParts(assigned))
-}
-
-// revoked ends the revoked partitions' transactions (their changes and
-// state become durable for the next owner), commits what the list stage
-// has passed, and closes their producers.
-func (s *Stage) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
-	<-s.started
-	ws := s.take(revoked)
-	if len(ws) == 0 {
-		return
-	}
+// revoked is the member's Handler.Revoked: it ends the revoked partitions'
+// transactions (their changes and state become durable for the next
+// owner), commits what the list stage has passed, and closes their
+// producers.
+func (s *Stage) revoked(ctx context.Context, ws map[int32]*worker) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RevokeTimeout)
 	defer cancel()
+	list := make([]*worker, 0, len(ws))
 	for _, w := range ws {
 		w.stop(rctx, true)
+		list = append(list, w)
 	}
-	if err := s.commit(rctx, ws); err != nil {
+	if err := s.commit(rctx, list); err != nil {
 		s.log.Warn("commit on revoke failed", "err", err)
 	}
-	s.drop(ws)
-	s.log.Info("partitions revoked", "partitions", fmtParts(revoked))
+	s.drop(list)
 }
 
-// lost abandons the lost partitions: their open transactions are aborted
-// (the next owner's producer aborts them anyway) and nothing is committed.
-func (s *Stage) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	<-s.started
-	s.member.Lost()
-	ws := s.take(lost)
+// lost is the member's Handler.Lost: it abandons the lost partitions:
+// their open transactions are aborted (the next owner's producer aborts
+// them anyway) and nothing is committed.
+func (s *Stage) lost(ws map[int32]*worker) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RevokeTimeout)
 	defer cancel()
+	list := make([]*worker, 0, len(ws))
 	for _, w := range ws {
 		w.stop(ctx, false)
+		list = append(list, w)
 	}
-	s.drop(ws)
-	s.log.Warn("partitions lost", "partitions", fmtParts(lost))
+	s.drop(list)
 }
 
-// take removes the workers of the given partitions from the stage.
-func (s *Stage) take(which map[string][]int32) []*worker {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var ws []*worker
-	for t, ps := range which {
-		for _, p := range ps {
-			k := partKey{t, p}
-			if w := s.workers[k]; w != nil {
-				ws = append(ws, w)
-				delete(s.workers, k)
-			}
-		}
-	}
-	s.deps.Assigned.Set(float64(len(s.workers)))
-	return ws
-}
-
-// drop closes the workers and forgets their pending changes and series.
-// It holds the commit lock: a commit running meanwhile would count the
-// same epochs' changes off again.
+// drop closes the workers and forgets their pending changes. It holds the
+// commit lock: a commit running meanwhile would count the same epochs'
+// changes off again.
 func (s *Stage) drop(ws []*worker) {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	for _, w := range ws {
 		w.close()
-		s.addPending(-w.queued() - w.txnChanges)
-		pl := strconv.Itoa(int(w.key.partition))
-		s.cm.Committed.DeleteLabelValues(w.key.topic, pl)
-		s.cm.Lag.DeleteLabelValues(w.key.topic, pl)
+		s.pending.add(-w.pendingChanges())
 	}
 }
 
@@ -588,7 +282,7 @@ func (s *Stage) commitLoop(ctx context.Context) {
 // downstream returns the list stage's committed offset in each changes
 // partition (-1: none).
 func (s *Stage) downstream(ctx context.Context) ([]int64, error) {
-	resp, err := s.adm.FetchOffsets(ctx, s.cfg.ListsGroup)
+	resp, err := kadm.NewClient(s.member.Client()).FetchOffsets(ctx, s.cfg.ListsGroup)
 	if err != nil {
 		return nil, err
 	}
@@ -610,55 +304,49 @@ func (s *Stage) commit(ctx context.Context, ws []*worker) error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	if ws == nil {
-		s.mu.Lock()
-		for _, w := range s.workers {
+		for _, w := range s.member.Workers() {
 			ws = append(ws, w)
 		}
-		s.mu.Unlock()
 	}
 	waiting := false
 	for _, w := range ws {
-		waiting = waiting || w.waiting()
+		waiting = waiting || w.epochs.waiting()
 	}
 	if !waiting {
-		s.updateLag(ws)
+		s.member.UpdateLag()
 		return nil
 	}
 	down, err := s.downstream(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the list stage's offsets: %w", err)
 	}
-	offsets := map[string]map[int32]kgo.EpochOffset{}
+	offsets := map[int32]kgo.EpochOffset{}
 	var done []*worker
 	var epochs []commit.Epoch
 	for _, w := range ws {
-		e, n, ok := w.passed(down)
-		s.addPending(-n)
-		if !ok || e.Next <= w.committed.Load() {
+		e, n, ok := w.epochs.passed(down)
+		s.pending.add(-n)
+		if !ok || e.Next <= w.Committed() {
 			continue
 		}
-		if offsets[w.key.topic] == nil {
-			offsets[w.key.topic] = map[int32]kgo.EpochOffset{}
-		}
-		offsets[w.key.topic][w.key.partition] = kgo.EpochOffset{Epoch: e.LeaderEpoch, Offset: e.Next}
+		offsets[w.key.partition] = kgo.EpochOffset{Epoch: e.LeaderEpoch, Offset: e.Next}
 		done = append(done, w)
 		epochs = append(epochs, e)
 	}
 	if len(offsets) == 0 {
 		return nil
 	}
-	if err := commit.Offsets(ctx, s.cl, offsets); err != nil {
+	err = s.member.Commit(ctx, offsets, func() {
 		for i, w := range done {
-			w.retain(epochs[i])
+			w.setCommitted(epochs[i].Next)
+		}
+	})
+	if err != nil {
+		for i, w := range done {
+			w.epochs.retain(epochs[i])
 		}
 		return err
 	}
-	for i, w := range done {
-		w.committed.Store(epochs[i].Next)
-		s.cm.Committed.WithLabelValues(w.key.topic, strconv.Itoa(int(w.key.partition))).Set(float64(epochs[i].Next))
-	}
-	s.cm.LastCommit.Set(float64(s.now().UnixNano()) / 1e9)
-	s.updateLag(ws)
 	return nil
 }
 
@@ -671,8 +359,8 @@ func (s *Stage) commit(ctx context.Context, ws []*worker) error {
 func (s *Stage) owns(ctx context.Context, w *worker) (bool, error) {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	off := max(w.committed.Load(), 0)
-	err := commit.Owns(ctx, s.cl, w.key.topic, w.key.partition, kgo.EpochOffset{Epoch: -1, Offset: off})
+	off := max(w.Committed(), 0)
+	err := commit.Owns(ctx, s.member.Client(), w.key.topic, w.key.partition, kgo.EpochOffset{Epoch: -1, Offset: off})
 	switch {
 	case err == nil:
 		return true, nil
@@ -681,17 +369,6 @@ func (s *Stage) owns(ctx context.Context, w *worker) (bool, error) {
 		return false, nil
 	default:
 		return false, fmt.Errorf("checking that this member still owns the partition: %w", err)
-	}
-}
-
-func (s *Stage) updateLag(ws []*worker) {
-	for _, w := range ws {
-		hw := w.highWater.Load()
-		if hw <= 0 {
-			continue
-		}
-		c := max(w.committed.Load(), 0)
-		s.cm.Lag.WithLabelValues(w.key.topic, strconv.Itoa(int(w.key.partition))).Set(float64(max(hw-c, 0)))
 	}
 }
 
@@ -718,16 +395,60 @@ func (s *Stage) exportLoop(ctx context.Context) {
 	}
 }
 
-// fmtParts renders a partition map for logs: topic:[0 1 2].
-func fmtParts(m map[string][]int32) string {
-	var b []byte
-	for t, ps := range m {
-		if len(b) > 0 {
-			b = append(b, ' ')
-		}
-		b = append(b, t...)
-		b = append(b, ':')
-		b = append(b, fmt.Sprint(ps)...)
+// pending counts the changes this member's partitions wrote that the list
+// stage has not committed past; polling pauses while it is at the cap. It
+// is safe for concurrent use.
+type pending struct {
+	n      atomic.Int64
+	gauge  prometheus.Gauge
+	capped atomic.Bool
+	// drained is closed and replaced when the count falls.
+	mu      sync.Mutex
+	drained chan struct{}
+}
+
+func newPending(gauge prometheus.Gauge) *pending {
+	return &pending{gauge: gauge, drained: make(chan struct{})}
+}
+
+func (p *pending) load() int64 { return p.n.Load() }
+
+// add adjusts the count, waking wait when it falls.
+func (p *pending) add(n int) {
+	p.n.Add(int64(n))
+	p.gauge.Set(float64(p.n.Load()))
+	if n < 0 {
+		p.mu.Lock()
+		close(p.drained)
+		p.drained = make(chan struct{})
+		p.mu.Unlock()
 	}
-	return string(b)
+}
+
+// wait blocks while the count is at limit or above, capped meanwhile; it
+// returns false when ctx ends.
+func (p *pending) wait(ctx context.Context, limit int) bool {
+	paused := false
+	defer func() {
+		if paused {
+			p.capped.Store(false)
+		}
+	}()
+	for {
+		p.mu.Lock()
+		ch := p.drained
+		p.mu.Unlock()
+		if p.n.Load() < int64(limit) {
+			return true
+		}
+		if !paused {
+			paused = true
+			p.capped.Store(true)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }

@@ -1,9 +1,6 @@
 package profiles
 
 import (
-	"fmt"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/pinsync/pinsync/consumer/commit"
@@ -40,21 +37,8 @@ type AudienceStatus struct {
 
 // Status returns a snapshot of the stage.
 func (s *Stage) Status() Status {
-	st := Status{Membership: s.member.Status(), FetchPaused: s.paused.Load(), Pending: s.pending.Load()}
-	s.mu.Lock()
-	for k, w := range s.workers {
-		hw, c := w.highWater.Load(), w.committed.Load()
-		ps := PartitionStatus{Topic: k.topic, Partition: k.partition, Committed: c, HighWatermark: hw}
-		if hw > 0 {
-			ps.Lag = hw - max(c, 0)
-		}
-		st.Partitions = append(st.Partitions, ps)
-	}
-	s.mu.Unlock()
-	sort.Slice(st.Partitions, func(i, j int) bool {
-		a, b := st.Partitions[i], st.Partitions[j]
-		return a.Topic < b.Topic || a.Topic == b.Topic && a.Partition < b.Partition
-	})
+	st := Status{Membership: s.member.Membership(), FetchPaused: s.Paused(), Pending: s.pending.load()}
+	st.Partitions = s.member.Partitions()
 	for _, a := range s.auds.all() {
 		h := s.auds.header(a.id)
 		as := AudienceStatus{Key: a.key, Name: h.Name, AdAccount: h.AdAccount,
@@ -68,27 +52,15 @@ func (s *Stage) Status() Status {
 }
 
 // Membership is the member's standing in its group.
-func (s *Stage) Membership() membership.Status { return s.member.Status() }
+func (s *Stage) Membership() membership.Status { return s.member.Membership() }
 
-// Paused reports whether fetching is paused at the cap.
-func (s *Stage) Paused() bool { return s.paused.Load() }
+// Paused reports whether fetching is paused: at the cap of pending
+// changes, or while Pinterest refuses the credentials.
+func (s *Stage) Paused() bool { return s.pending.capped.Load() || s.member.Held() }
 
 // Unhealthy reports the partitions whose start (fencing the earlier owner,
 // restoring the state) has been failing for longer than limit; nil when
 // there is none.
 func (s *Stage) Unhealthy(limit time.Duration) error {
-	now := s.now()
-	var stuck []string
-	s.mu.Lock()
-	for k, w := range s.workers {
-		if since := w.failingSince.Load(); since != 0 && now.Sub(time.Unix(0, since)) > limit {
-			stuck = append(stuck, fmt.Sprintf("%s/%d for %s", k.topic, k.partition, now.Sub(time.Unix(0, since)).Round(time.Second)))
-		}
-	}
-	s.mu.Unlock()
-	if len(stuck) == 0 {
-		return nil
-	}
-	sort.Strings(stuck)
-	return fmt.Errorf("profile stage: partitions failing to start (restore or fencing): %s", strings.Join(stuck, ", "))
+	return s.member.Unhealthy(limit, "profile stage: partitions failing to start (restore or fencing)")
 }

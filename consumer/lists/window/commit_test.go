@@ -1,4 +1,4 @@
-package lists
+package window
 
 import (
 	"context"
@@ -29,14 +29,14 @@ func TestCommitIsTheNewestEpochWithEverythingBeforeUploaded(t *testing.T) {
 		t.Fatalf("committable %d before any upload", c)
 	}
 	// Window 2 flushes first: epoch 3 is done but epoch 1 is not.
-	f2, _ := ws.take(win(ws, 2), "interval", context.Background())
+	f2, _ := ws.Take(win(ws, 2), "interval", context.Background())
 	ws.finish(f2, allOK, false, t0, noBackoff)
 	if c := commitAt(tr, pt); c != -1 {
 		t.Fatalf("committable %d while epoch 1 is still pending", c)
 	}
 	// Window 1 flushes: epochs 1, 2 and 3 are done; epoch 4 is open and
 	// its change uploaded, but an open epoch is never committed.
-	f1, _ := ws.take(win(ws, 1), "interval", context.Background())
+	f1, _ := ws.Take(win(ws, 1), "interval", context.Background())
 	ws.finish(f1, allOK, false, t0, noBackoff)
 	if c := commitAt(tr, pt); c != 30 {
 		t.Fatalf("committable %d, want 30 (the newest sealed epoch)", c)
@@ -56,7 +56,7 @@ func TestCommitNeverRunsAheadOfAnUpload(t *testing.T) {
 	ws, tr, pt := newTestWindows(100)
 	ws.add([]change{chg(1, opAdd, 1), chg(1, opRemove, 2)}, ws.open(pt), t0)
 	tr.Seal(pt, 5, 0)
-	f, _ := ws.take(win(ws, 1), "interval", context.Background())
+	f, _ := ws.Take(win(ws, 1), "interval", context.Background())
 	if c := commitAt(tr, pt); c != -1 {
 		t.Fatalf("committable %d while its upload is in flight", c)
 	}
@@ -65,7 +65,7 @@ func TestCommitNeverRunsAheadOfAnUpload(t *testing.T) {
 	if c := commitAt(tr, pt); c != -1 {
 		t.Fatalf("committable %d after the upload of one of its changes failed", c)
 	}
-	f, _ = ws.take(win(ws, 1), "interval", context.Background())
+	f, _ = ws.Take(win(ws, 1), "interval", context.Background())
 	ws.finish(f, allOK, false, t0, noBackoff)
 	if c := commitAt(tr, pt); c != 5 {
 		t.Fatalf("committable %d after every upload, want 5", c)
@@ -93,7 +93,7 @@ func TestSupersededChangesMovePendingCounts(t *testing.T) {
 		if c := commitAt(tr, pt); c != -1 {
 			t.Fatalf("committable %d before the newer changes are uploaded", c)
 		}
-		f, _ := ws.take(win(ws, 1), "interval", context.Background())
+		f, _ := ws.Take(win(ws, 1), "interval", context.Background())
 		ws.finish(f, allOK, false, t0, noBackoff)
 		if c := commitAt(tr, pt); c != 20 || !tr.Idle(pt) {
 			t.Fatalf("committable %d (want 20), idle %v", c, tr.Idle(pt))
@@ -115,7 +115,7 @@ func TestSupersededChangesMovePendingCounts(t *testing.T) {
 		ws, tr, pt := newTestWindows(100)
 		ws.add([]change{chg(1, opAdd, 1)}, ws.open(pt), t0)
 		tr.Seal(pt, 10, 0)
-		f, _ := ws.take(win(ws, 1), "interval", context.Background())
+		f, _ := ws.Take(win(ws, 1), "interval", context.Background())
 		ws.add([]change{chg(1, opRemove, 1)}, ws.open(pt), t0)
 		if ws.sealedPending(pt)[0] != 1 || ws.openPending(pt) != 1 || ws.buffered != 2 {
 			t.Fatalf("pending: sealed %d open %d buffered %d", ws.sealedPending(pt)[0], ws.openPending(pt), ws.buffered)
@@ -143,7 +143,7 @@ func TestCommitsAreSafeUnderRandomFlushes(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 99))
 			ws, tr, pt := newTestWindows(3)
 			type rec struct {
-				key listID
+				key ListID
 				h   ident.Hash
 			}
 			type last struct {
@@ -152,7 +152,7 @@ func TestCommitsAreSafeUnderRandomFlushes(t *testing.T) {
 			}
 			latest := map[rec]last{}
 			pinterestHas := map[rec]bool{}
-			flights := map[*window]*flight{}
+			flights := map[*Window]*Flight{}
 			var next int64
 			now := t0
 			for step := 0; step < 3000; step++ {
@@ -170,8 +170,8 @@ func TestCommitsAreSafeUnderRandomFlushes(t *testing.T) {
 				case r < 6:
 					tr.Seal(pt, next, 0)
 				case r < 8: // start the due flights
-					for _, w := range ws.due(now, time.Second, 1e9, 10) {
-						f, _ := ws.take(w, "interval", context.Background())
+					for _, w := range ws.Due(now, time.Second, 1e9, 10) {
+						f, _ := ws.Take(w, "interval", context.Background())
 						flights[w] = f
 					}
 				default: // end a flight
@@ -211,13 +211,13 @@ func TestCommitsAreSafeUnderRandomFlushes(t *testing.T) {
 				ws.finish(f, allOK, false, now, noBackoff)
 				delete(flights, w)
 			}
-			for i := 0; !ws.empty(); i++ {
+			for i := 0; !ws.Empty(); i++ {
 				if i > 1000 {
 					t.Fatal("windows never drained")
 				}
 				now = now.Add(time.Second)
-				for _, w := range ws.due(now, time.Second, 1e9, 10) {
-					f, _ := ws.take(w, "interval", context.Background())
+				for _, w := range ws.Due(now, time.Second, 1e9, 10) {
+					f, _ := ws.Take(w, "interval", context.Background())
 					ws.finish(f, allOK, false, now, noBackoff)
 				}
 			}

@@ -1,4 +1,4 @@
-package lists
+package window
 
 import (
 	"context"
@@ -25,14 +25,14 @@ func BenchmarkWindowAdd(b *testing.B) {
 	var d commit.Deltas
 	b.ReportAllocs()
 	for b.Loop() {
-		ws := newWindows(5000, 0)
+		ws := New(5000, 0)
 		pk := tr.Open(pt)
 		for l := range per {
 			for i := range per[l] {
 				n++
 				per[l][i] = changes.Change{Hash: benchHash(n, 0), Op: changes.Op(1 + n%2)}
 			}
-			ws.add(listID(l), per[l], pk, now, &d)
+			ws.Add(ListID(l), per[l], pk, now, &d)
 		}
 		tr.Apply(&d)
 		d.Reset()
@@ -56,12 +56,12 @@ func BenchmarkWindowTake(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		b.StopTimer()
-		ws := newWindows(5000, 0)
-		ws.add(1, cs, tr.Open(pt), now, &d)
+		ws := New(5000, 0)
+		ws.Add(1, cs, tr.Open(pt), now, &d)
 		w := ws.byID[1]
 		b.StartTimer()
-		f, _ := ws.take(w, "full", context.Background())
-		ws.finish(f, ok, false, now, backoff, &d)
+		f, _ := ws.Take(w, "full", context.Background())
+		ws.Finish(f, ok, false, now, backoff, &d)
 		tr.Apply(&d)
 		d.Reset()
 	}

@@ -1,4 +1,4 @@
-package lists
+package window
 
 import (
 	"context"
@@ -345,7 +345,7 @@ func TestTakeLeavesNoRecordBehind(t *testing.T) {
 		if round > 3*backlog/max {
 			t.Fatalf("after %d flights of %d, %d of the first %d records still wait", round, max, len(left), backlog)
 		}
-		f, _ := ws.take(w, "full", context.Background())
+		f, _ := ws.Take(w, "full", context.Background())
 		if len(f.adds) != max {
 			t.Fatalf("flight of %d adds, want %d", len(f.adds), max)
 		}

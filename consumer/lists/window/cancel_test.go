@@ -1,4 +1,4 @@
-package lists
+package window
 
 import (
 	"context"
@@ -53,7 +53,7 @@ func TestCancelKeepsAFlightInForce(t *testing.T) {
 		ws, _, pt := newTestWindows(100)
 		pk := commit.Key{P: pt, Epoch: 1}
 		ws.add([]change{vouched(1, opAdd, 0)}, pk, t0)
-		f, _ := ws.take(win(ws, 1), "interval", context.Background())
+		f, _ := ws.Take(win(ws, 1), "interval", context.Background())
 		ws.add([]change{vouched(1, opRemove, 0)}, pk, t0)
 		ws.add([]change{vouched(1, opAdd, 0)}, pk, t0)
 		if n := win(ws, 1).entries.len(); n != 0 {
@@ -84,7 +84,7 @@ func TestFailedFlightMakesTheListUnknown(t *testing.T) {
 		ws, _, pt := newTestWindows(100)
 		pk := commit.Key{P: pt, Epoch: 1}
 		ws.add([]change{vouched(1, opAdd, 0)}, pk, t0)
-		f, _ := ws.take(win(ws, 1), "interval", context.Background())
+		f, _ := ws.Take(win(ws, 1), "interval", context.Background())
 		ws.add([]change{vouched(1, opRemove, 0)}, pk, t0) // newer than the flight
 		ws.finish(f, noneOK, true, t0, noBackoff)
 		ws.add([]change{vouched(1, opAdd, 0)}, pk, t0)
@@ -96,7 +96,7 @@ func TestFailedFlightMakesTheListUnknown(t *testing.T) {
 		ws, _, pt := newTestWindows(100)
 		pk := commit.Key{P: pt, Epoch: 1}
 		ws.add([]change{vouched(1, opRemove, 0)}, pk, t0)
-		f, _ := ws.take(win(ws, 1), "interval", context.Background())
+		f, _ := ws.Take(win(ws, 1), "interval", context.Background())
 		ws.finish(f, noneOK, true, t0, noBackoff) // the remove comes back
 		ws.add([]change{vouched(1, opAdd, 0)}, pk, t0)
 		if e, held := win(ws, 1).entries.m()[hashN(0)]; !held || e.op != opAdd {

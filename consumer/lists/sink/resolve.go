@@ -1,4 +1,4 @@
-package lists
+package sink
 
 import (
 	"context"
@@ -8,40 +8,10 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/control"
 	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
-
-// Pinterest is what the list stage needs from the Pinterest API client.
-// *pinterest.Client implements it.
-type Pinterest interface {
-	CheckWriteAccess(ctx context.Context, adAccountID string) error
-	CustomerLists(ctx context.Context, adAccountID string) ([]pinterest.CustomerList, error)
-	CreateCustomerList(ctx context.Context, adAccountID, name string, t ident.Type, records []ident.Hash) (pinterest.CustomerList, error)
-	UpdateCustomerList(ctx context.Context, adAccountID, listID string, op pinterest.Operation, records []ident.Hash) error
-	Audiences(ctx context.Context, adAccountID string) ([]pinterest.Audience, error)
-	CreateAudience(ctx context.Context, adAccountID, name, customerListID string) (pinterest.Audience, error)
-	Audience(ctx context.Context, adAccountID, audienceID string) (pinterest.Audience, error)
-	RepointAudience(ctx context.Context, adAccountID, audienceID, customerListID string) (pinterest.Audience, error)
-}
-
-// Registry keeps each list's Pinterest ids across owners, so that a new
-// owner does not look lists up by name. *control.Registry implements it.
-type Registry interface {
-	// Lookup returns the entry of k, having read every entry written
-	// before the call when k was not already known.
-	Lookup(ctx context.Context, k control.ListKey) (control.ListEntry, bool, error)
-	// Record writes the entry of k and returns once it is durable.
-	Record(ctx context.Context, k control.ListKey, e control.ListEntry) error
-	// Update changes the entry of k as it stands (see
-	// control.Registry.Update).
-	Update(ctx context.Context, k control.ListKey, change func(cur control.ListEntry, ok bool) (control.ListEntry, error)) (control.ListEntry, error)
-	// Rebuilds returns the entries of the lists marked for a rebuild, as
-	// read so far.
-	Rebuilds() map[control.ListKey]control.ListEntry
-}
 
 // DefaultListNameTemplate is the default Pinterest list name.
 const DefaultListNameTemplate = "pinsync {{.Audience}} {{.ListType}}"
@@ -86,147 +56,6 @@ func CheckListNameTemplate(s string) error {
 // listNameData is what a list name template sees.
 type listNameData struct{ Audience, Name, ListType string }
 
-// listInfo is what the stage knows of one list: its key, where it lives
-// and, once resolved, its Pinterest ids.
-type listInfo struct {
-	id        listID
-	key       changes.List
-	partition int32
-
-	mu     sync.Mutex
-	header changes.Header
-	pids   listIDs
-	size   int64
-	status string
-	// listCreated is when Pinterest created the list pids.listID names
-	// (zero until the audience poll has read it).
-	listCreated time.Time
-	// added and removed count the records this member's writes took.
-	added, removed int64
-	rb             rebuildState
-}
-
-// listIDs are a list's Pinterest ids and name.
-type listIDs struct {
-	name, listID, audienceID string
-}
-
-func (li *listInfo) adAccount() string {
-	li.mu.Lock()
-	defer li.mu.Unlock()
-	return li.header.AdAccount
-}
-
-func (li *listInfo) ids() listIDs {
-	li.mu.Lock()
-	defer li.mu.Unlock()
-	return li.pids
-}
-
-func (li *listInfo) setIDs(ids listIDs) {
-	li.mu.Lock()
-	defer li.mu.Unlock()
-	if ids.listID != li.pids.listID {
-		li.listCreated = time.Time{}
-	}
-	li.pids = ids
-}
-
-// created returns when Pinterest created the list's customer list (zero:
-// not known yet).
-func (li *listInfo) created() time.Time {
-	li.mu.Lock()
-	defer li.mu.Unlock()
-	return li.listCreated
-}
-
-// creationUnknown returns the list's ad account and customer list id when
-// it is not known yet when Pinterest created that list.
-func (li *listInfo) creationUnknown() (acct, listID string, unknown bool) {
-	li.mu.Lock()
-	defer li.mu.Unlock()
-	return li.header.AdAccount, li.pids.listID, li.pids.listID != "" && li.listCreated.IsZero()
-}
-
-// setListCreated records when Pinterest created customer list listID, if
-// it still is the list's.
-func (li *listInfo) setListCreated(listID string, t time.Time) {
-	li.mu.Lock()
-	defer li.mu.Unlock()
-	if li.pids.listID == listID {
-		li.listCreated = t
-	}
-}
-
-func (li *listInfo) setAudience(au pinterest.Audience) {
-	li.mu.Lock()
-	defer li.mu.Unlock()
-	li.pids.audienceID = au.ID
-	if au.Size != nil {
-		li.size = *au.Size
-	}
-	li.status = au.Status
-}
-
-// listTable interns the lists the stage has read changes of. Safe for
-// concurrent use.
-type listTable struct {
-	mu    sync.Mutex
-	byKey map[changes.List]*listInfo
-	byID  []*listInfo
-	// assignedAt is when partitions were last assigned: a name lookup
-	// made before it may miss a list an earlier owner created.
-	assignedAt time.Time
-}
-
-func newListTable() *listTable {
-	return &listTable{byKey: make(map[changes.List]*listInfo)}
-}
-
-// intern returns the list of key l, registering it on first sight with
-// the header of the record that carried it. The first ad account seen for
-// a list is its account; a display name fills in when one arrives.
-func (t *listTable) intern(l changes.List, h changes.Header, partition int32) *listInfo {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if li := t.byKey[l]; li != nil {
-		if h.Name != "" && li.header.Name == "" {
-			li.mu.Lock()
-			li.header.Name = h.Name
-			li.mu.Unlock()
-		}
-		return li
-	}
-	li := &listInfo{id: listID(len(t.byID)), key: l, partition: partition, header: h}
-	t.byKey[l] = li
-	t.byID = append(t.byID, li)
-	return li
-}
-
-func (t *listTable) get(id listID) *listInfo {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.byID[id]
-}
-
-func (t *listTable) all() []*listInfo {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return append([]*listInfo(nil), t.byID...)
-}
-
-func (t *listTable) assigned(now time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.assignedAt = now
-}
-
-func (t *listTable) lastAssigned() time.Time {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.assignedAt
-}
-
 // resolver finds or creates the Pinterest list and CUSTOMER_LIST audience
 // of each list, once: from the registry when it knows the list; else by
 // name, from one listing of the ad account's lists taken after this member
@@ -234,7 +63,7 @@ func (t *listTable) lastAssigned() time.Time {
 // before recording it); else by creating it with its first adds and
 // recording it.
 type resolver struct {
-	pin  Pinterest
+	pin  ListMaker
 	reg  Registry
 	tmpl *template.Template
 	now  func() time.Time
@@ -254,21 +83,15 @@ type nameIndex struct {
 	audiences map[string]pinterest.Audience // customer list id → audience
 }
 
-func newResolver(pin Pinterest, reg Registry, tmpl *template.Template, now, assignedAt func() time.Time) *resolver {
+func newResolver(pin ListMaker, reg Registry, tmpl *template.Template, now, assignedAt func() time.Time) *resolver {
 	return &resolver{pin: pin, reg: reg, tmpl: tmpl, now: now, assignedAt: assignedAt,
 		checked: make(map[string]bool), names: make(map[string]*nameIndex)}
 }
 
 // name renders the list name of li.
-func (r *resolver) name(li *listInfo) (string, error) {
-	li.mu.Lock()
-	display := li.header.Name
-	li.mu.Unlock()
-	if display == "" {
-		display = li.key.Audience
-	}
+func (r *resolver) name(li *list) (string, error) {
 	var b strings.Builder
-	err := r.tmpl.Execute(&b, listNameData{Audience: li.key.Audience, Name: display, ListType: li.key.Type.String()})
+	err := r.tmpl.Execute(&b, listNameData{Audience: li.key.Audience, Name: li.displayName(), ListType: li.key.Type.String()})
 	return b.String(), err
 }
 
@@ -280,7 +103,7 @@ func (r *resolver) name(li *listInfo) (string, error) {
 // removal from a list that does not exist has nothing to do. Flushes of one
 // window never run concurrently, so one list is never resolved twice at
 // once.
-func (r *resolver) ensure(ctx context.Context, li *listInfo, adds []ident.Hash) (id string, created bool, err error) {
+func (r *resolver) ensure(ctx context.Context, li *list, adds []ident.Hash) (id string, created bool, err error) {
 	ids := li.ids()
 	if ids.listID != "" && ids.audienceID != "" {
 		return ids.listID, false, nil
@@ -289,7 +112,7 @@ func (r *resolver) ensure(ctx context.Context, li *listInfo, adds []ident.Hash) 
 	if err := r.checkAccess(ctx, acct); err != nil {
 		return "", false, err
 	}
-	key := control.ListKey{AdAccount: acct, Audience: li.key.Audience, Type: li.key.Type}
+	key := li.registryKey()
 	if ids.listID == "" && r.reg != nil {
 		e, ok, err := r.reg.Lookup(ctx, key)
 		if err != nil {
@@ -301,9 +124,7 @@ func (r *resolver) ensure(ctx context.Context, li *listInfo, adds []ident.Hash) 
 		if ok {
 			ids = listIDs{name: e.Name, listID: e.CustomerListID, audienceID: e.AudienceID}
 			li.setIDs(ids)
-			li.mu.Lock()
-			li.rb.generation, li.rb.retired = e.Generation, e.Retired
-			li.mu.Unlock()
+			li.setGeneration(e.Generation, e.Retired)
 			if ids.listID != "" && ids.audienceID != "" {
 				return ids.listID, false, nil
 			}

@@ -1,4 +1,26 @@
-package lists
+// Package window holds the list stage's batching windows, like
+// alertmanager's aggregation groups: one window per list, in which the last
+// change to each record wins (add then remove = remove), flushed as a
+// flight when it is full, when its oldest change has waited the flush
+// interval, or when it is asked to (revoke, shutdown).
+//
+// A Set is the windows of the lists one member owns: Add puts changes in,
+// Due says which windows to flush now (most urgent first, within a budget
+// of calls and flights), Take moves a window's records into a flight, and
+// Finish ends the flight, putting back what did not reach Pinterest. Each
+// window has at most one flight at a time, so a list's writes are ordered.
+// A window's Mode says what becomes of its list's changes while the list
+// is parked or rebuilt. The records the windows hold are capped in number
+// (WaitBelow) and in bytes (Add refuses what would pass the cap).
+//
+// Pending counts move with the changes: the methods that move changes
+// report them in a commit.Deltas, for the caller to apply to its
+// commit.Tracker once the set's lock is released.
+//
+// It reads no clock (the caller passes now), and knows nothing of Kafka or
+// Pinterest: what a flight is sent to, and what a list is, are the list
+// stage's (package lists) and its sink's (package sink).
+package window
 
 import (
 	"context"
@@ -12,9 +34,9 @@ import (
 	"github.com/pinsync/pinsync/schemas/ident"
 )
 
-// listID is a list interned by the stage (see listTable in resolve.go):
-// small and dense.
-type listID uint32
+// ListID is a list as the member interned it (see sink.Sink.Intern):
+// small and dense, it indexes the windows.
+type ListID uint32
 
 // entry is the last change to one record in a window.
 type entry struct {
@@ -55,10 +77,21 @@ func before(c *changes.Change) listState {
 	return stateIn
 }
 
-// flight is one flush of a window in progress: the records it took out of
-// the window and the bookkeeping needed to finish or undo it.
-type flight struct {
-	w       *window
+// The reasons a window is flushed (the values of pinsync_flushes_total's
+// reason label). A flight for a full window takes only its full side(s).
+const (
+	FlushFull     = "full"     // a side holds the per-request maximum
+	FlushInterval = "interval" // the oldest change waited the flush interval
+	FlushRevoke   = "revoke"   // the list's partition is being revoked
+	FlushShutdown = "shutdown" // the process is shutting down
+)
+
+// Flight is one flush of a window in progress: the records it took out of
+// the window and the bookkeeping needed to finish or undo it. Its records
+// and figures are read by the one goroutine that sends it; Set.Finish ends
+// it, once.
+type Flight struct {
+	w       *Window
 	reason  string
 	adds    []ident.Hash
 	removes []ident.Hash
@@ -71,20 +104,45 @@ type flight struct {
 	done   chan struct{}
 }
 
-func (f *flight) records() int { return len(f.adds) + len(f.removes) }
+// Records is the number of records the flight carries.
+func (f *Flight) Records() int { return len(f.adds) + len(f.removes) }
+
+// List is the list the flight writes to.
+func (f *Flight) List() ListID { return f.w.key }
+
+// Reason is why the flight was taken (FlushFull, …).
+func (f *Flight) Reason() string { return f.reason }
+
+// Adds and Removes are the records to add to the list and to remove from
+// it. Record i of the flight (see Set.Finish) is Adds()[i] for i below
+// len(Adds()), then Removes()[i-len(Adds())].
+func (f *Flight) Adds() []ident.Hash    { return f.adds }
+func (f *Flight) Removes() []ident.Hash { return f.removes }
+
+// EventTime is the time of the event behind record i, in Unix
+// milliseconds (0 when unknown).
+func (f *Flight) EventTime(i int) int64 { return f.meta[i].ts }
+
+// Cancel ends the flight's context: its upload stops. Finish still has to
+// be called.
+func (f *Flight) Cancel() { f.cancel() }
+
+// Done is closed once the flight is finished.
+func (f *Flight) Done() <-chan struct{} { return f.done }
 
 // hash returns the record that meta[i] belongs to.
-func (f *flight) hash(i int) ident.Hash {
+func (f *Flight) hash(i int) ident.Hash {
 	if i < len(f.adds) {
 		return f.adds[i]
 	}
 	return f.removes[i-len(f.adds)]
 }
 
-// window holds the changes waiting for one list, the last change to each
-// record winning (add then remove = remove).
-type window struct {
-	key     listID
+// Window holds the changes waiting for one list, the last change to each
+// record winning (add then remove = remove). Its fields are guarded by its
+// Set's lock: it is read and changed through the Set's methods only.
+type Window struct {
+	key     ListID
 	entries entrySet
 	adds    int
 	removes int
@@ -94,44 +152,45 @@ type window struct {
 	next int
 	// oldest is when the oldest change now in the window arrived.
 	oldest  time.Time
-	flight  *flight
+	flight  *Flight
 	retryAt time.Time
 	fails   int
 	urgent  bool
 	// flushed is when a flight of this window last succeeded.
 	flushed time.Time
-	// mode says what becomes of the list's changes (see windowMode).
-	mode windowMode
+	// mode says what becomes of the list's changes (see Mode).
+	mode Mode
 }
 
-// windowMode is what a window does with its list's changes.
-type windowMode uint8
+// Mode is what a window does with its list's changes.
+type Mode uint8
 
 const (
-	// modeSync keeps and flushes them.
-	modeSync windowMode = iota
-	// modeDrop drops them as they arrive: the list is durably marked for
+	// ModeSync keeps and flushes them.
+	ModeSync Mode = iota
+	// ModeDrop drops them as they arrive: the list is durably marked for
 	// a rebuild from the profile state, which will hold them.
-	modeDrop
-	// modeHold keeps them without flushing while the list is rebuilt:
+	ModeDrop
+	// ModeHold keeps them without flushing while the list is rebuilt:
 	// they go to the new list once it holds the state read after they
 	// began to be kept. Where the new list stands for them is unknown.
-	modeHold
+	ModeHold
 )
 
-// windows is the set of windows of the lists a member of the list stage
-// owns, with the count of buffered records. All methods are safe for
-// concurrent use; changes are made under one mutex, taken once per record
-// of the changes topic. Pending counts are not kept here: the methods that
-// move changes report them in a commit.Deltas for the caller to apply to
-// its commit.Tracker once the windows' lock is released.
-type windows struct {
+// Set is the set of windows of the lists a member of the list stage owns,
+// with the count of buffered records. All methods are safe for concurrent
+// use; changes are made under one mutex, taken once per record of the
+// changes topic, and never held while calling out (a caller's func, a
+// channel send). Pending counts are not kept here: the methods that move
+// changes report them in a commit.Deltas for the caller to apply to its
+// commit.Tracker once the set's lock is released.
+type Set struct {
 	mu sync.Mutex
 	// byID holds the window of each list, indexed by list id.
-	byID     []*window
+	byID     []*Window
 	max      int // per-request maximum records
 	buffered int
-	// maxBytes caps bytes() (0: no cap); tableBytes is the memory of
+	// maxBytes caps Bytes() (0: no cap); tableBytes is the memory of
 	// every window's table.
 	maxBytes   int64
 	tableBytes int64
@@ -142,8 +201,11 @@ type windows struct {
 	drained chan struct{}
 }
 
-func newWindows(maxRecords int, maxBytes int64) *windows {
-	return &windows{max: maxRecords, maxBytes: maxBytes, wake: make(chan struct{}, 1), drained: make(chan struct{})}
+// New returns an empty set whose flights carry at most maxRecords adds
+// and maxRecords removes, and whose records take at most maxBytes (0: no
+// cap but WaitBelow's).
+func New(maxRecords int, maxBytes int64) *Set {
+	return &Set{max: maxRecords, maxBytes: maxBytes, wake: make(chan struct{}, 1), drained: make(chan struct{})}
 }
 
 // flightRecordBytes is what a buffered record may take besides its slot:
@@ -151,41 +213,47 @@ func newWindows(maxRecords int, maxBytes int64) *windows {
 const flightRecordBytes = int64(unsafe.Sizeof(ident.Hash{}) + unsafe.Sizeof(entry{}))
 
 // inFlight is the number of records of w's flight (0 without one).
-func (w *window) inFlight() int {
+func (w *Window) inFlight() int {
 	if w.flight == nil {
 		return 0
 	}
-	return w.flight.records()
+	return w.flight.Records()
 }
 
 // tableCost is what w's table counts against the byte cap: its array, or
 // the array it would need if its flight's records came back (a failed
 // flight puts them back), whichever is larger.
-func (w *window) tableCost() int64 {
+func (w *Window) tableCost() int64 {
 	return max(w.entries.tableBytes(), w.entries.tableBytesWith(w.inFlight()))
 }
 
 // bytesLocked is the memory the windows hold for their records: every
 // table (see tableCost), and room for each buffered record in a flight.
-func (ws *windows) bytesLocked() int64 {
+func (ws *Set) bytesLocked() int64 {
 	return ws.tableBytes + int64(ws.buffered)*flightRecordBytes
 }
 
-// drainedChan returns the channel closed when buffered records next fall.
-func (ws *windows) drainedChan() <-chan struct{} {
+// Drained returns the channel closed when buffered records next fall.
+func (ws *Set) Drained() <-chan struct{} {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	return ws.drained
 }
 
-// bytes is bytesLocked under the lock.
-func (ws *windows) bytes() int64 {
+// Bytes is the memory the windows hold for their records: every table,
+// with room for its flight's records to come back, and room for each
+// buffered record in a flight. It is what the byte cap bounds.
+func (ws *Set) Bytes() int64 {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	return ws.bytesLocked()
 }
 
-func (ws *windows) signal() {
+// Wake is signalled (without blocking; one buffered signal) when a window
+// becomes full or urgent, or a flight ends: a flush may be due.
+func (ws *Set) Wake() <-chan struct{} { return ws.wake }
+
+func (ws *Set) signal() {
 	select {
 	case ws.wake <- struct{}{}:
 	default:
@@ -193,25 +261,25 @@ func (ws *windows) signal() {
 }
 
 // releaseLocked signals waiters that buffered records fell.
-func (ws *windows) releaseLocked() {
+func (ws *Set) releaseLocked() {
 	close(ws.drained)
 	ws.drained = make(chan struct{})
 }
 
-// add puts changes to list l, read in epoch pk, into its window; now is
+// Add puts changes to list l, read in epoch pk, into its window; now is
 // the arrival time used for the flush interval. The pending counts it moves
 // go to d. It adds nothing and reports false when the changes might take
 // the windows past their byte cap (as new records, each with a flight's
 // worth of room, in the table they might grow), unless the windows hold no
 // record at all: then nothing could free room, and they are taken.
-func (ws *windows) add(l listID, cs []changes.Change, pk commit.Key, now time.Time, d *commit.Deltas) bool {
+func (ws *Set) Add(l ListID, cs []changes.Change, pk commit.Key, now time.Time, d *commit.Deltas) bool {
 	if len(cs) == 0 {
 		return true
 	}
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	w := ws.lookup(l)
-	if w.mode == modeDrop {
+	if w.mode == ModeDrop {
 		return true
 	}
 	table := w.tableCost()
@@ -227,7 +295,7 @@ func (ws *windows) add(l listID, cs []changes.Change, pk commit.Key, now time.Ti
 	for i := range cs {
 		c := &cs[i]
 		b := before(c)
-		if w.mode == modeHold {
+		if w.mode == ModeHold {
 			b = stateUnknown
 		}
 		e, existed := w.entries.upsert(c.Hash)
@@ -260,21 +328,21 @@ func (ws *windows) add(l listID, cs []changes.Change, pk commit.Key, now time.Ti
 }
 
 // lookup returns the window of list l, creating it on first use.
-func (ws *windows) lookup(l listID) *window {
+func (ws *Set) lookup(l ListID) *Window {
 	if int(l) < len(ws.byID) {
 		if w := ws.byID[l]; w != nil {
 			return w
 		}
 	} else {
-		ws.byID = append(ws.byID, make([]*window, int(l)+1-len(ws.byID))...)
+		ws.byID = append(ws.byID, make([]*Window, int(l)+1-len(ws.byID))...)
 	}
-	w := &window{key: l}
+	w := &Window{key: l}
 	ws.byID[l] = w
 	return w
 }
 
-// each calls f for every window.
-func (ws *windows) eachLocked(f func(w *window)) {
+// eachLocked calls f for every window.
+func (ws *Set) eachLocked(f func(w *Window)) {
 	for _, w := range ws.byID {
 		if w != nil {
 			f(w)
@@ -282,7 +350,7 @@ func (ws *windows) eachLocked(f func(w *window)) {
 	}
 }
 
-func (w *window) count(o changes.Op, n int) {
+func (w *Window) count(o changes.Op, n int) {
 	if o == changes.Add {
 		w.adds += n
 	} else {
@@ -291,7 +359,7 @@ func (w *window) count(o changes.Op, n int) {
 }
 
 // calls is how many Pinterest calls flushing w now would take.
-func (w *window) calls() int {
+func (w *Window) calls() int {
 	n := 0
 	if w.adds > 0 {
 		n++
@@ -302,16 +370,16 @@ func (w *window) calls() int {
 	return n
 }
 
-// due returns the windows to flush at now, most urgent first: windows asked
+// Due returns the windows to flush at now, most urgent first: windows asked
 // to flush (revoke, shutdown) first, then full ones, then those whose oldest
 // change has waited interval, oldest first. It takes no more than budget
 // calls and free flights; the others keep filling.
-func (ws *windows) due(now time.Time, interval time.Duration, budget float64, free int) []*window {
+func (ws *Set) Due(now time.Time, interval time.Duration, budget float64, free int) []*Window {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
-	var cands []*window
-	ws.eachLocked(func(w *window) {
-		if w.flight != nil || w.entries.len() == 0 || now.Before(w.retryAt) || w.mode != modeSync {
+	var cands []*Window
+	ws.eachLocked(func(w *Window) {
+		if w.flight != nil || w.entries.len() == 0 || now.Before(w.retryAt) || w.mode != ModeSync {
 			return
 		}
 		full := w.adds >= ws.max || w.removes >= ws.max
@@ -333,7 +401,7 @@ func (ws *windows) due(now time.Time, interval time.Duration, budget float64, fr
 		}
 		return a.entries.len() > b.entries.len()
 	})
-	var out []*window
+	var out []*Window
 	for _, w := range cands {
 		c := float64(w.calls())
 		if len(out) >= free || c > budget {
@@ -345,22 +413,22 @@ func (ws *windows) due(now time.Time, interval time.Duration, budget float64, fr
 	return out
 }
 
-// kind reports whether w is asked to flush now and whether it is full.
-func (ws *windows) kind(w *window) (urgent, full bool) {
+// Kind reports whether w is asked to flush now and whether it is full.
+func (ws *Set) Kind(w *Window) (urgent, full bool) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	return w.urgent, w.adds >= ws.max || w.removes >= ws.max
 }
 
-// take moves up to the per-request maximum of adds and of removes out of w
-// into a new flight. The caller got w from due.
-func (ws *windows) take(w *window, reason string, parent context.Context) (*flight, context.Context) {
+// Take moves up to the per-request maximum of adds and of removes out of w
+// into a new flight. The caller got w from Due.
+func (ws *Set) Take(w *Window, reason string, parent context.Context) (*Flight, context.Context) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	table := w.tableCost()
 	defer func() { ws.tableBytes += w.tableCost() - table }()
 	ctx, cancel := context.WithCancel(parent)
-	f := &flight{w: w, reason: reason, oldest: w.oldest, urgent: w.urgent, cancel: cancel, done: make(chan struct{})}
+	f := &Flight{w: w, reason: reason, oldest: w.oldest, urgent: w.urgent, cancel: cancel, done: make(chan struct{})}
 	// A flush for a full side sends only the full side(s): the other keeps
 	// filling (fewer, fuller calls).
 	full := reason == FlushFull
@@ -417,13 +485,13 @@ func (ws *windows) take(w *window, reason string, parent context.Context) (*flig
 	return f, ctx
 }
 
-// finish ends a flight. ok[i] reports whether record i reached Pinterest (or
+// Finish ends a flight. ok[i] reports whether record i reached Pinterest (or
 // was dead-lettered); the others go back into the window unless a newer
 // change to the same record arrived meanwhile. A failed request may or may
 // not have reached Pinterest, so where the list stands for its records is
 // no longer known: neither they nor a newer change to them can cancel. The
 // pending counts it releases go to d. It returns the records finished.
-func (ws *windows) finish(f *flight, ok func(i int) bool, failed bool, now time.Time, backoff func(fails int) time.Duration, d *commit.Deltas) int {
+func (ws *Set) Finish(f *Flight, ok func(i int) bool, failed bool, now time.Time, backoff func(fails int) time.Duration, d *commit.Deltas) int {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	w := f.w
@@ -434,7 +502,7 @@ func (ws *windows) finish(f *flight, ok func(i int) bool, failed bool, now time.
 		dropped := e.pk.P.Dropped()
 		// A list marked for a rebuild takes back nothing: the rebuild
 		// holds it.
-		if ok(i) || dropped || w.mode == modeDrop {
+		if ok(i) || dropped || w.mode == ModeDrop {
 			if !dropped {
 				d.Add(e.pk, -1)
 			}
@@ -475,14 +543,14 @@ func (ws *windows) finish(f *flight, ok func(i int) bool, failed bool, now time.
 	return done
 }
 
-// markUrgent asks every window holding changes of the given partitions (all
+// MarkUrgent asks every window holding changes of the given partitions (all
 // windows when parts is nil) to flush now, and returns the flights in
 // progress that hold such changes.
-func (ws *windows) markUrgent(parts map[*commit.Partition]bool) []*flight {
+func (ws *Set) MarkUrgent(parts map[*commit.Partition]bool) []*Flight {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
-	var flights []*flight
-	ws.eachLocked(func(w *window) {
+	var flights []*Flight
+	ws.eachLocked(func(w *Window) {
 		if parts == nil || w.holds(parts) {
 			if w.entries.len() > 0 {
 				w.urgent = true
@@ -498,7 +566,7 @@ func (ws *windows) markUrgent(parts map[*commit.Partition]bool) []*flight {
 }
 
 // holds reports whether w holds a change of the given partitions.
-func (w *window) holds(parts map[*commit.Partition]bool) bool {
+func (w *Window) holds(parts map[*commit.Partition]bool) bool {
 	held := false
 	w.entries.each(func(_ ident.Hash, e entry) bool {
 		held = parts[e.pk.P]
@@ -507,7 +575,7 @@ func (w *window) holds(parts map[*commit.Partition]bool) bool {
 	return held
 }
 
-func (f *flight) holds(parts map[*commit.Partition]bool) bool {
+func (f *Flight) holds(parts map[*commit.Partition]bool) bool {
 	for _, e := range f.meta {
 		if parts[e.pk.P] {
 			return true
@@ -516,17 +584,17 @@ func (f *flight) holds(parts map[*commit.Partition]bool) bool {
 	return false
 }
 
-// drop removes every change of the given partitions from the windows
+// Drop removes every change of the given partitions from the windows
 // (revoked past the deadline, or lost) and returns the flights in progress
 // that hold some, in the same critical section: no flight holding them can
 // start afterwards. The partitions must already be marked dropped, so that
 // flights in progress do not put them back.
-func (ws *windows) drop(parts map[*commit.Partition]bool) []*flight {
+func (ws *Set) Drop(parts map[*commit.Partition]bool) []*Flight {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
-	var flights []*flight
+	var flights []*Flight
 	var gone []ident.Hash
-	ws.eachLocked(func(w *window) {
+	ws.eachLocked(func(w *Window) {
 		table := w.tableCost()
 		defer func() { ws.tableBytes += w.tableCost() - table }()
 		// Collect, then delete: deleting moves entries within the set.
@@ -554,9 +622,10 @@ func (ws *windows) drop(parts map[*commit.Partition]bool) []*flight {
 	return flights
 }
 
-// waitBelow blocks until fewer than limit records are buffered, and the
-// windows are below their byte cap, or ctx ends, calling paused once if it has to wait. It reports whether it waited.
-func (ws *windows) waitBelow(ctx context.Context, limit int, paused func()) (waited bool, err error) {
+// WaitBelow blocks until fewer than limit records are buffered, and the
+// windows are below their byte cap, or ctx ends, calling paused once if it
+// has to wait. It reports whether it waited.
+func (ws *Set) WaitBelow(ctx context.Context, limit int, paused func()) (waited bool, err error) {
 	for {
 		ws.mu.Lock()
 		n, ch := ws.buffered, ws.drained
@@ -577,53 +646,53 @@ func (ws *windows) waitBelow(ctx context.Context, limit int, paused func()) (wai
 	}
 }
 
-// buffer reports the records waiting in windows or in flight.
-func (ws *windows) buffer() int {
+// Buffered reports the records waiting in windows or in flight.
+func (ws *Set) Buffered() int {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	return ws.buffered
 }
 
-// windowStat is what the status shows of one window.
-type windowStat struct {
-	pending  int // records waiting or in flight
-	flushed  time.Time
-	inFlight bool
+// Stat is what the status shows of one window.
+type Stat struct {
+	Pending  int // records waiting or in flight
+	Flushed  time.Time
+	InFlight bool
 }
 
-// stats reports each window's figures, by list id.
-func (ws *windows) stats() map[listID]windowStat {
+// Stats reports each window's figures, by list id.
+func (ws *Set) Stats() map[ListID]Stat {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
-	out := make(map[listID]windowStat, len(ws.byID))
-	ws.eachLocked(func(w *window) {
-		st := windowStat{pending: w.entries.len(), flushed: w.flushed, inFlight: w.flight != nil}
+	out := make(map[ListID]Stat, len(ws.byID))
+	ws.eachLocked(func(w *Window) {
+		st := Stat{Pending: w.entries.len(), Flushed: w.flushed, InFlight: w.flight != nil}
 		if w.flight != nil {
-			st.pending += w.flight.records()
+			st.Pending += w.flight.Records()
 		}
 		out[w.key] = st
 	})
 	return out
 }
 
-// empty reports whether no change waits or flies.
-func (ws *windows) empty() bool {
+// Empty reports whether no change waits or flies.
+func (ws *Set) Empty() bool {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	return ws.buffered == 0
 }
 
-// setMode sets what list l's window does with its changes. Switching to
-// modeDrop drops what it holds (not what a flight holds: the flight's
-// finish does); modeHold and modeSync keep it. The pending counts released
+// SetMode sets what list l's window does with its changes. Switching to
+// ModeDrop drops what it holds (not what a flight holds: the flight's
+// finish does); ModeHold and ModeSync keep it. The pending counts released
 // go to d.
-func (ws *windows) setMode(l listID, m windowMode, d *commit.Deltas) {
+func (ws *Set) SetMode(l ListID, m Mode, d *commit.Deltas) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	w := ws.lookup(l)
 	w.mode = m
 	switch m {
-	case modeDrop:
+	case ModeDrop:
 		table := w.tableCost()
 		defer func() { ws.tableBytes += w.tableCost() - table }()
 		w.entries.each(func(_ ident.Hash, e entry) bool {
@@ -635,15 +704,8 @@ func (ws *windows) setMode(l listID, m windowMode, d *commit.Deltas) {
 		w.adds, w.removes = 0, 0
 		w.retryAt, w.fails = time.Time{}, 0
 		ws.releaseLocked()
-	case modeSync:
+	case ModeSync:
 		w.retryAt, w.fails = time.Time{}, 0
 		ws.signal()
 	}
-}
-
-// modeOf returns list l's window mode.
-func (ws *windows) modeOf(l listID) windowMode {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	return ws.lookup(l).mode
 }

@@ -1,4 +1,4 @@
-package lists
+package window
 
 import (
 	"encoding/binary"

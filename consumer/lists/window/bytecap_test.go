@@ -1,4 +1,4 @@
-package lists
+package window
 
 import (
 	"runtime"
@@ -12,11 +12,11 @@ import (
 // countedBytes recomputes what windows should count: every table's array
 // (with room for its flight's records to come back) and a flight's worth
 // of room per buffered record.
-func countedBytes(ws *windows) int64 {
+func countedBytes(ws *Set) int64 {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	var n int64
-	ws.eachLocked(func(w *window) {
+	ws.eachLocked(func(w *Window) {
 		back := 0
 		if w.flight != nil {
 			back = len(w.flight.meta)
@@ -33,18 +33,18 @@ func countedBytes(ws *windows) int64 {
 // it finishes, room is free again.
 func TestByteCapHoldsAndFreesWithUploads(t *testing.T) {
 	const limit = 256 << 10
-	ws := newWindows(500, limit)
+	ws := New(500, limit)
 	tr := commit.NewTracker()
 	pt := tr.Assign("changes", 0, -1)
 	var d commit.Deltas
 	accepted := 0
 	for n := 0; ; n++ {
 		c := []changes.Change{{Hash: hashN(n), Op: changes.Add}}
-		if !ws.add(listOf(uint32(n%3), ident.Email), c, tr.Open(pt), t0, &d) {
+		if !ws.Add(listOf(uint32(n%3), ident.Email), c, tr.Open(pt), t0, &d) {
 			break
 		}
 		accepted++
-		if got, want := ws.bytes(), countedBytes(ws); got != want || got > limit {
+		if got, want := ws.Bytes(), countedBytes(ws); got != want || got > limit {
 			t.Fatalf("after %d records: counted %d bytes, recomputed %d, cap %d", accepted, got, want, limit)
 		}
 		if n > 1_000_000 {
@@ -55,22 +55,22 @@ func TestByteCapHoldsAndFreesWithUploads(t *testing.T) {
 	if accepted < 100 {
 		t.Fatalf("only %d records fit under %d bytes", accepted, limit)
 	}
-	before := ws.bytes()
+	before := ws.Bytes()
 	w := ws.lookup(listOf(0, ident.Email))
-	f, _ := ws.take(w, FlushInterval, t.Context())
+	f, _ := ws.Take(w, FlushInterval, t.Context())
 	held := int64(cap(f.adds)+cap(f.removes))*int64(len(ident.Hash{})) + int64(cap(f.meta))*(flightRecordBytes-int64(len(ident.Hash{})))
-	if held > int64(f.records())*flightRecordBytes {
-		t.Errorf("a flight of %d records holds %d bytes, more than the %d counted for it", f.records(), held, int64(f.records())*flightRecordBytes)
+	if held > int64(f.Records())*flightRecordBytes {
+		t.Errorf("a flight of %d records holds %d bytes, more than the %d counted for it", f.Records(), held, int64(f.Records())*flightRecordBytes)
 	}
-	if got := ws.bytes(); got > before || got != countedBytes(ws) {
+	if got := ws.Bytes(); got > before || got != countedBytes(ws) {
 		t.Errorf("taking a flight: counted %d bytes (recomputed %d), %d before", got, countedBytes(ws), before)
 	}
-	ws.finish(f, func(int) bool { return true }, false, t0, backoff, &d)
+	ws.Finish(f, func(int) bool { return true }, false, t0, noBackoff, &d)
 	tr.Apply(&d)
-	if got := ws.bytes(); got >= before || got != countedBytes(ws) {
+	if got := ws.Bytes(); got >= before || got != countedBytes(ws) {
 		t.Errorf("after the flight: counted %d bytes (recomputed %d), %d before", got, countedBytes(ws), before)
 	}
-	if !ws.add(listOf(0, ident.Email), []changes.Change{{Hash: hashN(-5), Op: changes.Add}}, tr.Open(pt), t0, &d) {
+	if !ws.Add(listOf(0, ident.Email), []changes.Change{{Hash: hashN(-5), Op: changes.Add}}, tr.Open(pt), t0, &d) {
 		t.Error("no room after a flight freed some")
 	}
 }
@@ -83,7 +83,7 @@ func TestByteCapIsAnUpperBoundOfTheHeap(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	start := ms.HeapAlloc
-	ws := newWindows(5000, limit)
+	ws := New(5000, limit)
 	tr := commit.NewTracker()
 	pt := tr.Assign("changes", 0, -1)
 	var d commit.Deltas
@@ -92,16 +92,16 @@ func TestByteCapIsAnUpperBoundOfTheHeap(t *testing.T) {
 		for i := range cs {
 			cs[i] = changes.Change{Hash: hashN(n*len(cs) + i), Op: changes.Add}
 		}
-		if !ws.add(listOf(uint32(n%40), ident.Email), cs, tr.Open(pt), t0, &d) {
+		if !ws.Add(listOf(uint32(n%40), ident.Email), cs, tr.Open(pt), t0, &d) {
 			break
 		}
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	grown := int64(ms.HeapAlloc) - int64(start)
-	if counted := ws.bytes(); grown > counted {
+	if counted := ws.Bytes(); grown > counted {
 		t.Errorf("the windows grew the heap by %d bytes but count %d", grown, counted)
 	}
-	t.Logf("%d records: %d bytes counted, heap grew %d", ws.buffer(), ws.bytes(), grown)
+	t.Logf("%d records: %d bytes counted, heap grew %d", ws.Buffered(), ws.Bytes(), grown)
 	runtime.KeepAlive(ws)
 }

@@ -1,0 +1,118 @@
+package profiles
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/pinsync/pinsync/consumer/commit"
+)
+
+// learnCommitted reads the group's committed offset of the partition: what
+// an ownership check commits, and where reading resumes when the changelog
+// keeps no position.
+func (w *worker) learnCommitted(ctx context.Context) error {
+	resp, err := kadm.NewClient(w.d.client()).FetchOffsets(ctx, w.d.cfg.Group)
+	if err != nil {
+		return fmt.Errorf("reading the group's committed offsets: %w", err)
+	}
+	if o, ok := resp.Lookup(w.key.topic, w.key.partition); ok && o.Err == nil && o.At >= 0 {
+		w.committed.CompareAndSwap(-1, o.At)
+	}
+	return nil
+}
+
+// resumeAt is where reading resumes after a start: the restored position;
+// without one (no changelog, or none of its transactions ever committed)
+// after the newest transaction this worker committed, else at the group's
+// committed offset, else at the partition's start (offset 0, reset to the
+// log start if it is gone). Never where the fetch happens to be: after a
+// failed transaction that is past the records it lost.
+func (w *worker) resumeAt() int64 {
+	if w.next >= 0 {
+		return w.next
+	}
+	if e, ok := w.epochs.newest(); ok {
+		return e.Next
+	}
+	return max(w.committed.Load(), 0)
+}
+
+// restore rebuilds the state from the changelog and sets where reading
+// resumes. An epoch standing for the restored position waits for the list
+// stage to pass everything in the changes topic now, so that its commit
+// covers the changes the earlier owner wrote.
+func (w *worker) restore(ctx context.Context) error {
+	d := w.d
+	w.state.clear()
+	w.next, w.leaderEpoch = -1, -1
+	if d.cfg.ChangelogTopic == "" {
+		w.vouchFrom = math.MaxInt64 // no durable state: nothing is vouched
+		return nil
+	}
+	d.m.restoring.Inc()
+	defer d.m.restoring.Dec()
+	res, err := restore(ctx, d.kopts, d.cfg.ChangelogTopic, w.key, w.state, d.codec, func(off int64) {
+		d.log.Warn("skipping malformed changelog record", "partition", w.key.partition, "offset", off)
+	})
+	if err != nil {
+		w.state.clear()
+		return fmt.Errorf("restoring state: %w", err)
+	}
+	d.m.restored.Add(float64(res.profiles))
+	w.lowerIDFA = res.lowerIDFA
+	if len(res.lowerIDFA) > 0 {
+		d.log.Warn("the restored state holds IDFAs an earlier pinsync hashed in lower case, which Pinterest matches nobody by: "+
+			"they are dropped and removed from the lists; the lists gain each IDFA again when an event carries it",
+			"topic", w.key.topic, "partition", w.key.partition, "removals", len(res.lowerIDFA))
+	}
+	w.txn.restored(res.legacy, res.audiences)
+	switch {
+	case res.next >= 0:
+		w.next, w.leaderEpoch, w.vouchFrom = res.next, res.leaderEpoch, -1
+		marks, err := w.changesEnd(ctx)
+		if err != nil {
+			w.state.clear()
+			return err
+		}
+		w.epochs.push(commit.Epoch{Next: res.next, LeaderEpoch: res.leaderEpoch, Marks: marks})
+	case res.empty:
+		// Nobody ever wrote this partition's state: the lists hold
+		// nothing of it.
+		w.vouchFrom = -1
+	default:
+		// State of a version that kept no position: the lists may be
+		// ahead of it up to what was in the partition.
+		end, err := kadm.NewClient(d.client()).ListEndOffsets(ctx, w.key.topic)
+		if err != nil {
+			w.state.clear()
+			return fmt.Errorf("input end offsets: %w", err)
+		}
+		o, _ := end.Lookup(w.key.topic, w.key.partition)
+		w.vouchFrom = o.Offset
+	}
+	d.log.Info("state restored", "topic", w.key.topic, "partition", w.key.partition, "profiles", w.state.t.len(),
+		"next", w.next)
+	return nil
+}
+
+// changesEnd returns the last stable offset of every changes partition
+// (-1 for an empty one): the marks of an epoch that covers everything
+// written so far.
+func (w *worker) changesEnd(ctx context.Context) ([]int64, error) {
+	cfg := w.d.cfg
+	ends, err := kadm.NewClient(w.d.client()).ListCommittedOffsets(ctx, cfg.ChangesTopic)
+	if err != nil {
+		return nil, fmt.Errorf("changes end offsets: %w", err)
+	}
+	marks := make([]int64, cfg.ChangesPartitions)
+	for i := range marks {
+		marks[i] = -1
+		if o, ok := ends.Lookup(cfg.ChangesTopic, int32(i)); ok && o.Err == nil && o.Offset > 0 {
+			marks[i] = o.Offset
+		}
+	}
+	return marks, nil
+}

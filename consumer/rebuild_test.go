@@ -89,6 +89,11 @@ func TestDeletedListIsRebuiltFromState(t *testing.T) {
 	r.produce(all[len(first):])
 	r.converge(wantAll, 60*time.Second)
 	waitFor(t, 30*time.Second, "every record committed", func() bool { return r.committed(cfg.Group) == int64(len(all)) })
+	// The rebuilt list may hold every record before the rebuild has moved
+	// the audience to it and recorded it: its end is awaited.
+	waitFor(t, 30*time.Second, "the rebuild to end", func() bool {
+		return counterSum(t, m.reg, "pinsync_list_rebuilds_total") > 0
+	})
 
 	var rebuilt *sandbox.ListState
 	st = r.sb.State()

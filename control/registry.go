@@ -33,7 +33,7 @@ type ListEntry struct {
 	Generation int `json:"generation,omitempty"`
 	// Rebuild, when set, says the list no longer holds exactly its
 	// audience, and why (RebuildNotFound, RebuildPermission,
-	// RebuildRequested): its owner drops the audience's changes and
+	// RebuildRequested, RebuildRefused): its owner drops the audience's changes and
 	// rebuilds the list from the profile state once it can. A list never
 	// created has no CustomerListID then.
 	Rebuild string `json:"rebuild,omitempty"`
@@ -53,6 +53,10 @@ const (
 	RebuildPermission = "permission"
 	// RebuildRequested: an operator asked for it (pinsync resync).
 	RebuildRequested = "requested"
+	// RebuildRefused: Pinterest refused for good a request about the list
+	// that carried none of its records (the list's name, its audience,
+	// its ad account); the audience is parked until Pinterest takes it.
+	RebuildRefused = "refused"
 )
 
 // valid reports whether e may be recorded: it names a customer list, or
@@ -162,6 +166,16 @@ func (r *Registry) Lookup(ctx context.Context, k ListKey) (ListEntry, bool, erro
 	if e, ok := r.get(k); ok {
 		return e, true, nil
 	}
+	if err := r.t.log.CatchUp(ctx); err != nil {
+		return ListEntry{}, false, err
+	}
+	e, ok := r.get(k)
+	return e, ok, nil
+}
+
+// Current returns the entry of k having read every record written before
+// the call, whether k was known or not.
+func (r *Registry) Current(ctx context.Context, k ListKey) (ListEntry, bool, error) {
 	if err := r.t.log.CatchUp(ctx); err != nil {
 		return ListEntry{}, false, err
 	}

@@ -86,6 +86,20 @@ func (li *list) setIDs(ids listIDs) {
 	li.pids = ids
 }
 
+// forget drops what the member knew of the list at Pinterest: when it owns
+// the list again (its partition comes back), it takes the list's ids from
+// the registry as they stand then. Another owner may have rebuilt the list
+// meanwhile (a new customer list, the old one retired), and writing on to
+// the ids held here would write to the retired list.
+func (li *list) forget() {
+	li.mu.Lock()
+	defer li.mu.Unlock()
+	li.pids = listIDs{}
+	li.size, li.status, li.listCreated = 0, "", time.Time{}
+	li.added, li.removed = 0, 0
+	li.generation, li.retired = 0, nil
+}
+
 // setGeneration records the registry's count of the list's rebuilds and
 // the customer lists its earlier generations used.
 func (li *list) setGeneration(generation int, retired []string) {

@@ -50,8 +50,9 @@ type Registry interface {
 	// Lookup returns the entry of k, having read every entry written
 	// before the call when k was not already known.
 	Lookup(ctx context.Context, k control.ListKey) (control.ListEntry, bool, error)
-	// Record writes the entry of k and returns once it is durable.
-	Record(ctx context.Context, k control.ListKey, e control.ListEntry) error
+	// Current returns the entry of k having read every record written
+	// before the call.
+	Current(ctx context.Context, k control.ListKey) (control.ListEntry, bool, error)
 	// Update changes the entry of k as it stands (see
 	// control.Registry.Update).
 	Update(ctx context.Context, k control.ListKey, change func(cur control.ListEntry, ok bool) (control.ListEntry, error)) (control.ListEntry, error)

@@ -61,7 +61,17 @@ func rebuildReason(err error) string {
 	case pinterest.ClassPermission:
 		return control.RebuildPermission
 	}
+	if refusedResolution(err) {
+		return control.RebuildRefused
+	}
 	return ""
+}
+
+// waitsForPinterest reports a reason whose cause only Pinterest's side
+// removes (a role given back, a refusal lifted): its attempts are spaced
+// by the retry interval, not by the backoff.
+func waitsForPinterest(reason string) bool {
+	return reason == control.RebuildPermission || reason == control.RebuildRefused
 }
 
 // rebuildState is what the rebuilder knows of a list that waits for a
@@ -138,22 +148,23 @@ func (rb *rebuilder) mark(ctx context.Context, li *list, reason string) error {
 	if rb.reg == nil {
 		return errors.New("lists: no registry to mark the list for a rebuild")
 	}
-	k := li.registryKey()
-	e, ok, err := rb.reg.Lookup(ctx, k)
+	e, err := rb.reg.Update(ctx, li.registryKey(), func(cur control.ListEntry, ok bool) (control.ListEntry, error) {
+		if err := rb.guard.check(ctx, li); err != nil {
+			return cur, err
+		}
+		if !ok {
+			ids := li.ids()
+			cur = control.ListEntry{CustomerListID: ids.listID, AudienceID: ids.audienceID, Name: ids.name}
+		}
+		cur.Rebuild = reason
+		return cur, nil
+	})
 	if err != nil {
-		return fmt.Errorf("list registry: %w", err)
-	}
-	if !ok {
-		ids := li.ids()
-		e = control.ListEntry{CustomerListID: ids.listID, AudienceID: ids.audienceID, Name: ids.name}
-	}
-	e.Rebuild = reason
-	if err := rb.reg.Record(ctx, k, e); err != nil {
 		return fmt.Errorf("list registry: %w", err)
 	}
 	// Pinterest has just refused the role: no use asking again at once.
 	var wait time.Duration
-	if reason == control.RebuildPermission {
+	if waitsForPinterest(reason) {
 		wait = rb.retry
 	}
 	rb.pend(li, reason, e, wait)
@@ -340,11 +351,11 @@ func (rb *rebuilder) finish(ctx context.Context, li *list, n int, e control.List
 	st := rb.waiting[li]
 	st.fails++
 	st.lastErr = err.Error()
-	if r := rebuildReason(err); r == control.RebuildPermission {
+	if r := rebuildReason(err); waitsForPinterest(r) {
 		st.reason = r
 	}
 	wait := min(rb.backoff(st.fails), rb.retry)
-	if st.reason == control.RebuildPermission {
+	if waitsForPinterest(st.reason) {
 		wait = rb.retry
 	}
 	st.at = now.Add(wait)
@@ -391,9 +402,17 @@ func (rb *rebuilder) build(ctx context.Context, li *list, cur control.ListEntry,
 		if cl.ID == "" {
 			return control.ListEntry{}, err
 		}
-		cur.Retired = append(slices.Clone(cur.Retired), cl.ID)
-		cur.Generation = e.Generation // the next attempt's name is its own
-		if rerr := rb.reg.Record(ctx, k, cur); rerr != nil {
+		_, rerr := rb.reg.Update(ctx, k, func(now control.ListEntry, _ bool) (control.ListEntry, error) {
+			if err := rb.guard.check(ctx, li); err != nil {
+				return now, err
+			}
+			if !slices.Contains(now.Retired, cl.ID) {
+				now.Retired = append(slices.Clone(now.Retired), cl.ID)
+			}
+			now.Generation = max(now.Generation, e.Generation) // the next attempt's name is its own
+			return now, nil
+		})
+		if rerr != nil {
 			return control.ListEntry{}, fmt.Errorf("list registry: %w", rerr)
 		}
 		if err != nil {
@@ -413,9 +432,22 @@ func (rb *rebuilder) build(ctx context.Context, li *list, cur control.ListEntry,
 	}
 	// With no member there is no list to make (Pinterest needs a record
 	// to create one): the next add creates it and repoints the audience.
-	if err := rb.reg.Record(ctx, k, e); err != nil {
+	written, err := rb.reg.Update(ctx, k, func(now control.ListEntry, _ bool) (control.ListEntry, error) {
+		if err := rb.guard.check(ctx, li); err != nil {
+			return now, err
+		}
+		next := e
+		for _, id := range now.Retired { // lists an attempt left behind meanwhile
+			if id != next.CustomerListID && !slices.Contains(next.Retired, id) {
+				next.Retired = append(next.Retired, id)
+			}
+		}
+		return next, nil
+	})
+	if err != nil {
 		return control.ListEntry{}, fmt.Errorf("list registry: %w", err)
 	}
+	e = written
 	li.setIDs(listIDs{name: e.Name, listID: e.CustomerListID, audienceID: e.AudienceID})
 	rb.setMode(li.id, window.ModeSync)
 	rb.m.countUploaded(li, "add", len(hashes))

@@ -2,7 +2,9 @@ package sink
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"text/template"
@@ -65,6 +67,9 @@ type listNameData struct{ Audience, Name, ListType string }
 type resolver struct {
 	pin  ListMaker
 	reg  Registry
+	// guard is the member's ownership check, run before each registry
+	// write as before each Pinterest write.
+	guard Guard
 	tmpl *template.Template
 	now  func() time.Time
 	// assignedAt is when this member was last assigned partitions.
@@ -83,8 +88,8 @@ type nameIndex struct {
 	audiences map[string]pinterest.Audience // customer list id → audience
 }
 
-func newResolver(pin ListMaker, reg Registry, tmpl *template.Template, now, assignedAt func() time.Time) *resolver {
-	return &resolver{pin: pin, reg: reg, tmpl: tmpl, now: now, assignedAt: assignedAt,
+func newResolver(pin ListMaker, reg Registry, guard Guard, tmpl *template.Template, now, assignedAt func() time.Time) *resolver {
+	return &resolver{pin: pin, reg: reg, guard: guard, tmpl: tmpl, now: now, assignedAt: assignedAt,
 		checked: make(map[string]bool), names: make(map[string]*nameIndex)}
 }
 
@@ -110,17 +115,21 @@ func (r *resolver) ensure(ctx context.Context, li *list, adds []ident.Hash) (id 
 	}
 	acct := li.adAccount()
 	if err := r.checkAccess(ctx, acct); err != nil {
-		return "", false, err
+		return "", false, notOfRecords(err)
 	}
 	key := li.registryKey()
+	var retired []string
 	if ids.listID == "" && r.reg != nil {
-		e, ok, err := r.reg.Lookup(ctx, key)
+		// As the registry stands now: another owner may have rebuilt the
+		// list since this member last owned it.
+		e, ok, err := r.reg.Current(ctx, key)
 		if err != nil {
 			return "", false, fmt.Errorf("list registry: %w", err)
 		}
 		if ok && e.Rebuild != "" {
 			return "", false, &rebuildError{reason: e.Rebuild}
 		}
+		retired = e.Retired
 		if ok {
 			ids = listIDs{name: e.Name, listID: e.CustomerListID, audienceID: e.AudienceID}
 			li.setIDs(ids)
@@ -138,11 +147,13 @@ func (r *resolver) ensure(ctx context.Context, li *list, adds []ident.Hash) (id 
 	if ids.listID == "" {
 		idx, err := r.fresh(ctx, acct)
 		if err != nil {
-			return "", false, err
+			return "", false, notOfRecords(err)
 		}
-		if ids.listID = r.listByName(idx, ids.name); ids.listID != "" {
+		// A list the registry says is retired is never taken back by its
+		// name (a rebuild's half-made list, an old generation).
+		if ids.listID = r.listByName(idx, ids.name); ids.listID != "" && !slices.Contains(retired, ids.listID) {
 			li.setIDs(ids)
-			if err := r.record(ctx, key, ids); err != nil {
+			if err := r.record(ctx, li, key, ids); err != nil {
 				return "", false, err
 			}
 		}
@@ -153,7 +164,7 @@ func (r *resolver) ensure(ctx context.Context, li *list, adds []ident.Hash) (id 
 		}
 		cl, err := r.pin.CreateCustomerList(ctx, acct, ids.name, li.key.Type, adds)
 		if cl.ID == "" {
-			return "", false, err
+			return "", false, &resolveError{ofRecords: true, err: err}
 		}
 		// The list exists even when err says a later chunk of its adds
 		// failed: record it before anything else. Its adds then count as
@@ -162,7 +173,7 @@ func (r *resolver) ensure(ctx context.Context, li *list, adds []ident.Hash) (id 
 		ids.listID = cl.ID
 		r.learnList(acct, ids.name, cl.ID)
 		li.setIDs(ids)
-		rerr := r.record(ctx, key, ids)
+		rerr := r.record(ctx, li, key, ids)
 		if err != nil {
 			return cl.ID, false, firstErr(err, rerr)
 		}
@@ -180,13 +191,50 @@ func (r *resolver) ensure(ctx context.Context, li *list, adds []ident.Hash) (id 
 		au, err = r.ensureAudience(ctx, acct, ids, !created)
 	}
 	if err != nil {
-		return ids.listID, created, err
+		return ids.listID, created, notOfRecords(err)
 	}
 	li.setAudience(au)
-	if err := r.record(ctx, key, li.ids()); err != nil {
+	if err := r.record(ctx, li, key, li.ids()); err != nil {
 		return ids.listID, created, err
 	}
 	return ids.listID, created, nil
+}
+
+// resolveError is an error of a list's resolution, saying whether the
+// request that failed carried the flight's records (the creation of the
+// list does; checking the ad account, listing its lists and making the
+// audience do not): only a refusal of such a request is about the
+// records, to be bisected and dead-lettered.
+type resolveError struct {
+	ofRecords bool
+	err       error
+}
+
+func (e *resolveError) Error() string { return e.err.Error() }
+func (e *resolveError) Unwrap() error { return e.err }
+
+// notOfRecords marks err as the failure of a request that carried no
+// record (nil stays nil).
+func notOfRecords(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &resolveError{err: err}
+}
+
+// refusedCreation reports a creation of a list refused for good: perhaps
+// for its records.
+func refusedCreation(err error) bool {
+	var re *resolveError
+	return errors.As(err, &re) && re.ofRecords && pinterest.IsRefused(err)
+}
+
+// refusedResolution reports a request that carried no record refused for
+// good: not about the records (a list name or ad account Pinterest does
+// not take, an audience it will not make).
+func refusedResolution(err error) bool {
+	var re *resolveError
+	return errors.As(err, &re) && !re.ofRecords && pinterest.Classify(err) == pinterest.ClassRefused
 }
 
 func firstErr(errs ...error) error {
@@ -198,13 +246,17 @@ func firstErr(errs ...error) error {
 	return nil
 }
 
-func (r *resolver) record(ctx context.Context, k control.ListKey, ids listIDs) error {
+// record writes li's ids into its registry entry, as a member that still
+// owns the list: the entry's other fields (generation, retired lists, a
+// rebuild mark) stand.
+func (r *resolver) record(ctx context.Context, li *list, k control.ListKey, ids listIDs) error {
 	if r.reg == nil {
 		return nil
 	}
-	// The entry's other fields (generation, retired lists, a rebuild
-	// mark) stand: only the ids are this write's.
 	_, err := r.reg.Update(ctx, k, func(cur control.ListEntry, _ bool) (control.ListEntry, error) {
+		if err := r.guard.check(ctx, li); err != nil {
+			return cur, err
+		}
 		cur.CustomerListID, cur.AudienceID, cur.Name = ids.listID, ids.audienceID, ids.name
 		return cur, nil
 	})

@@ -84,6 +84,15 @@ type Owned func() map[int32]bool
 // means it does not, or could not say. See the package comment.
 type Guard func(ctx context.Context, p int32) error
 
+// check runs g for li's partition (nothing when g is nil): before a
+// registry write, as the Pinterest client runs it before a request.
+func (g Guard) check(ctx context.Context, li *list) error {
+	if g == nil {
+		return nil
+	}
+	return g(ctx, li.partition)
+}
+
 // on returns ctx with g as the write guard of li's writes.
 func (g Guard) on(ctx context.Context, li *list) context.Context {
 	if g == nil {
@@ -176,7 +185,7 @@ func New(cfg Config, deps Deps) (*Sink, error) {
 		return nil, err
 	}
 	dir := newDirectory()
-	res := newResolver(deps.Pinterest, deps.Registry, tmpl, now, dir.lastAssigned)
+	res := newResolver(deps.Pinterest, deps.Registry, deps.Guard, tmpl, now, dir.lastAssigned)
 	return &Sink{
 		dir:   dir,
 		owned: deps.Owned,
@@ -258,11 +267,16 @@ func (s *Sink) StopRebuilds(partitions map[int32]bool) { s.rb.stop(partitions) }
 
 // Forget drops what the sink knows of the lists of partitions the member
 // no longer owns, their rebuilds stopped first: the next owner takes them
-// up from the registry, and reports their series.
+// up from the registry, and reports their series. Should a partition come
+// back, its lists' ids are read from the registry again.
 func (s *Sink) Forget(partitions map[int32]bool) {
 	s.rb.stop(partitions)
 	s.rb.forget(partitions)
-	s.m.forget(s.dir.of(partitions))
+	lists := s.dir.of(partitions)
+	s.m.forget(lists)
+	for _, li := range lists {
+		li.forget()
+	}
 }
 
 // Lists describes the lists of the partitions the member owns, with their

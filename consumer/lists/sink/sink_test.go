@@ -34,8 +34,9 @@ type fixture struct {
 	mu    sync.Mutex
 	dead  []Refused
 	modes map[window.ListID]window.Mode
-	// refuse, when set, is what the guard answers.
+	// refuse, when set, is what the guard answers after allow more calls.
 	refuse error
+	allow  int
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -74,6 +75,10 @@ func newFixture(t *testing.T) *fixture {
 			Guard: func(context.Context, int32) error {
 				f.mu.Lock()
 				defer f.mu.Unlock()
+				if f.refuse != nil && f.allow > 0 {
+					f.allow--
+					return nil
+				}
 				return f.refuse
 			},
 		})
@@ -217,6 +222,40 @@ func TestNoWriteLeavesWithoutTheGuard(t *testing.T) {
 	}
 }
 
+// TestNoRegistryWriteLeavesWithoutTheGuard: a member that no longer owns
+// a list (a replica paused past its session) writes nothing to the
+// registry either: neither a list's ids nor a rebuild mark.
+func TestNoRegistryWriteLeavesWithoutTheGuard(t *testing.T) {
+	f := newFixture(t)
+	l := f.list("vip")
+	adds, _ := hashes(0, 3)
+	if r := f.sink.Upload(t.Context(), l, adds, nil); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	key := control.ListKey{AdAccount: sandbox.DefaultAdAccountID, Audience: "vip", Type: ident.Email}
+	before := f.reg.entries[key]
+	f.sb.DeleteCustomerList(f.sb.State().CustomerLists[0].ID)
+	notOwner := errors.New("not the owner")
+	f.mu.Lock()
+	f.refuse, f.allow = notOwner, 1 // the write goes (and meets the 404), the mark does not
+	f.mu.Unlock()
+	more, _ := hashes(3, 3)
+	if r := f.sink.Upload(t.Context(), l, more, nil); r.Parked || pinterest.Classify(r.Err) != pinterest.ClassNotFound {
+		t.Fatalf("upload whose mark the guard refused: %+v, want the 404 and no parking", r)
+	}
+	if after := f.reg.entries[key]; after.Rebuild != "" || after.CustomerListID != before.CustomerListID {
+		t.Fatalf("registry entry %+v, want it untouched (%+v)", after, before)
+	}
+	// A new list's ids are not recorded either.
+	m := f.list("members")
+	if r := f.sink.Upload(t.Context(), m, adds, nil); r.Err == nil {
+		t.Fatalf("upload of a new list under a refusing guard: %+v", r)
+	}
+	if _, ok := f.reg.entries[control.ListKey{AdAccount: sandbox.DefaultAdAccountID, Audience: "members", Type: ident.Email}]; ok {
+		t.Fatal("a new list was recorded although the guard refused")
+	}
+}
+
 // memRegistry is a list registry in memory.
 type memRegistry struct {
 	mu      sync.Mutex
@@ -228,6 +267,10 @@ func (r *memRegistry) Lookup(_ context.Context, k control.ListKey) (control.List
 	defer r.mu.Unlock()
 	e, ok := r.entries[k]
 	return e, ok, nil
+}
+
+func (r *memRegistry) Current(ctx context.Context, k control.ListKey) (control.ListEntry, bool, error) {
+	return r.Lookup(ctx, k)
 }
 
 func (r *memRegistry) Record(_ context.Context, k control.ListKey, e control.ListEntry) error {

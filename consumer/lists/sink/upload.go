@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/pinsync/pinsync/pinterest"
@@ -27,10 +28,10 @@ type uploader struct {
 func (u *uploader) upload(ctx context.Context, li *list, adds, removes []ident.Hash) (addsOK, removesOK bool, err error) {
 	ctx = u.guard.on(ctx, li)
 	listID, created, err := u.res.ensure(ctx, li, adds)
-	if listID == "" && pinterest.IsRefused(err) && len(adds) > 0 {
-		// The creation was refused for its records: created with those
-		// Pinterest takes, the others dead-lettered.
-		if listID, err = u.createRefused(ctx, li, adds, err); err != nil {
+	if listID == "" && refusedCreation(err) && len(adds) > 0 {
+		// The creation carrying the adds was refused: perhaps for some of
+		// them, perhaps whatever they are (see createRefused).
+		if _, err = u.createRefused(ctx, li, adds, err); err != nil {
 			return false, false, err
 		}
 		return true, true, nil
@@ -58,42 +59,39 @@ func (u *uploader) upload(ctx context.Context, li *list, adds, removes []ident.H
 	return true, true, nil
 }
 
-// createRefused creates li's list with adds after a creation with them was
-// refused for its records (cause): it bisects them, creates the list with
-// the first part Pinterest takes, adds the rest as updates (bisected the
-// same way) and dead-letters the records refused alone. It returns the
-// list's id ("" when Pinterest refused every record: there is no list).
+// createRefused makes li's list after a creation carrying adds was refused
+// for good (cause). A creation may be refused for a record, or whatever
+// its records are (the list's name, a limit of the account): it tries again
+// with one record, then with another. When one of them makes the list, the
+// other adds follow as updates, bisected, and the records refused alone are
+// dead-lettered. When both are refused the creation is not about its
+// records: nothing is dead-lettered, and the error parks the list
+// (refused). It returns the list's id.
 func (u *uploader) createRefused(ctx context.Context, li *list, adds []ident.Hash, cause error) (string, error) {
-	if len(adds) == 1 {
-		return "", u.refused(ctx, li, "", pinterest.Add, adds[0], cause)
+	probes := []int{0}
+	if len(adds) > 1 {
+		probes = append(probes, len(adds)-1)
 	}
-	listID := ""
-	for _, part := range [][]ident.Hash{adds[:len(adds)/2], adds[len(adds)/2:]} {
-		if listID != "" {
-			if err := u.send(ctx, li, listID, pinterest.Add, part); err != nil {
-				return listID, err
-			}
-			continue
-		}
-		id, created, err := u.res.ensure(ctx, li, part)
+	for _, i := range probes {
+		id, created, err := u.res.ensure(ctx, li, adds[i:i+1])
 		switch {
-		case id == "" && pinterest.IsRefused(err):
-			if id, err = u.createRefused(ctx, li, part, err); err != nil {
-				return id, err
-			}
-		case err != nil:
+		case id == "" && refusedCreation(err):
+			continue
+		case err != nil && !created:
 			return id, err
-		case created:
-			u.m.uploads.WithLabelValues("create", "ok").Inc()
-			u.m.countUploaded(li, "add", len(part))
-		case id != "": // it exists after all: part was not sent
-			if err := u.send(ctx, li, id, pinterest.Add, part); err != nil {
-				return id, err
-			}
 		}
-		listID = id
+		rest := adds
+		if created {
+			u.m.uploads.WithLabelValues("create", "ok").Inc()
+			u.m.countUploaded(li, "add", 1)
+			rest = append(append(make([]ident.Hash, 0, len(adds)-1), adds[:i]...), adds[i+1:]...)
+		}
+		if serr := u.send(ctx, li, id, pinterest.Add, rest); serr != nil {
+			return id, serr
+		}
+		return id, err // an error of the audience, with the list made
 	}
-	return listID, nil
+	return "", notOfRecords(fmt.Errorf("the list's creation is refused whatever its records (%d tried): %w", len(probes), cause))
 }
 
 // send writes records with op; a batch Pinterest refuses for good is

@@ -109,6 +109,9 @@ func (s *Server) createAudience(w http.ResponseWriter, r *http.Request, c *call)
 	case req.Rule == nil:
 		writeError(w, http.StatusBadRequest, CodeInvalid, "Missing required field rule.")
 		return
+	case s.refusedName(*req.Name):
+		writeError(w, http.StatusBadRequest, CodeInvalid, "Invalid name.")
+		return
 	}
 	if !s.checkAudienceRequest(w, c, &req) {
 		return
@@ -166,6 +169,10 @@ func (s *Server) updateAudience(w http.ResponseWriter, r *http.Request, c *call)
 	}
 	if req.Name != nil && *req.Name == "" {
 		writeError(w, http.StatusBadRequest, CodeInvalid, "name must not be empty.")
+		return
+	}
+	if req.Name != nil && s.refusedName(*req.Name) {
+		writeError(w, http.StatusBadRequest, CodeInvalid, "Invalid name.")
 		return
 	}
 	if !s.checkAudienceRequest(w, c, &req) {

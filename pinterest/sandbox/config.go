@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 	"time"
 )
@@ -285,6 +286,11 @@ type Faults struct {
 	// refuses: a list creation or update carrying any of them answers 400
 	// code 1 and changes nothing, as a request Pinterest judges invalid.
 	RefuseRecords []string `json:"refuse_records,omitempty"`
+	// RefuseNames refuse names: creating a customer list or an audience,
+	// or renaming an audience, with a name that contains one of them
+	// answers 400 code 1 and changes nothing, as Pinterest does for a name
+	// it judges invalid (whatever the records).
+	RefuseNames []string `json:"refuse_names,omitempty"`
 }
 
 // Validate reports an invalid fault setting.
@@ -301,6 +307,9 @@ func (f Faults) Validate() error {
 			errs = append(errs, fmt.Errorf("sandbox: Faults.RefuseRecords %q: want 64 hex digits", r))
 		}
 	}
+	if slices.Contains(f.RefuseNames, "") {
+		errs = append(errs, errors.New("sandbox: Faults.RefuseNames: an empty name would refuse every name"))
+	}
 	if f.Latency < 0 || f.Outage < 0 || f.Throttle < 0 {
 		errs = append(errs, errors.New("sandbox: Faults.Latency, Outage and Throttle must not be negative"))
 	}
@@ -308,19 +317,22 @@ func (f Faults) Validate() error {
 }
 
 type faultsJSON struct {
-	ErrorRate              float64 `json:"error_rate"`
-	ErrorStatus            int     `json:"error_status,omitempty"`
-	ErrorAfterApply        bool    `json:"error_after_apply,omitempty"`
-	Latency                string  `json:"latency,omitempty"`
-	Outage                 string  `json:"outage,omitempty"`
-	Throttle               int     `json:"throttle,omitempty"`
-	ThrottleWithoutHeaders bool    `json:"throttle_without_headers,omitempty"`
+	ErrorRate              float64  `json:"error_rate"`
+	ErrorStatus            int      `json:"error_status,omitempty"`
+	ErrorAfterApply        bool     `json:"error_after_apply,omitempty"`
+	Latency                string   `json:"latency,omitempty"`
+	Outage                 string   `json:"outage,omitempty"`
+	Throttle               int      `json:"throttle,omitempty"`
+	ThrottleWithoutHeaders bool     `json:"throttle_without_headers,omitempty"`
+	RefuseRecords          []string `json:"refuse_records,omitempty"`
+	RefuseNames            []string `json:"refuse_names,omitempty"`
 }
 
 // MarshalJSON writes durations as Go duration strings.
 func (f Faults) MarshalJSON() ([]byte, error) {
 	j := faultsJSON{ErrorRate: f.ErrorRate, ErrorStatus: f.ErrorStatus, ErrorAfterApply: f.ErrorAfterApply,
-		Throttle: f.Throttle, ThrottleWithoutHeaders: f.ThrottleWithoutHeaders}
+		Throttle: f.Throttle, ThrottleWithoutHeaders: f.ThrottleWithoutHeaders,
+		RefuseRecords: f.RefuseRecords, RefuseNames: f.RefuseNames}
 	if f.Latency != 0 {
 		j.Latency = f.Latency.String()
 	}
@@ -337,7 +349,8 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	out := Faults{ErrorRate: j.ErrorRate, ErrorStatus: j.ErrorStatus, ErrorAfterApply: j.ErrorAfterApply,
-		Throttle: j.Throttle, ThrottleWithoutHeaders: j.ThrottleWithoutHeaders}
+		Throttle: j.Throttle, ThrottleWithoutHeaders: j.ThrottleWithoutHeaders,
+		RefuseRecords: j.RefuseRecords, RefuseNames: j.RefuseNames}
 	var err error
 	if j.Latency != "" {
 		if out.Latency, err = time.ParseDuration(j.Latency); err != nil {

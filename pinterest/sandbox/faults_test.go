@@ -3,6 +3,7 @@ package sandbox_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -146,5 +147,53 @@ func TestInvalidFaultsAreRejected(t *testing.T) {
 	}
 	if _, err := sandbox.New(sandbox.Config{AdAccounts: []sandbox.AdAccount{{ID: "x1"}}}); err == nil {
 		t.Error("non-numeric ad account id accepted")
+	}
+}
+
+func TestRefusedNamesAreRefusedWhateverTheRecords(t *testing.T) {
+	e := setup(t, sandbox.Config{})
+	bad := hashOf(9)
+	body := `{"refuse_names":["Winter sale"],"refuse_records":["` + bad + `"]}`
+	resp, err := e.ts.Client().Post(e.ts.URL+"/sandbox/v1/faults", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 && resp.StatusCode != 204 {
+		t.Fatalf("set faults: status %d", resp.StatusCode)
+	}
+	if f := e.s.Faults(); !slices.Equal(f.RefuseNames, []string{"Winter sale"}) || !slices.Equal(f.RefuseRecords, []string{bad}) {
+		t.Fatalf("faults after POST: %+v", f)
+	}
+
+	r := e.do("POST", listsPath(""), map[string]string{"name": "pinsync Winter sale EMAIL", "list_type": "EMAIL", "records": hashOf(1)})
+	if r.status != 400 || r.code(t) != sandbox.CodeInvalid {
+		t.Errorf("list with a refused name: %d %s, want 400 code %d", r.status, r.body, sandbox.CodeInvalid)
+	}
+	r = e.do("POST", listsPath(""), map[string]string{"name": "Summer", "list_type": "EMAIL", "records": bad})
+	if r.status != 400 {
+		t.Errorf("list with a refused record: %d %s, want 400", r.status, r.body)
+	}
+	id := e.createList("Summer", "EMAIL", hashes(1, 3))
+	r = e.do("POST", audPath(""), map[string]any{"name": "Winter sale", "audience_type": "CUSTOMER_LIST",
+		"rule": map[string]any{"customer_list_id": id}})
+	if r.status != 400 || r.code(t) != sandbox.CodeInvalid {
+		t.Errorf("audience with a refused name: %d %s, want 400", r.status, r.body)
+	}
+	r = e.do("POST", audPath(""), map[string]any{"name": "Summer", "audience_type": "CUSTOMER_LIST",
+		"rule": map[string]any{"customer_list_id": id}})
+	if r.status != 201 {
+		t.Fatalf("audience: %d %s", r.status, r.body)
+	}
+	aud := r.json(t)["id"].(string)
+	r = e.do("PATCH", audPath("/"+aud), map[string]any{"name": "Winter sale 2"})
+	if r.status != 400 {
+		t.Errorf("rename to a refused name: %d %s, want 400", r.status, r.body)
+	}
+	if got := len(e.s.State().CustomerLists); got != 1 {
+		t.Errorf("%d lists, want 1: a refused creation makes nothing", got)
+	}
+	if err := e.s.SetFaults(sandbox.Faults{RefuseNames: []string{""}}); err == nil {
+		t.Error("an empty refused name accepted")
 	}
 }

@@ -213,6 +213,18 @@ func (s *Server) takeRecords(w http.ResponseWriter, c *call, recs *string) ([]di
 	return ds, true
 }
 
+// refusedName reports whether the faults say to refuse name.
+func (s *Server) refusedName(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.faults.RefuseNames {
+		if strings.Contains(name, n) {
+			return true
+		}
+	}
+	return false
+}
+
 // refused reports whether ds holds a record the faults say to refuse.
 func (s *Server) refused(ds []digest) bool {
 	s.mu.Lock()
@@ -235,6 +247,10 @@ func (s *Server) createList(w http.ResponseWriter, r *http.Request, c *call) {
 	}
 	if req.Name == nil || *req.Name == "" {
 		writeError(w, http.StatusBadRequest, CodeInvalid, "Missing required field name.")
+		return
+	}
+	if s.refusedName(*req.Name) {
+		writeError(w, http.StatusBadRequest, CodeInvalid, "Invalid name.")
 		return
 	}
 	lt := "EMAIL"

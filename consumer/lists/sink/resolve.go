@@ -65,13 +65,13 @@ type listNameData struct{ Audience, Name, ListType string }
 // before recording it); else by creating it with its first adds and
 // recording it.
 type resolver struct {
-	pin  ListMaker
-	reg  Registry
+	pin ListMaker
+	reg Registry
 	// guard is the member's ownership check, run before each registry
 	// write as before each Pinterest write.
 	guard Guard
-	tmpl *template.Template
-	now  func() time.Time
+	tmpl  *template.Template
+	now   func() time.Time
 	// assignedAt is when this member was last assigned partitions.
 	assignedAt func() time.Time
 

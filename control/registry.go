@@ -61,9 +61,11 @@ const (
 
 // valid reports whether e may be recorded: it names a customer list, or
 // it has none because the list waits for a rebuild, or a rebuild found no
-// member to create one with (the next add creates it).
+// member to create one with, or the list is gone and could not be rebuilt
+// (the next add creates it, and the gone list is retired), or it was never
+// made (a parked list that resumed: its name says what to make).
 func (e ListEntry) valid() bool {
-	return e.CustomerListID != "" || e.Rebuild != "" || e.Generation > 0
+	return e.CustomerListID != "" || e.Rebuild != "" || e.Generation > 0 || len(e.Retired) > 0 || e.Name != ""
 }
 
 func (e ListEntry) equal(o ListEntry) bool {

@@ -42,7 +42,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "1 while a list waits for a rebuild from the profile state, its changes dropped, by reason: permission (the role on the ad account is gone), not_found (deleted at Pinterest, or its ad account unknown), refused (a request about the list without its records refused for good: its name, its audience, its ad account), requested (pinsync resync). Only the list's owner reports it.",
 		}, []string{"audience", "list_type", "reason"}),
 		rebuilds: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pinsync_list_rebuilds_total", Help: "Attempts to rebuild a list from the profile state, by outcome (ok, error).",
+			Name: "pinsync_list_rebuilds_total", Help: "Attempts to rebuild a list from the profile state, by outcome (ok, error; partial: made again without the state, without a changelog or a control topic, holding only the members added from then on).",
 		}, []string{"outcome"}),
 	}
 	if reg == nil {

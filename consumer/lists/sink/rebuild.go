@@ -146,7 +146,7 @@ func (rb *rebuilder) state(li *list) (reason string, since time.Time, lastErr st
 // behind.
 func (rb *rebuilder) mark(ctx context.Context, li *list, reason string) error {
 	if rb.reg == nil {
-		return errors.New("lists: no registry to mark the list for a rebuild")
+		return errors.New("lists: without a control topic (kafka.control_topic \"-\") a list cannot be parked: its changes wait until Pinterest takes them")
 	}
 	e, err := rb.reg.Update(ctx, li.registryKey(), func(cur control.ListEntry, ok bool) (control.ListEntry, error) {
 		if err := rb.guard.check(ctx, li); err != nil {
@@ -285,13 +285,23 @@ func (rb *rebuilder) attempt(ctx context.Context, lis []*list) {
 	if len(ready) == 0 {
 		return
 	}
-	members, err := rb.members(ctx, keys)
-	if err != nil {
-		err = fmt.Errorf("reading the audience's members from the profile state: %w", err)
+	// Without a profile state (the changelog is off) there is nothing to
+	// rebuild from: the list resumes (see resume).
+	var members map[changes.List][]ident.Hash
+	var err error
+	if rb.members != nil {
+		if members, err = rb.members(ctx, keys); err != nil {
+			err = fmt.Errorf("reading the audience's members from the profile state: %w", err)
+		}
 	}
 	for _, li := range ready {
 		if err != nil {
 			rb.finish(ctx, li, 0, control.ListEntry{}, err, start)
+			continue
+		}
+		if rb.members == nil {
+			e, rerr := rb.resume(ctx, li)
+			rb.finish(ctx, li, 0, e, rerr, start)
 			continue
 		}
 		hashes := members[li.key]
@@ -303,9 +313,6 @@ func (rb *rebuilder) attempt(ctx context.Context, lis []*list) {
 // prepare checks that Pinterest takes writes for li (once per ad account
 // of a batch), reads its registry entry and keeps its new changes aside.
 func (rb *rebuilder) prepare(ctx context.Context, li *list, access map[string]error) (control.ListEntry, error) {
-	if rb.members == nil {
-		return control.ListEntry{}, errors.New("lists: no profile state to rebuild from (the changelog is off)")
-	}
 	acct := li.adAccount()
 	err, checked := access[acct]
 	if !checked {
@@ -334,7 +341,11 @@ func (rb *rebuilder) finish(ctx context.Context, li *list, n int, e control.List
 		rb.setMode(li.id, window.ModeDrop)
 		rb.m.rebuilds.WithLabelValues("error").Inc()
 	} else {
-		rb.m.rebuilds.WithLabelValues("ok").Inc()
+		outcome := "ok"
+		if rb.members == nil {
+			outcome = "partial"
+		}
+		rb.m.rebuilds.WithLabelValues(outcome).Inc()
 		rb.m.parked.DeletePartialMatch(map[string]string{"audience": li.key.Audience, "list_type": typ})
 	}
 	if err == nil {
@@ -371,6 +382,71 @@ func (rb *rebuilder) finish(ctx context.Context, li *list, n int, e control.List
 		rb.log.Warn("list rebuild failed; it is tried again", "audience", li.key.Audience, "list_type", typ,
 			"reason", reason, "err", err)
 	}
+}
+
+// partial reports that lists cannot be rebuilt from the profile state:
+// the changelog is off (nothing to read the members from), or the control
+// topic (nothing to mark a list in durably while its changes are dropped).
+func (rb *rebuilder) partial() bool { return rb.members == nil || rb.reg == nil }
+
+// recreate makes li, deleted at Pinterest, be created again by its next
+// add, when lists cannot be rebuilt (partial): the new list holds only the
+// members added from then on, and its audience is repointed to it. The
+// registry, when there is one, records the deleted list as retired.
+func (rb *rebuilder) recreate(ctx context.Context, li *list) error {
+	old := li.ids().listID
+	if rb.reg != nil {
+		_, err := rb.reg.Update(ctx, li.registryKey(), func(cur control.ListEntry, _ bool) (control.ListEntry, error) {
+			if err := rb.guard.check(ctx, li); err != nil {
+				return cur, err
+			}
+			if cur.CustomerListID == old {
+				cur.CustomerListID = ""
+			}
+			if !slices.Contains(cur.Retired, old) {
+				cur.Retired = append(slices.Clone(cur.Retired), old)
+			}
+			return cur, nil
+		})
+		if err != nil {
+			return fmt.Errorf("list registry: %w", err)
+		}
+	}
+	rb.res.dropList(li)
+	rb.m.rebuilds.WithLabelValues("partial").Inc()
+	rb.log.Warn("list deleted at Pinterest; without a changelog and a control topic it cannot be rebuilt from the profile state: a new list is made, holding only the members added from now on",
+		"audience", li.key.Audience, "list_type", li.key.Type.String(), "customer_list", old)
+	return nil
+}
+
+// resume ends the wait of a list parked where there is no profile state
+// to rebuild it from (the changelog is off): Pinterest takes writes for it
+// again, and it carries on as it is, missing the changes dropped while it
+// was parked. A list gone at Pinterest is made again by its next write
+// (recreate).
+func (rb *rebuilder) resume(ctx context.Context, li *list) (control.ListEntry, error) {
+	name, err := rb.res.name(li)
+	if err != nil {
+		return control.ListEntry{}, err
+	}
+	e, err := rb.reg.Update(ctx, li.registryKey(), func(cur control.ListEntry, _ bool) (control.ListEntry, error) {
+		if err := rb.guard.check(ctx, li); err != nil {
+			return cur, err
+		}
+		cur.Rebuild = ""
+		if cur.Name == "" {
+			cur.Name = name // a list never made: the entry says what to make
+		}
+		return cur, nil
+	})
+	if err != nil {
+		return control.ListEntry{}, fmt.Errorf("list registry: %w", err)
+	}
+	li.setIDs(listIDs{name: e.Name, listID: e.CustomerListID, audienceID: e.AudienceID})
+	rb.setMode(li.id, window.ModeSync)
+	rb.log.Warn("parked list resumed without a profile state (kafka.changelog_topic is \"-\"): it misses the changes dropped while it was parked",
+		"audience", li.key.Audience, "list_type", li.key.Type.String())
+	return e, nil
 }
 
 // build makes li's new list holding hashes, cur being its registry entry

@@ -53,6 +53,7 @@ import (
 
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/lists/window"
+	"github.com/pinsync/pinsync/control"
 	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
@@ -236,6 +237,15 @@ func (s *Sink) Upload(ctx context.Context, id window.ListID, adds, removes []ide
 	li := s.dir.get(id)
 	var r Result
 	r.AddsOK, r.RemovesOK, r.Err = s.up.upload(ctx, li, adds, removes)
+	if rebuildReason(r.Err) == control.RebuildNotFound && s.rb.partial() && li.ids().listID != "" && ctx.Err() == nil {
+		// The list cannot be rebuilt: it is made again by this upload's
+		// adds, and holds the members added from now on.
+		if err := s.rb.recreate(ctx, li); err != nil {
+			r.Err = fmt.Errorf("%w (and making the list again failed: %v)", r.Err, err)
+			return r
+		}
+		r.AddsOK, r.RemovesOK, r.Err = s.up.upload(ctx, li, adds, removes)
+	}
 	if reason := rebuildReason(r.Err); reason != "" && ctx.Err() == nil {
 		// The list cannot take these changes: marked for a rebuild, it
 		// drops them (the upload's too) and nothing waits for it.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pinsync/pinsync/consumer/glob"
 	"github.com/pinsync/pinsync/consumer/lists"
+	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/schemas"
 )
 
@@ -100,6 +101,10 @@ type Config struct {
 	// lost) is checked again, and the longest wait between attempts to
 	// rebuild a list. Default 1m.
 	ParkedRetry time.Duration
+	// RebuildMaxBytes bounds what a list rebuild holds of the profile
+	// state at once: a changelog partition's members, or a key range of
+	// them. Default DefaultRebuildMaxBytes.
+	RebuildMaxBytes int64
 	// Decoder configures the event decoder.
 	Decoder schemas.DecoderConfig
 }
@@ -108,6 +113,9 @@ type Config struct {
 // quarter of a 512 MiB pod, leaving room for the profile state, Kafka's
 // fetch buffers and the garbage collector's headroom.
 const DefaultMaxBufferedBytes = 128 << 20
+
+// DefaultRebuildMaxBytes is the default of Config.RebuildMaxBytes.
+const DefaultRebuildMaxBytes = profiles.DefaultRebuildBytes
 
 // minBufferedBytes is the smallest byte cap: a few windows' tables.
 const minBufferedBytes = 1 << 20
@@ -135,6 +143,7 @@ func Defaults() Config {
 		TransactionTimeout:    10 * time.Second,
 		AudiencePollInterval:  15 * time.Minute,
 		ParkedRetry:           time.Minute,
+		RebuildMaxBytes:       DefaultRebuildMaxBytes,
 	}
 }
 
@@ -178,6 +187,9 @@ func (c Config) WithDefaults() Config {
 	dur(&c.ParkedRetry, d.ParkedRetry)
 	num(&c.MaxRecords, d.MaxRecords)
 	num(&c.MaxBuffered, d.MaxBuffered)
+	if c.RebuildMaxBytes == 0 {
+		c.RebuildMaxBytes = d.RebuildMaxBytes
+	}
 	if c.MaxBufferedBytes == 0 {
 		c.MaxBufferedBytes = d.MaxBufferedBytes
 	}
@@ -231,6 +243,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRecords < 1 {
 		bad("pinterest.max_records", "must be positive, got %d", c.MaxRecords)
+	}
+	if c.RebuildMaxBytes < minBufferedBytes {
+		bad("sync.rebuild_max_bytes", "must be at least %d (1 MiB), got %d", minBufferedBytes, c.RebuildMaxBytes)
 	}
 	if c.MaxBufferedBytes < minBufferedBytes {
 		bad("sync.max_buffered_bytes", "must be at least %d (1 MiB), got %d", minBufferedBytes, c.MaxBufferedBytes)

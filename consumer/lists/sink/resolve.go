@@ -110,7 +110,7 @@ func (r *resolver) name(li *list) (string, error) {
 // once.
 func (r *resolver) ensure(ctx context.Context, li *list, adds []ident.Hash) (id string, created bool, err error) {
 	ids := li.ids()
-	if ids.listID != "" && ids.audienceID != "" {
+	if ids.listID != "" && (ids.audienceID != "" || li.isBuilding()) {
 		return ids.listID, false, nil
 	}
 	acct := li.adAccount()
@@ -127,6 +127,8 @@ func (r *resolver) ensure(ctx context.Context, li *list, adds []ident.Hash) (id 
 			return "", false, fmt.Errorf("list registry: %w", err)
 		}
 		if ok && e.Rebuild != "" {
+			// Parked, or rebuilt: the rebuilder takes it up (see
+			// rebuilder.pend).
 			return "", false, &rebuildError{reason: e.Rebuild}
 		}
 		retired = e.Retired

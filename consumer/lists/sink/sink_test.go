@@ -60,7 +60,7 @@ func newFixture(t *testing.T) *fixture {
 		Deps{
 			Pinterest: pin, Registry: f.reg,
 			// The profile state of these tests has no member.
-			Members: func(context.Context, []changes.List) (map[changes.List][]ident.Hash, error) { return nil, nil },
+			Members: func(context.Context) (MemberReader, error) { return noMembers{}, nil },
 			Owned:   func() map[int32]bool { return map[int32]bool{0: true, 1: true, 2: true, 3: true} },
 			SetMode: func(l window.ListID, m window.Mode) {
 				f.mu.Lock()
@@ -324,3 +324,12 @@ func (s *memTokens) Save(_ context.Context, tok *oauth2.Token) error {
 	s.tok = tok
 	return nil
 }
+
+// noMembers is a profile state of one partition with no member.
+type noMembers struct{}
+
+func (noMembers) Partitions() []int32 { return []int32{0} }
+func (noMembers) Read(context.Context, int32, int, int, []changes.List) (map[changes.List][]ident.Hash, bool, error) {
+	return nil, true, nil
+}
+func (noMembers) Close() {}

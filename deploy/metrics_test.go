@@ -20,6 +20,8 @@ var knownMetrics = []string{
 	"pinsync_buffered_bytes",
 	"pinsync_list_parked",
 	"pinsync_list_rebuilds_total",
+	"pinsync_list_rebuild_attempts",
+	"pinsync_list_rebuild_progress",
 	"pinsync_fetch_paused",
 	"pinsync_flushes_total",
 	"pinsync_records_per_request",
@@ -315,7 +317,7 @@ func TestAlertRulesUseKnownMetricsAndDocumentThemselves(t *testing.T) {
 	sort.Strings(alerts)
 	want := []string{"PinsyncAudienceParked", "PinsyncBreakerOpen", "PinsyncCommitsStalled", "PinsyncConsumerLagGrowing",
 		"PinsyncCredentialsRejected", "PinsyncDeadLetters", "PinsyncListMatchRateLow", "PinsyncListMatchesNobody",
-		"PinsyncOutOfGroup", "PinsyncRateLimited"}
+		"PinsyncOutOfGroup", "PinsyncRateLimited", "PinsyncRebuildFailing"}
 	if !slices.Equal(alerts, want) {
 		t.Errorf("alerts = %q, want %q", alerts, want)
 	}

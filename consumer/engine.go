@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,6 +79,14 @@ type Deps struct {
 	Hold hold.Func
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Leave, when set, is asked once as the engine starts to shut down:
+	// true says this process stops for good (its replica is scaled away),
+	// and its static members leave both groups as they close, so that the
+	// others take their partitions at once instead of after the session
+	// timeout. Nil or false keeps a static member's partitions for its
+	// instance id until the session timeout (a restart). Dynamic members
+	// always leave.
+	Leave func(ctx context.Context) bool
 }
 
 // Engine is one pinsync process's share of both stages. Create it with New
@@ -88,6 +97,9 @@ type Engine struct {
 	log  *slog.Logger
 	m    *sharedMetrics
 	now  func() time.Time
+
+	// leaving is the answer of Deps.Leave at shutdown.
+	leaving atomic.Bool
 
 	mu       sync.Mutex
 	profiles *profiles.Stage
@@ -145,8 +157,9 @@ func (e *Engine) outOfGroup(stage string) float64 {
 // Run starts both stages and runs until ctx ends; then it shuts down in
 // order within the shutdown grace: the profile stage stops fetching and
 // ends its transactions, the list stage flushes what it holds, the profile
-// stage commits what the list stage passed, and both leave their groups.
-// It returns nil after a clean shutdown.
+// stage commits what the list stage passed, and both close their members:
+// a dynamic member leaves its group, a static one only when Deps.Leave
+// says the process stops for good. It returns nil after a clean shutdown.
 func (e *Engine) Run(ctx context.Context) error {
 	reg, layout := e.deps.Registry, e.deps.Layout
 	if reg == nil && topicOn(e.cfg.ControlTopic) {
@@ -170,7 +183,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	kopts := append(append([]kgo.Opt{}, e.deps.Kafka...),
 		kgo.SessionTimeout(e.cfg.SessionTimeout), kgo.RebalanceTimeout(e.cfg.RebalanceTimeout))
 	memberDeps := func(stage string, assigned prometheus.Gauge) member.Deps {
-		return member.Deps{Kafka: kopts, Hold: e.deps.Hold, Commits: e.m.commits(stage), Assigned: assigned, Logger: e.log, Now: e.deps.Now}
+		return member.Deps{Kafka: kopts, Hold: e.deps.Hold, Commits: e.m.commits(stage), Assigned: assigned, Logger: e.log, Now: e.deps.Now,
+			Leave: e.leaving.Load}
 	}
 	ls, err := lists.New(e.listsConfig(topics), lists.Deps{
 		Member: memberDeps("lists", e.m.listPartitions), Pinterest: e.deps.Pinterest, Writes: e.deps.Writes, Reads: e.deps.Reads,
@@ -202,6 +216,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.log.Info("shutting down: flushing", "grace", e.cfg.ShutdownGrace)
 	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.ShutdownGrace)
 	defer cancel()
+	if e.deps.Leave != nil && e.deps.Leave(grace) {
+		e.leaving.Store(true)
+		e.log.Info("stopping for good: both members leave their groups as they close")
+	}
 	var errs []error
 	ps.Quiesce(grace)
 	// The list stage reads what the profile stage's last transactions

@@ -27,6 +27,7 @@ type pinsyncConfig struct {
 		Group              string   `json:"group,omitempty"`
 		ClientID           string   `json:"client_id,omitempty"`
 		InstanceID         string   `json:"instance_id,omitempty"`
+		LeaveOnShutdown    string   `json:"leave_on_shutdown,omitempty"`
 		SessionTimeout     string   `json:"session_timeout,omitempty"`
 		RebalanceTimeout   string   `json:"rebalance_timeout,omitempty"`
 		DLQTopic           string   `json:"dlq_topic,omitempty"`

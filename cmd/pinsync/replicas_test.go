@@ -232,8 +232,9 @@ log:
 		f.settings.writesPerMinute, f.settings.maxRecords, f.settings.flushInterval, syncKeys, revoke)
 }
 
-// start starts replica id and waits until its HTTP server listens.
-func (f *fleet) start(id int) *replica {
+// start starts replica id, with env (NAME=value) added to its
+// environment, and waits until its HTTP server listens.
+func (f *fleet) start(id int, env ...string) *replica {
 	f.t.Helper()
 	cfgPath := filepath.Join(f.dir, fmt.Sprintf("replica-%d.yaml", id))
 	if err := os.WriteFile(cfgPath, []byte(f.config(id)), 0o600); err != nil {
@@ -250,6 +251,7 @@ func (f *fleet) start(id int) *replica {
 		}
 	}
 	cmd.Env = append(cmd.Env, keyEnv+"="+f.key)
+	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		f.t.Fatal(err)

@@ -54,6 +54,7 @@ type KafkaConfig struct {
 	Group              string     `yaml:"group"`
 	ClientID           string     `yaml:"client_id"`
 	InstanceID         string     `yaml:"instance_id"`
+	LeaveOnShutdown    string     `yaml:"leave_on_shutdown"`
 	SessionTimeout     Duration   `yaml:"session_timeout"`
 	RebalanceTimeout   Duration   `yaml:"rebalance_timeout"`
 	DLQTopic           string     `yaml:"dlq_topic"`
@@ -159,7 +160,7 @@ func Default() Config {
 	return Config{
 		Kafka: KafkaConfig{
 			Brokers: []string{"localhost:9092"}, Topics: []string{"pinsync.events"}, Group: "pinsync",
-			ClientID: "pinsync", SessionTimeout: Duration(sd.SessionTimeout), RebalanceTimeout: Duration(sd.RebalanceTimeout),
+			ClientID: "pinsync", LeaveOnShutdown: LeaveNever, SessionTimeout: Duration(sd.SessionTimeout), RebalanceTimeout: Duration(sd.RebalanceTimeout),
 			TransactionTimeout: Duration(sd.TransactionTimeout),
 		},
 		Pinterest: PinterestConfig{
@@ -382,6 +383,11 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(b); err != nil {
 			bad("kafka.brokers", "%q is not host:port", b)
 		}
+	}
+	switch c.Kafka.LeaveOnShutdown {
+	case LeaveNever, LeaveAlways, LeaveStatefulSet:
+	default:
+		bad("kafka.leave_on_shutdown", "must be never, always or statefulset, got %q", c.Kafka.LeaveOnShutdown)
 	}
 	if c.Kafka.TLS.CertFile != "" && c.Kafka.TLS.KeyFile == "" || c.Kafka.TLS.CertFile == "" && c.Kafka.TLS.KeyFile != "" {
 		bad("kafka.tls", "cert_file and key_file go together")

@@ -19,6 +19,7 @@ var validFromEnv = map[string]any{
 	"kafka.brokers":                  []string{"b1.example:9092", "b2.example:9092"},
 	"kafka.topics":                   []string{"events-from-env"},
 	"kafka.sasl.mechanism":           "SCRAM-SHA-512",
+	"kafka.leave_on_shutdown":        "always",
 	"pinterest.base_url":             "https://api.example.com",
 	"pinterest.auth_url":             "https://www.example.com/oauth/",
 	"pinterest.ad_account_id":        "549755885176",

@@ -76,6 +76,10 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	if err != nil {
 		return err
 	}
+	leave, err := leaveDecider(cfg.Kafka.LeaveOnShutdown, log)
+	if err != nil {
+		return err
+	}
 	var ctl *control.Topic
 	if controlTopic(cfg) != "-" {
 		if ctl, err = control.Open(ctx, control.Config{Kafka: kopts, Topic: controlTopic(cfg), Logger: log.With("component", "control")}); err != nil {
@@ -111,7 +115,7 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	}
 	deps := consumer.Deps{
 		Kafka: kopts, Pinterest: pin, Writes: pin.WriteBudget(), Reads: pin.ReadBudget(),
-		Logger: log, Registerer: reg,
+		Logger: log, Registerer: reg, Leave: leave,
 		// Nothing read while Pinterest refuses the credentials could be
 		// uploaded: both stages stop fetching until `pinsync auth`.
 		Hold: pin.Credentials,

@@ -42,6 +42,7 @@ import (
 	"github.com/pinsync/pinsync/consumer/membership"
 	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/control"
+	"github.com/pinsync/pinsync/schemas/format"
 )
 
 // Pinterest is what the engine needs from the Pinterest API client: what
@@ -78,6 +79,9 @@ type Deps struct {
 	Hold hold.Func
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// SchemaRegistry reads the schemas of Config.InputFormat's registry
+	// formats (avro, protobuf, json-schema); nil for the others.
+	SchemaRegistry *format.Registry
 }
 
 // Engine is one pinsync process's share of both stages. Create it with New
@@ -102,6 +106,9 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	}
 	if deps.Pinterest == nil {
 		return nil, errors.New("consumer: Deps.Pinterest is required")
+	}
+	if k := cfg.InputFormat.Kind; k.Registered() && deps.SchemaRegistry == nil {
+		return nil, fmt.Errorf("kafka.schema_registry.url: required for kafka.input_format.kind %s", k)
 	}
 	cfg = cfg.WithDefaults()
 	e := &Engine{cfg: cfg, deps: deps, now: deps.Now}
@@ -181,6 +188,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	ps, err := profiles.New(e.profilesConfig(topics), profiles.Deps{
 		Member: memberDeps("profiles", e.m.assigned), Registerer: e.deps.Registerer, DeadLetters: e.m.deadLetters,
+		SchemaRegistry: e.deps.SchemaRegistry,
 	})
 	if err != nil {
 		return err
@@ -253,7 +261,7 @@ func (e *Engine) profilesConfig(t topicLayout) profiles.Config {
 		CommitInterval: c.CommitInterval, TransactionTimeout: c.TransactionTimeout, RevokeTimeout: c.RevokeTimeout,
 		MaxPending: c.MaxBuffered, MaxIdentifiersPerType: c.MaxIdentifiersPerType,
 		Allow: c.Allow, Deny: c.Deny, AdAccount: c.AdAccount, AudienceAdAccounts: c.AudienceAdAccounts,
-		AllowAudienceSettings: c.AllowAudienceSettings, Decoder: c.decoder(),
+		AllowAudienceSettings: c.AllowAudienceSettings, Decoder: c.decoder(), Format: c.InputFormat,
 	}
 }
 
@@ -289,6 +297,10 @@ type Status struct {
 	// Parked names the lists this process owns that wait for a rebuild,
 	// their changes dropped: "audience/TYPE (reason)".
 	Parked []string `json:"parked_lists,omitempty"`
+	// RegistryWaits are the input partitions paused at a record whose
+	// schema the schema registry could not tell (it is down): they read
+	// on once it answers.
+	RegistryWaits []RegistryWait `json:"schema_registry_waits,omitempty"`
 	// Audiences are the audiences this process knows: as the profile
 	// stage sees them (members of its input partitions) and as the list
 	// stage owns their lists. Each list appears on its owner only.
@@ -297,6 +309,9 @@ type Status struct {
 
 // PartitionStatus describes one owned partition.
 type PartitionStatus = lists.PartitionStatus
+
+// RegistryWait is an input partition waiting for the schema registry.
+type RegistryWait = profiles.RegistryWait
 
 // GroupStatus is one stage's member's standing in its consumer group (see
 // package membership).
@@ -349,6 +364,7 @@ func (e *Engine) Status() Status {
 	st.FetchPaused = pst.FetchPaused || lst.FetchPaused
 	st.Partitions, st.ListPartitions = pst.Partitions, lst.Partitions
 	st.PendingChanges = pst.Pending
+	st.RegistryWaits = pst.RegistryWaits
 	byKey := map[string]*AudienceStatus{}
 	for _, a := range pst.Audiences {
 		byKey[a.Key] = &AudienceStatus{Key: a.Key, Name: a.Name, AdAccount: a.AdAccount, Synced: a.Synced,
@@ -374,13 +390,17 @@ func (e *Engine) Status() Status {
 }
 
 // Ready reports why the engine is not ready to serve, or nil: both stages
-// have joined their groups, and neither has been out of its group for
-// longer than the session and rebalance timeouts together since (a short
-// rebalance leaves it ready).
+// have joined their groups, neither has been out of its group for longer
+// than the session and rebalance timeouts together since (a short
+// rebalance leaves it ready), and no input partition waits for the schema
+// registry.
 func (e *Engine) Ready() error {
 	ps, ls := e.stages()
 	if ps == nil || ls == nil {
 		return errors.New("not started yet")
+	}
+	if err := ps.RegistryUnavailable(); err != nil {
+		return err
 	}
 	now, limit := e.now(), e.cfg.SessionTimeout+e.cfg.RebalanceTimeout
 	if err := ps.Membership().Ready(now, limit); err != nil {

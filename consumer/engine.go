@@ -301,6 +301,9 @@ type Status struct {
 	// schema the schema registry could not tell (it is down): they read
 	// on once it answers.
 	RegistryWaits []RegistryWait `json:"schema_registry_waits,omitempty"`
+	// MisKeyed are, by input partition, the records this process read
+	// that are not keyed by their profile id (see profiles.MisKeyed).
+	MisKeyed []MisKeyed `json:"mis_keyed,omitempty"`
 	// Audiences are the audiences this process knows: as the profile
 	// stage sees them (members of its input partitions) and as the list
 	// stage owns their lists. Each list appears on its owner only.
@@ -312,6 +315,10 @@ type PartitionStatus = lists.PartitionStatus
 
 // RegistryWait is an input partition waiting for the schema registry.
 type RegistryWait = profiles.RegistryWait
+
+// MisKeyed counts an input partition's records not keyed by their profile
+// id.
+type MisKeyed = profiles.MisKeyed
 
 // GroupStatus is one stage's member's standing in its consumer group (see
 // package membership).
@@ -365,6 +372,7 @@ func (e *Engine) Status() Status {
 	st.Partitions, st.ListPartitions = pst.Partitions, lst.Partitions
 	st.PendingChanges = pst.Pending
 	st.RegistryWaits = pst.RegistryWaits
+	st.MisKeyed = pst.MisKeyed
 	byKey := map[string]*AudienceStatus{}
 	for _, a := range pst.Audiences {
 		byKey[a.Key] = &AudienceStatus{Key: a.Key, Name: a.Name, AdAccount: a.AdAccount, Synced: a.Synced,

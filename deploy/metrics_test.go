@@ -48,6 +48,7 @@ var knownMetrics = []string{
 	"pinsync_out_of_group_seconds",
 	"pinsync_schema_registry_waiting_partitions",
 	"pinsync_schema_registry_errors_total",
+	"pinsync_miskeyed_records_total",
 }
 
 // knownHistograms are the histograms among knownMetrics: queries use their
@@ -317,7 +318,7 @@ func TestAlertRulesUseKnownMetricsAndDocumentThemselves(t *testing.T) {
 	sort.Strings(alerts)
 	want := []string{"PinsyncAudienceParked", "PinsyncBreakerOpen", "PinsyncCommitsStalled", "PinsyncConsumerLagGrowing",
 		"PinsyncCredentialsRejected", "PinsyncDeadLetters", "PinsyncListMatchRateLow", "PinsyncListMatchesNobody",
-		"PinsyncOutOfGroup", "PinsyncRateLimited", "PinsyncSchemaRegistryUnavailable"}
+		"PinsyncMisKeyedInput", "PinsyncOutOfGroup", "PinsyncRateLimited", "PinsyncSchemaRegistryUnavailable"}
 	if !slices.Equal(alerts, want) {
 		t.Errorf("alerts = %q, want %q", alerts, want)
 	}

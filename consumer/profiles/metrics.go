@@ -17,6 +17,8 @@ type metrics struct {
 	// registryWaiting and registryErrors: see registrywait.go.
 	registryWaiting prometheus.Gauge
 	registryErrors  prometheus.Counter
+	// misKeyed: see miskeyed.go.
+	misKeyed *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -51,13 +53,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		registryErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pinsync_schema_registry_errors_total", Help: "Attempts to get a record's schema that the schema registry did not answer (each pauses or keeps paused the record's partition; none dead-letters it).",
 		}),
+		misKeyed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pinsync_miskeyed_records_total", Help: "Input records not keyed by the profile id of their payload, by key (missing, not_profile): their profile's events may reach several partitions.",
+		}, []string{"key"}),
 	}
+	m.misKeyed.WithLabelValues("missing")
+	m.misKeyed.WithLabelValues("not_profile")
 	m.transactions.WithLabelValues("committed")
 	m.transactions.WithLabelValues("aborted")
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.events, m.changes, m.pending, m.transactions, m.restoring, m.restored, m.localMembers, m.localRecords, m.registryWaiting, m.registryErrors} {
+	for _, c := range []prometheus.Collector{m.events, m.changes, m.pending, m.transactions, m.restoring, m.restored, m.localMembers, m.localRecords, m.registryWaiting, m.registryErrors, m.misKeyed} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

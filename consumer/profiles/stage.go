@@ -81,6 +81,8 @@ type Stage struct {
 	pauses []*worker
 	// waits are the partitions waiting for the schema registry.
 	waits *registryWaits
+	// misKeyed counts the records not keyed by their profile id.
+	misKeyed *misKeyed
 
 	commitMu sync.Mutex
 	stopBG   context.CancelFunc
@@ -113,7 +115,7 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Stage{cfg: cfg, log: log, m: m, auds: auds, pending: newPending(m.pending), waits: newRegistryWaits(m)}
+	s := &Stage{cfg: cfg, log: log, m: m, auds: auds, pending: newPending(m.pending), waits: newRegistryWaits(m), misKeyed: newMisKeyed(m)}
 	s.member = member.New(member.Config{Topic: cfg.Topic, Group: cfg.Group, Deps: md}, member.Handler[*worker]{
 		Start: s.start, Revoked: s.revoked, Lost: s.lost, Gate: s.gate,
 		Max: func() int { return min(max(cfg.MaxPending/10, 100), 10_000) },
@@ -121,7 +123,7 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	s.workers = &workerDeps{
 		cfg: cfg, log: s.log, m: m, dec: dec, auds: auds, codec: codec{auds}, kopts: md.Kafka, now: now,
 		deadLetters: deps.DeadLetters, pending: s.pending, client: s.member.Client, rewind: s.rewind, owns: s.owns,
-		pause: s.pause, waits: s.waits,
+		pause: s.pause, waits: s.waits, misKeyed: s.misKeyed,
 	}
 	return s, nil
 }

@@ -21,6 +21,9 @@ type Status struct {
 	Audiences  []AudienceStatus
 	// RegistryWaits are the partitions paused for the schema registry.
 	RegistryWaits []RegistryWait
+	// MisKeyed are, by partition, the records not keyed by their profile
+	// id this member has read.
+	MisKeyed []MisKeyed
 }
 
 // PartitionStatus describes one owned partition.
@@ -42,6 +45,7 @@ func (s *Stage) Status() Status {
 	st := Status{Membership: s.member.Membership(), FetchPaused: s.Paused(), Pending: s.pending.load()}
 	st.Partitions = s.member.Partitions()
 	st.RegistryWaits = s.waits.list()
+	st.MisKeyed = s.misKeyed.list()
 	for _, a := range s.auds.all() {
 		h := s.auds.header(a.id)
 		as := AudienceStatus{Key: a.key, Name: h.Name, AdAccount: h.AdAccount,

@@ -43,8 +43,9 @@ type workerDeps struct {
 	owns func(ctx context.Context, w *worker) (bool, error)
 	// pause asks the poll loop to pause the worker's partition (see
 	// worker.paused); waits are the partitions waiting for the registry.
-	pause func(w *worker)
-	waits *registryWaits
+	pause    func(w *worker)
+	waits    *registryWaits
+	misKeyed *misKeyed
 }
 
 // batch is one partition's records of one poll, tagged with the worker's
@@ -321,6 +322,7 @@ func (w *worker) process(b batch) {
 	// Counted per batch, not per event: a labelled counter lookup costs
 	// more than the rest of an event's bookkeeping.
 	var applied, filtered [4]int // by schemas.Kind
+	var keys keyCounts
 	for _, r := range b.recs {
 		if r.Offset < w.next {
 			continue // applied before the state was written
@@ -347,10 +349,14 @@ func (w *worker) process(b batch) {
 			if errors.As(err, &de) {
 				reason = de.Reason
 			}
+			if reason == schemas.ReasonKeyMismatch {
+				keys.add(schemas.KeyNotProfile, r.Offset)
+			}
 			d.m.events.WithLabelValues("unknown", "dead_lettered").Inc()
 			w.txn.deadLetter(r, reason)
 			continue
 		}
+		keys.add(ev.Key, r.Offset)
 		var aud uint32
 		if ev.Kind == schemas.KindMembership {
 			a := d.auds.intern(ev.Audience, ev.AudienceName, ev.AdAccount)
@@ -376,6 +382,11 @@ func (w *worker) process(b batch) {
 		if filtered[k] > 0 {
 			d.m.events.WithLabelValues(schemas.Kind(k).String(), "filtered").Add(float64(filtered[k]))
 		}
+	}
+	if d.misKeyed.add(w.key.partition, keys) {
+		d.log.Warn("input records not keyed by their profile id: a profile's events must all reach one partition (key each record by its profile id, with any partitioner used consistently)",
+			"topic", w.key.topic, "partition", w.key.partition, "offset", keys.last,
+			"missing_key", keys.missing, "key_not_profile", keys.notProfile)
 	}
 	w.txn.settle()
 }

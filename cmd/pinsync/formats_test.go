@@ -5,10 +5,12 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,31 +34,62 @@ const (
 )
 
 // formatRig is a fleet whose replicas read the input in one value format,
-// and the schema registry (srfake over HTTP, behind basic auth) they
-// reach.
+// and the schema registry (srfake, served over HTTP on a listener of the
+// test's, behind basic auth) they reach.
 type formatRig struct {
 	*fleet
 	fake *srfake.Registry
 	sr   *sr.Client
 	cfg  format.Config
-	// down makes the registry answer 503 to every request.
-	down atomic.Bool
+	addr string // the registry's host:port
+	url  string
+
+	// The ways the registry goes down (see takeDown).
+	mu      sync.Mutex
+	srv     *http.Server
+	answer  atomic.Bool   // answer 503 to every request
+	hang    chan struct{} // non-nil: requests wait until it is closed
+	stopped bool
 }
 
 func newFormatRig(t *testing.T, cfg format.Config) *formatRig {
 	t.Helper()
 	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(registryUser+":"+registryPassword))
-	r := &formatRig{cfg: cfg, fake: srfake.New(srfake.WithAuth(auth))}
-	t.Cleanup(r.fake.Close)
-	r.fake.Intercept(func(w http.ResponseWriter, _ *http.Request) bool {
-		if r.down.Load() {
+	r := &formatRig{cfg: cfg, fake: srfake.NewRegistry(srfake.WithAuth(auth))}
+	r.fake.Intercept(func(w http.ResponseWriter, req *http.Request) bool {
+		if r.answer.Load() {
 			http.Error(w, `{"error_code":50301,"message":"down for the test"}`, http.StatusServiceUnavailable)
 			return true
 		}
+		r.mu.Lock()
+		hang := r.hang
+		r.mu.Unlock()
+		if hang != nil {
+			select {
+			case <-hang:
+			case <-req.Context().Done():
+				return true
+			}
+		}
 		return false
 	})
-	var err error
-	if r.sr, err = sr.NewClient(sr.URLs(r.fake.URL()), sr.BasicAuth(registryUser, registryPassword)); err != nil {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = ln.Addr().String()
+	r.url = "http://" + r.addr
+	r.serve(ln)
+	t.Cleanup(func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.hang != nil {
+			close(r.hang)
+			r.hang = nil
+		}
+		r.srv.Close()
+	})
+	if r.sr, err = sr.NewClient(sr.URLs(r.url), sr.BasicAuth(registryUser, registryPassword)); err != nil {
 		t.Fatal(err)
 	}
 	kafka := fmt.Sprintf("  input_format: {kind: %s", cfg.Kind)
@@ -66,12 +99,67 @@ func newFormatRig(t *testing.T, cfg format.Config) *formatRig {
 	kafka += "}\n"
 	settings := fastSettings
 	if cfg.Kind.Registered() {
-		kafka += fmt.Sprintf("  schema_registry: {url: %q, username: %s, timeout: 2s}\n", r.fake.URL(), registryUser)
+		kafka += fmt.Sprintf("  schema_registry: {url: %q, username: %s, timeout: 2s}\n", r.url, registryUser)
 		settings.env = []string{registryPassEnv + "=" + registryPassword}
 	}
 	settings.kafka = kafka
 	r.fleet = newFleetWith(t, 3, sandbox.Config{WritesPerMinute: sandbox.Unlimited, ReadsPerMinute: sandbox.Unlimited}, settings)
 	return r
+}
+
+func (r *formatRig) serve(ln net.Listener) {
+	srv := &http.Server{Handler: r.fake.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	r.mu.Lock()
+	r.srv = srv
+	r.mu.Unlock()
+	go srv.Serve(ln)
+}
+
+// The ways a registry is down.
+const (
+	down503     = "503"     // it answers 503
+	downRefused = "refused" // nothing listens: connections are refused
+	downHang    = "hang"    // it accepts and never answers (the client times out)
+)
+
+// takeDown makes the registry unavailable in the way how.
+func (r *formatRig) takeDown(how string) {
+	r.t.Helper()
+	switch how {
+	case down503:
+		r.answer.Store(true)
+	case downHang:
+		r.mu.Lock()
+		r.hang = make(chan struct{})
+		r.mu.Unlock()
+	case downRefused:
+		r.mu.Lock()
+		srv := r.srv
+		r.stopped = true
+		r.mu.Unlock()
+		srv.Close()
+	}
+}
+
+// bringUp makes the registry answer again, on the same address.
+func (r *formatRig) bringUp() {
+	r.t.Helper()
+	r.answer.Store(false)
+	r.mu.Lock()
+	if r.hang != nil {
+		close(r.hang)
+		r.hang = nil
+	}
+	stopped := r.stopped
+	r.stopped = false
+	r.mu.Unlock()
+	if stopped {
+		ln, err := net.Listen("tcp", r.addr)
+		if err != nil {
+			r.t.Fatalf("listening again on the registry's address: %v", err)
+		}
+		r.serve(ln)
+	}
 }
 
 // encode writes recs in the rig's format (registering the published
@@ -190,8 +278,9 @@ func TestEachInputFormatConvergesExactly(t *testing.T) {
 // schema, with its own id, whose records read the same.
 var avroV2 = strings.Replace(schemas.NativeEventAvro, `"doc": "pinsync's native event`, `"doc": "v2: pinsync's native event`, 1)
 
-// TestRegistryDownPausesThenConverges: a schema registry that answers 503
-// when the stream turns to a schema the process has not read yet pauses
+// TestRegistryDownPausesThenConverges: a schema registry that answers 503,
+// refuses connections or does not answer (the client's timeout) when the
+// stream turns to a schema the process has not read yet pauses
 // every partition at its first record of it: /readyz says not ready and
 // why, the metrics show it, nothing is dead-lettered and no offset is
 // committed past the records read, and the lists stay exactly as the
@@ -200,6 +289,12 @@ var avroV2 = strings.Replace(schemas.NativeEventAvro, `"doc": "pinsync's native 
 // of a schema id the registry does not know (its 404) is then
 // dead-lettered as unknown_schema, and the partition goes on.
 func TestRegistryDownPausesThenConverges(t *testing.T) {
+	for _, how := range []string{down503, downRefused, downHang} {
+		t.Run(how, func(t *testing.T) { registryDownPausesThenConverges(t, how) })
+	}
+}
+
+func registryDownPausesThenConverges(t *testing.T, how string) {
 	r := newFormatRig(t, format.Config{Kind: format.Avro})
 	scfg := stream.Config{Profiles: 300, Audiences: 4, Events: 3000, Seed: 29, MalformedFraction: stream.None,
 		NativeFraction: 1, AudiencePrefix: "down-", MeanGap: time.Millisecond}
@@ -243,7 +338,7 @@ func TestRegistryDownPausesThenConverges(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r.down.Store(true)
+	r.takeDown(how)
 	r.produceRecords(second)
 	_, ends, err := r.offsets(t.Context())
 	if err != nil {
@@ -286,7 +381,7 @@ func TestRegistryDownPausesThenConverges(t *testing.T) {
 	}
 	r.exact(wantFirst)
 
-	r.down.Store(false)
+	r.bringUp()
 	r.waitLagZero(90 * time.Second)
 	r.exact(wantAll)
 	waitFor(t, 30*time.Second, "the process to be ready again", func() bool {

@@ -367,6 +367,9 @@ func registryDownPausesThenConverges(t *testing.T, how string) {
 	if _, st := httpGet(t, "http://"+rep.addr+"/status"); !strings.Contains(st, `"schema_registry_waits"`) {
 		t.Errorf("/status does not show the partitions waiting for the registry:\n%s", st)
 	}
+	if _, page := httpGet(t, "http://"+rep.addr+"/"); !strings.Contains(page, `id="registry"`) {
+		t.Error("the status page does not show the partitions waiting for the registry")
+	}
 	committed, _, err := r.offsets(t.Context())
 	if err != nil {
 		t.Fatal(err)

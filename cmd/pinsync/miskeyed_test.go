@@ -169,6 +169,10 @@ func TestMisKeyedInputIsCountedAndShown(t *testing.T) {
 			if int(statusMissing) != wantMissing || int(statusNotProfile) != wantNotProfile {
 				t.Errorf("/status mis_keyed %+v: missing %d, not_profile %d; want %d, %d", st.MisKeyed, statusMissing, statusNotProfile, wantMissing, wantNotProfile)
 			}
+			_, page := httpGet(t, "http://"+rep.addr+"/")
+			if shown := strings.Contains(page, `id="mis-keyed"`); shown != tc.misKeyed {
+				t.Errorf("the status page shows mis-keyed records: %v, want %v", shown, tc.misKeyed)
+			}
 			if !tc.misKeyed {
 				f.exact(want)
 			}

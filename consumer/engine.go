@@ -43,6 +43,7 @@ import (
 	"github.com/pinsync/pinsync/consumer/membership"
 	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/control"
+	"github.com/pinsync/pinsync/schemas/format"
 )
 
 // Pinterest is what the engine needs from the Pinterest API client: what
@@ -87,6 +88,9 @@ type Deps struct {
 	// instance id until the session timeout (a restart). Dynamic members
 	// always leave.
 	Leave func(ctx context.Context) bool
+	// SchemaRegistry reads the schemas of Config.InputFormat's registry
+	// formats (avro, protobuf, json-schema); nil for the others.
+	SchemaRegistry *format.Registry
 }
 
 // Engine is one pinsync process's share of both stages. Create it with New
@@ -114,6 +118,9 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	}
 	if deps.Pinterest == nil {
 		return nil, errors.New("consumer: Deps.Pinterest is required")
+	}
+	if k := cfg.InputFormat.Kind; k.Registered() && deps.SchemaRegistry == nil {
+		return nil, fmt.Errorf("kafka.schema_registry.url: required for kafka.input_format.kind %s", k)
 	}
 	cfg = cfg.WithDefaults()
 	e := &Engine{cfg: cfg, deps: deps, now: deps.Now}
@@ -195,6 +202,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	ps, err := profiles.New(e.profilesConfig(topics), profiles.Deps{
 		Member: memberDeps("profiles", e.m.assigned), Registerer: e.deps.Registerer, DeadLetters: e.m.deadLetters,
+		SchemaRegistry: e.deps.SchemaRegistry,
 	})
 	if err != nil {
 		return err
@@ -271,7 +279,7 @@ func (e *Engine) profilesConfig(t topicLayout) profiles.Config {
 		CommitInterval: c.CommitInterval, TransactionTimeout: c.TransactionTimeout, RevokeTimeout: c.RevokeTimeout,
 		MaxPending: c.MaxBuffered, MaxIdentifiersPerType: c.MaxIdentifiersPerType,
 		Allow: c.Allow, Deny: c.Deny, AdAccount: c.AdAccount, AudienceAdAccounts: c.AudienceAdAccounts,
-		AllowAudienceSettings: c.AllowAudienceSettings, Decoder: c.decoder(),
+		AllowAudienceSettings: c.AllowAudienceSettings, Decoder: c.decoder(), Format: c.InputFormat,
 	}
 }
 
@@ -307,6 +315,13 @@ type Status struct {
 	// Parked names the lists this process owns that wait for a rebuild,
 	// their changes dropped: "audience/TYPE (reason)".
 	Parked []string `json:"parked_lists,omitempty"`
+	// RegistryWaits are the input partitions paused at a record whose
+	// schema the schema registry could not tell (it is down): they read
+	// on once it answers.
+	RegistryWaits []RegistryWait `json:"schema_registry_waits,omitempty"`
+	// MisKeyed are, by input partition, the records this process read
+	// that are not keyed by their profile id (see profiles.MisKeyed).
+	MisKeyed []MisKeyed `json:"mis_keyed,omitempty"`
 	// Audiences are the audiences this process knows: as the profile
 	// stage sees them (members of its input partitions) and as the list
 	// stage owns their lists. Each list appears on its owner only.
@@ -315,6 +330,13 @@ type Status struct {
 
 // PartitionStatus describes one owned partition.
 type PartitionStatus = lists.PartitionStatus
+
+// RegistryWait is an input partition waiting for the schema registry.
+type RegistryWait = profiles.RegistryWait
+
+// MisKeyed counts an input partition's records not keyed by their profile
+// id.
+type MisKeyed = profiles.MisKeyed
 
 // GroupStatus is one stage's member's standing in its consumer group (see
 // package membership).
@@ -367,6 +389,8 @@ func (e *Engine) Status() Status {
 	st.FetchPaused = pst.FetchPaused || lst.FetchPaused
 	st.Partitions, st.ListPartitions = pst.Partitions, lst.Partitions
 	st.PendingChanges = pst.Pending
+	st.RegistryWaits = pst.RegistryWaits
+	st.MisKeyed = pst.MisKeyed
 	byKey := map[string]*AudienceStatus{}
 	for _, a := range pst.Audiences {
 		byKey[a.Key] = &AudienceStatus{Key: a.Key, Name: a.Name, AdAccount: a.AdAccount, Synced: a.Synced,
@@ -392,13 +416,17 @@ func (e *Engine) Status() Status {
 }
 
 // Ready reports why the engine is not ready to serve, or nil: both stages
-// have joined their groups, and neither has been out of its group for
-// longer than the session and rebalance timeouts together since (a short
-// rebalance leaves it ready).
+// have joined their groups, neither has been out of its group for longer
+// than the session and rebalance timeouts together since (a short
+// rebalance leaves it ready), and no input partition waits for the schema
+// registry.
 func (e *Engine) Ready() error {
 	ps, ls := e.stages()
 	if ps == nil || ls == nil {
 		return errors.New("not started yet")
+	}
+	if err := ps.RegistryUnavailable(); err != nil {
+		return err
 	}
 	now, limit := e.now(), e.cfg.SessionTimeout+e.cfg.RebalanceTimeout
 	if err := ps.Membership().Ready(now, limit); err != nil {

@@ -48,6 +48,9 @@ var knownMetrics = []string{
 	"pinsync_audience_pinterest_size",
 	"pinsync_audience_ready",
 	"pinsync_out_of_group_seconds",
+	"pinsync_schema_registry_waiting_partitions",
+	"pinsync_schema_registry_errors_total",
+	"pinsync_miskeyed_records_total",
 }
 
 // knownHistograms are the histograms among knownMetrics: queries use their
@@ -317,7 +320,7 @@ func TestAlertRulesUseKnownMetricsAndDocumentThemselves(t *testing.T) {
 	sort.Strings(alerts)
 	want := []string{"PinsyncAudienceParked", "PinsyncBreakerOpen", "PinsyncCommitsStalled", "PinsyncConsumerLagGrowing",
 		"PinsyncCredentialsRejected", "PinsyncDeadLetters", "PinsyncListMatchRateLow", "PinsyncListMatchesNobody",
-		"PinsyncOutOfGroup", "PinsyncRateLimited", "PinsyncRebuildFailing"}
+		"PinsyncMisKeyedInput", "PinsyncOutOfGroup", "PinsyncRateLimited", "PinsyncRebuildFailing", "PinsyncSchemaRegistryUnavailable"}
 	if !slices.Equal(alerts, want) {
 		t.Errorf("alerts = %q, want %q", alerts, want)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/pinsync/pinsync/consumer"
 	"github.com/pinsync/pinsync/control"
 	"github.com/pinsync/pinsync/pinterest"
+	"github.com/pinsync/pinsync/schemas/format"
 )
 
 // Options are what Run takes besides the configuration; all optional.
@@ -122,6 +123,15 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	}
 	if ctl != nil {
 		deps.Registry, deps.Layout = ctl.Registry(), ctl
+	}
+	if cfg.Kafka.InputFormat.Kind.Registered() {
+		rc := cfg.Kafka.SchemaRegistry.Registry()
+		if deps.SchemaRegistry, err = format.NewRegistry(rc); err != nil {
+			return err
+		}
+		log.Info("input format", "kind", cfg.Kafka.InputFormat.Kind, "schema_registry", rc)
+	} else {
+		log.Info("input format", "kind", cmpOr(string(cfg.Kafka.InputFormat.Kind), string(format.JSON)))
 	}
 	eng, err := consumer.New(cfg.Engine(), deps)
 	if err != nil {

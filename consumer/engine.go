@@ -110,7 +110,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if e.now == nil {
 		e.now = time.Now
 	}
-	m, err := newSharedMetrics(deps.Registerer, e.paused, e.outOfGroup)
+	m, err := newSharedMetrics(deps.Registerer, e.paused, e.outOfGroup, e.halted)
 	if err != nil {
 		return nil, err
 	}
@@ -142,6 +142,33 @@ func (e *Engine) outOfGroup(stage string) float64 {
 		m = ls.Membership()
 	}
 	return m.Out(e.now()).Seconds()
+}
+
+// halted is how many partitions a stage's reader halted for reason.
+func (e *Engine) halted(stage, reason string) float64 {
+	ps, ls := e.stages()
+	if ps == nil || ls == nil {
+		return 0
+	}
+	hs := ps.Halts()
+	if stage == "lists" {
+		hs = ls.Halts()
+	}
+	n := 0
+	for _, h := range hs {
+		if h.Reason == reason {
+			n++
+		}
+	}
+	return float64(n)
+}
+
+// haltReasons returns the reasons each stage's reader halts a partition
+// for (see member.Halt): the label values of pinsync_partitions_halted.
+func haltReasons() []struct{ stage, reason string } {
+	return []struct{ stage, reason string }{
+		{"lists", member.HaltGap},
+	}
 }
 
 // Run starts both stages and runs until ctx ends; then it shuts down in
@@ -376,9 +403,11 @@ func (e *Engine) Status() Status {
 }
 
 // Ready reports why the engine is not ready to serve, or nil: both stages
-// have joined their groups, and neither has been out of its group for
-// longer than the session and rebalance timeouts together since (a short
-// rebalance leaves it ready).
+// have joined their groups, neither has been out of its group for longer
+// than the session and rebalance timeouts together since (a short
+// rebalance leaves it ready), and no partition they own has halted (see
+// member.Halt: records lost before they were read, a format it does not
+// know).
 func (e *Engine) Ready() error {
 	ps, ls := e.stages()
 	if ps == nil || ls == nil {
@@ -388,7 +417,10 @@ func (e *Engine) Ready() error {
 	if err := ps.Membership().Ready(now, limit); err != nil {
 		return err
 	}
-	return ls.Membership().Ready(now, limit)
+	if err := ls.Membership().Ready(now, limit); err != nil {
+		return err
+	}
+	return errors.Join(ps.Halted(), ls.Halted())
 }
 
 // Healthy reports whether the engine can make progress on its own: an
@@ -414,12 +446,15 @@ type sharedMetrics struct {
 	assigned       prometheus.Gauge
 	listPartitions prometheus.Gauge
 	deadLetters    *prometheus.CounterVec
-	// paused and outOfGroup are read from the stages when scraped.
+	// paused, outOfGroup and halted are read from the stages when
+	// scraped.
 	paused     prometheus.GaugeFunc
 	outOfGroup []prometheus.GaugeFunc
+	halted     []prometheus.GaugeFunc
 }
 
-func newSharedMetrics(reg prometheus.Registerer, paused func() float64, outOfGroup func(stage string) float64) (*sharedMetrics, error) {
+func newSharedMetrics(reg prometheus.Registerer, paused func() float64, outOfGroup func(stage string) float64,
+	halted func(stage, reason string) float64) (*sharedMetrics, error) {
 	m := &sharedMetrics{
 		committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pinsync_committed_offset", Help: "Next offset committed, per owned partition, by stage: profiles (the input topic), lists (the changes topic).",
@@ -449,11 +484,17 @@ func newSharedMetrics(reg prometheus.Registerer, paused func() float64, outOfGro
 			Help: "Seconds this instance's member has been out of its consumer group, by stage (profiles, lists): since it started until it first joined, and from a JoinGroup or the loss of its partitions until its next assignment; 0 while it holds the group's current generation.",
 		}, func() float64 { return outOfGroup(stage) }))
 	}
+	for _, h := range haltReasons() {
+		m.halted = append(m.halted, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pinsync_partitions_halted", ConstLabels: prometheus.Labels{"stage": h.stage, "reason": h.reason},
+			Help: "Partitions this instance owns whose reader stopped, by stage (profiles: the input topic; lists: the changes topic) and reason (gap: records deleted before they were read); nothing past the point is committed. /readyz names them.",
+		}, func() float64 { return halted(h.stage, h.reason) }))
+	}
 	if reg == nil {
 		return m, nil
 	}
 	cs := []prometheus.Collector{m.committed, m.lag, m.lastCommit, m.assigned, m.listPartitions, m.deadLetters, m.paused}
-	for _, g := range m.outOfGroup {
+	for _, g := range append(append([]prometheus.GaugeFunc{}, m.outOfGroup...), m.halted...) {
 		cs = append(cs, g)
 	}
 	for _, c := range cs {

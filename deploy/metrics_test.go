@@ -46,6 +46,7 @@ var knownMetrics = []string{
 	"pinsync_audience_pinterest_size",
 	"pinsync_audience_ready",
 	"pinsync_out_of_group_seconds",
+	"pinsync_partitions_halted",
 }
 
 // knownHistograms are the histograms among knownMetrics: queries use their
@@ -315,7 +316,7 @@ func TestAlertRulesUseKnownMetricsAndDocumentThemselves(t *testing.T) {
 	sort.Strings(alerts)
 	want := []string{"PinsyncAudienceParked", "PinsyncBreakerOpen", "PinsyncCommitsStalled", "PinsyncConsumerLagGrowing",
 		"PinsyncCredentialsRejected", "PinsyncDeadLetters", "PinsyncListMatchRateLow", "PinsyncListMatchesNobody",
-		"PinsyncOutOfGroup", "PinsyncRateLimited"}
+		"PinsyncOutOfGroup", "PinsyncPartitionHalted", "PinsyncRateLimited"}
 	if !slices.Equal(alerts, want) {
 		t.Errorf("alerts = %q, want %q", alerts, want)
 	}

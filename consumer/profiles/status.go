@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/consumer/member"
 	"github.com/pinsync/pinsync/consumer/membership"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
@@ -64,3 +65,11 @@ func (s *Stage) Paused() bool { return s.pending.capped.Load() || s.member.Held(
 func (s *Stage) Unhealthy(limit time.Duration) error {
 	return s.member.Unhealthy(limit, "profile stage: partitions failing to start (restore or fencing)")
 }
+
+// Halts returns why each owned partition that halted did (see
+// member.Halt), by partition.
+func (s *Stage) Halts() map[int32]*member.Halted { return s.member.Halts() }
+
+// Halted reports the owned partitions that halted, with their reasons; nil
+// when none did.
+func (s *Stage) Halted() error { return s.member.HaltError("profile stage: partitions halted") }

@@ -79,6 +79,8 @@ type worker struct {
 	// Failing says since when the partition's start (fencing, restore)
 	// has failed.
 	member.Failing
+	// Halt says why the worker stopped reading its partition.
+	member.Halt
 
 	state *profiles
 	txn   *txn

@@ -100,6 +100,11 @@ type Config struct {
 	// lost) is checked again, and the longest wait between attempts to
 	// rebuild a list. Default 1m.
 	ParkedRetry time.Duration
+	// TopicCheckInterval is how often the engine checks that the changes
+	// topic (partition count, id) and the input topic (id) are still the
+	// ones its stages started with; both stages hold while they are not.
+	// Default 30s.
+	TopicCheckInterval time.Duration
 	// Decoder configures the event decoder.
 	Decoder schemas.DecoderConfig
 }
@@ -135,6 +140,7 @@ func Defaults() Config {
 		TransactionTimeout:    10 * time.Second,
 		AudiencePollInterval:  15 * time.Minute,
 		ParkedRetry:           time.Minute,
+		TopicCheckInterval:    30 * time.Second,
 	}
 }
 
@@ -176,6 +182,7 @@ func (c Config) WithDefaults() Config {
 	dur(&c.TransactionTimeout, d.TransactionTimeout)
 	dur(&c.AudiencePollInterval, d.AudiencePollInterval)
 	dur(&c.ParkedRetry, d.ParkedRetry)
+	dur(&c.TopicCheckInterval, d.TopicCheckInterval)
 	num(&c.MaxRecords, d.MaxRecords)
 	num(&c.MaxBuffered, d.MaxBuffered)
 	if c.MaxBufferedBytes == 0 {
@@ -269,6 +276,9 @@ func (c Config) Validate() error {
 	}
 	if c.ParkedRetry <= 0 {
 		bad("sync.parked_retry_interval", "must be positive")
+	}
+	if c.TopicCheckInterval < 10*time.Millisecond {
+		bad("kafka.topic_check_interval", "must be at least 10ms, got %s", c.TopicCheckInterval)
 	}
 	if c.MaxFlights < 1 {
 		bad("sync.max_flights", "must be positive")

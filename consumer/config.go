@@ -8,6 +8,7 @@ import (
 
 	"github.com/pinsync/pinsync/consumer/glob"
 	"github.com/pinsync/pinsync/consumer/lists"
+	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/schemas"
 )
 
@@ -105,6 +106,10 @@ type Config struct {
 	// ones its stages started with; both stages hold while they are not.
 	// Default 30s.
 	TopicCheckInterval time.Duration
+	// RebuildMaxBytes bounds what a list rebuild holds of the profile
+	// state at once: a changelog partition's members, or a key range of
+	// them. Default DefaultRebuildMaxBytes.
+	RebuildMaxBytes int64
 	// Decoder configures the event decoder.
 	Decoder schemas.DecoderConfig
 }
@@ -113,6 +118,9 @@ type Config struct {
 // quarter of a 512 MiB pod, leaving room for the profile state, Kafka's
 // fetch buffers and the garbage collector's headroom.
 const DefaultMaxBufferedBytes = 128 << 20
+
+// DefaultRebuildMaxBytes is the default of Config.RebuildMaxBytes.
+const DefaultRebuildMaxBytes = profiles.DefaultRebuildBytes
 
 // minBufferedBytes is the smallest byte cap: a few windows' tables.
 const minBufferedBytes = 1 << 20
@@ -141,6 +149,7 @@ func Defaults() Config {
 		AudiencePollInterval:  15 * time.Minute,
 		ParkedRetry:           time.Minute,
 		TopicCheckInterval:    30 * time.Second,
+		RebuildMaxBytes:       DefaultRebuildMaxBytes,
 	}
 }
 
@@ -185,6 +194,9 @@ func (c Config) WithDefaults() Config {
 	dur(&c.TopicCheckInterval, d.TopicCheckInterval)
 	num(&c.MaxRecords, d.MaxRecords)
 	num(&c.MaxBuffered, d.MaxBuffered)
+	if c.RebuildMaxBytes == 0 {
+		c.RebuildMaxBytes = d.RebuildMaxBytes
+	}
 	if c.MaxBufferedBytes == 0 {
 		c.MaxBufferedBytes = d.MaxBufferedBytes
 	}
@@ -238,6 +250,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRecords < 1 {
 		bad("pinterest.max_records", "must be positive, got %d", c.MaxRecords)
+	}
+	if c.RebuildMaxBytes < minBufferedBytes {
+		bad("sync.rebuild_max_bytes", "must be at least %d (1 MiB), got %d", minBufferedBytes, c.RebuildMaxBytes)
 	}
 	if c.MaxBufferedBytes < minBufferedBytes {
 		bad("sync.max_buffered_bytes", "must be at least %d (1 MiB), got %d", minBufferedBytes, c.MaxBufferedBytes)

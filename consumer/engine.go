@@ -35,7 +35,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/commit"
 	"github.com/pinsync/pinsync/consumer/hold"
 	"github.com/pinsync/pinsync/consumer/lists"
@@ -43,7 +42,6 @@ import (
 	"github.com/pinsync/pinsync/consumer/membership"
 	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/control"
-	"github.com/pinsync/pinsync/schemas/ident"
 )
 
 // Pinterest is what the engine needs from the Pinterest API client: what
@@ -255,8 +253,8 @@ func (e *Engine) members() lists.Members {
 	if !topicOn(changelog) {
 		return nil
 	}
-	return func(ctx context.Context, ls []changes.List) (map[changes.List][]ident.Hash, error) {
-		return profiles.Members(ctx, e.deps.Kafka, changelog, ls)
+	return func(ctx context.Context) (lists.MemberReader, error) {
+		return profiles.OpenMemberReader(ctx, e.deps.Kafka, changelog, e.cfg.RebuildMaxBytes)
 	}
 }
 

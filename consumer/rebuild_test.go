@@ -293,3 +293,190 @@ func TestEmptiedListIsRecreatedForItsNextMember(t *testing.T) {
 		t.Errorf("%d audiences, want the one repointed", n)
 	}
 }
+
+// TestWithoutStateADeletedListIsMadeAgain: run without a control topic, or
+// without a changelog, pinsync cannot rebuild a list from the state. A
+// list deleted at Pinterest then neither stalls nor stays parked: a new
+// list is made by its next add, its audience repointed to it; it holds the
+// members added since (and no one who is not a member), the others
+// converge exactly, every record is committed, and the rebuild is counted
+// as partial.
+func TestWithoutStateADeletedListIsMadeAgain(t *testing.T) {
+	for _, c := range []struct{ name, control, changelog string }{
+		{"no control topic", "-", ""},
+		{"no changelog", "", "-"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t, 2, sandbox.Config{})
+			first, all, wantFirst, wantAll := rebuildStream(t)
+			cfg := engineConfig()
+			cfg.ControlTopic, cfg.ChangelogTopic = c.control, c.changelog
+			r.produce(first)
+			m := r.start(cfg)
+			r.converge(wantFirst, 30*time.Second)
+
+			// The list of the first half that gains the most members.
+			var victim stream.ListKey
+			gain := 0
+			for k, s := range wantAll {
+				n := 0
+				for h := range s {
+					if _, ok := wantFirst[k][h]; !ok {
+						n++
+					}
+				}
+				if n > gain {
+					victim, gain = k, n
+				}
+			}
+			var oldID, audienceID string
+			st := r.sb.State()
+			for _, l := range st.CustomerLists {
+				if l.Name == listName(victim.Audience, victim.Type) {
+					oldID = l.ID
+				}
+			}
+			for _, a := range st.Audiences {
+				if a.CustomerListID == oldID {
+					audienceID = a.ID
+				}
+			}
+			if oldID == "" || audienceID == "" || gain == 0 {
+				t.Fatalf("no list, audience or gain for %v", victim)
+			}
+			if !r.sb.DeleteCustomerList(oldID) {
+				t.Fatal("the sandbox did not delete the list")
+			}
+			r.produce(all[len(first):])
+
+			waitFor(t, 60*time.Second, "every record committed", func() bool { return r.committed(cfg.Group) == int64(len(all)) })
+			others := map[stream.ListKey]stream.Set{}
+			for k, s := range wantAll {
+				if k != victim {
+					others[k] = s
+				}
+			}
+			waitFor(t, 30*time.Second, "the other lists to converge and the audience to follow a new list", func() bool {
+				act := r.actual()
+				delete(act, victim)
+				for _, a := range r.sb.State().Audiences {
+					if a.ID == audienceID {
+						return stream.Diff(others, act).OK() && a.CustomerListID != oldID
+					}
+				}
+				return false
+			})
+			st = r.sb.State()
+			var followed string
+			for _, a := range st.Audiences {
+				if a.ID == audienceID {
+					followed = a.CustomerListID
+				}
+			}
+			var made *sandbox.ListState
+			for _, l := range st.CustomerLists {
+				if l.ID == followed {
+					made = &l
+				}
+			}
+			if made == nil {
+				t.Fatalf("audience %s follows %q, no list of the sandbox", audienceID, followed)
+			}
+			checkPartial(t, made, wantAll[victim], wantFirst[victim])
+			if n := counterValue(t, m.reg, "pinsync_list_rebuilds_total", "outcome", "partial"); n != 1 {
+				t.Errorf("%v partial rebuilds, want 1", n)
+			}
+			if p := m.eng.Status().Parked; len(p) != 0 {
+				t.Errorf("parked lists %v, want none", p)
+			}
+		})
+	}
+}
+
+// checkPartial checks a list made again without the state: it holds no one
+// who is not a member (want), and every member who was not one before.
+func checkPartial(t *testing.T, l *sandbox.ListState, want, before stream.Set) {
+	t.Helper()
+	got, err := stream.ParseSet(l.Records)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for h := range got {
+		if _, ok := want[h]; !ok {
+			t.Errorf("list %q holds %s, not a member", l.Name, h)
+		}
+	}
+	for h := range want {
+		if _, was := before[h]; !was {
+			if _, ok := got[h]; !ok {
+				t.Errorf("list %q lacks %s, added since", l.Name, h)
+			}
+		}
+	}
+}
+
+// TestWithoutChangelogAParkedListResumes: without a changelog a parked
+// list cannot be rebuilt from the state. Pinterest refuses an audience's
+// list name: the audience is parked (refused); once Pinterest takes the
+// name, the list resumes instead of staying parked: the mark goes, the
+// rebuild is counted as partial, and the list is made by the adds that
+// follow, holding every member added since and no one else.
+func TestWithoutChangelogAParkedListResumes(t *testing.T) {
+	r := newRig(t, 2, sandbox.Config{})
+	first, all, wantFirst, wantAll := rebuildStream(t)
+	// The audience that gains the most members in the second half.
+	var victim stream.ListKey
+	gain := 0
+	for k, s := range wantAll {
+		n := 0
+		for h := range s {
+			if _, ok := wantFirst[k][h]; !ok {
+				n++
+			}
+		}
+		if n > gain {
+			victim, gain = k, n
+		}
+	}
+	if err := r.sb.SetFaults(sandbox.Faults{RefuseNames: []string{listName(victim.Audience, victim.Type)}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := engineConfig()
+	cfg.ChangelogTopic = "-"
+	cfg.ParkedRetry = 200 * time.Millisecond
+	r.produce(first)
+	m := r.start(cfg)
+	waitFor(t, 30*time.Second, "the list parked", func() bool {
+		return gaugeWith(t, m.reg, "pinsync_list_parked", "reason", "refused") == 1
+	})
+	if err := r.sb.SetFaults(sandbox.Faults{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the list resumed", func() bool {
+		return gaugeWith(t, m.reg, "pinsync_list_parked", "reason", "refused") == 0 &&
+			counterValue(t, m.reg, "pinsync_list_rebuilds_total", "outcome", "partial") == 1
+	})
+	r.produce(all[len(first):])
+	waitFor(t, 60*time.Second, "every record committed", func() bool { return r.committed(cfg.Group) == int64(len(all)) })
+	others := map[stream.ListKey]stream.Set{}
+	for k, s := range wantAll {
+		if k != victim {
+			others[k] = s
+		}
+	}
+	var made *sandbox.ListState
+	waitFor(t, 30*time.Second, "the other lists to converge and the list to be made", func() bool {
+		act := r.actual()
+		delete(act, victim)
+		for _, l := range r.sb.State().CustomerLists {
+			if l.Name == listName(victim.Audience, victim.Type) {
+				made = &l
+			}
+		}
+		return stream.Diff(others, act).OK() && made != nil
+	})
+	checkPartial(t, made, wantAll[victim], wantFirst[victim])
+	if p := m.eng.Status().Parked; len(p) != 0 {
+		t.Errorf("parked lists %v, want none", p)
+	}
+}

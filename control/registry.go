@@ -41,6 +41,31 @@ type ListEntry struct {
 	// follows them any more, and pinsync never writes to them again
 	// (Pinterest has no call to delete a list; Ads Manager can).
 	Retired []string `json:"retired,omitempty"`
+	// Building is the rebuild under way, once it has made its list: the
+	// next attempt, on this owner or the next, fills the same list on
+	// from where the last one stopped.
+	Building *Building `json:"building,omitempty"`
+	// Attempts counts the rebuild's attempts in a row that made no
+	// progress (no changelog partition filled); 0 once it succeeds.
+	Attempts int `json:"attempts,omitempty"`
+}
+
+// Building is a rebuild's new list, made and being filled from the
+// profile state one changelog partition at a time. While it is under way
+// the list's changes go to it (between the partitions' reads); its
+// audience still follows the old list.
+type Building struct {
+	CustomerListID string `json:"customer_list_id"`
+	Name           string `json:"name"`
+	// Done are the changelog partitions whose members the list holds.
+	Done []int32 `json:"done,omitempty"`
+}
+
+func (b *Building) equal(o *Building) bool {
+	if b == nil || o == nil {
+		return b == o
+	}
+	return b.CustomerListID == o.CustomerListID && b.Name == o.Name && slices.Equal(b.Done, o.Done)
 }
 
 // The reasons a list is rebuilt.
@@ -61,14 +86,17 @@ const (
 
 // valid reports whether e may be recorded: it names a customer list, or
 // it has none because the list waits for a rebuild, or a rebuild found no
-// member to create one with (the next add creates it).
+// member to create one with, or the list is gone and could not be rebuilt
+// (the next add creates it, and the gone list is retired), or it was never
+// made (a parked list that resumed: its name says what to make).
 func (e ListEntry) valid() bool {
-	return e.CustomerListID != "" || e.Rebuild != "" || e.Generation > 0
+	return e.CustomerListID != "" || e.Rebuild != "" || e.Generation > 0 || len(e.Retired) > 0 || e.Name != ""
 }
 
 func (e ListEntry) equal(o ListEntry) bool {
 	return e.CustomerListID == o.CustomerListID && e.AudienceID == o.AudienceID && e.Name == o.Name &&
-		e.Generation == o.Generation && e.Rebuild == o.Rebuild && slices.Equal(e.Retired, o.Retired)
+		e.Generation == o.Generation && e.Rebuild == o.Rebuild && slices.Equal(e.Retired, o.Retired) &&
+		e.Building.equal(o.Building) && e.Attempts == o.Attempts
 }
 
 // registryPrefix starts the key of every registry record:
@@ -308,6 +336,7 @@ func (r *Registry) RequestRebuild(ctx context.Context, audience string, t ident.
 			if cur.Rebuild == "" {
 				cur.Rebuild = RebuildRequested
 			}
+			cur.Attempts = 0 // a rebuild that gave up is tried again
 			return cur, nil
 		}); err != nil {
 			return nil, err

@@ -172,7 +172,7 @@ func TestARebuildMarkSurvivesAConcurrentResolution(t *testing.T) {
 	if markErr != nil || recErr != nil {
 		t.Fatal(markErr, recErr)
 	}
-	if e, _, err := owner.Lookup(context.Background(), vipEmail); err != nil || e.Rebuild != control.RebuildRequested || e.AudienceID != "9" {
+	if e, _, err := owner.Current(context.Background(), vipEmail); err != nil || e.Rebuild != control.RebuildRequested || e.AudienceID != "9" {
 		t.Fatalf("entry %+v, %v; want the mark and the audience", e, err)
 	}
 }

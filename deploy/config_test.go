@@ -89,6 +89,7 @@ type pinsyncConfig struct {
 		RevokeTimeout        string `json:"revoke_timeout,omitempty"`
 		AudiencePollInterval string `json:"audience_poll_interval,omitempty"`
 		ParkedRetryInterval  string `json:"parked_retry_interval,omitempty"`
+		RebuildMaxBytes      *int64 `json:"rebuild_max_bytes,omitempty"`
 		MaxFlights           *int   `json:"max_flights,omitempty"`
 		CommitInterval       string `json:"commit_interval,omitempty"`
 	} `json:"sync"`

@@ -239,7 +239,7 @@ func (r *svcRig) lists() map[string]sandbox.ListState {
 }
 
 // waitFor polls cond until it holds, failing after within.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {

@@ -102,8 +102,9 @@ type fleetSettings struct {
 	writesPerMinute string // pinterest.writes_per_minute
 	maxRecords      string // pinterest.max_records
 	flushInterval   string // sync.flush_interval
-	// maxBufferedBytes is sync.max_buffered_bytes; "" keeps the default.
-	maxBufferedBytes string
+	// maxBufferedBytes is sync.max_buffered_bytes, rebuildMaxBytes
+	// sync.rebuild_max_bytes; "" keeps the default.
+	maxBufferedBytes, rebuildMaxBytes string
 	// dynamic leaves kafka.instance_id out: the replicas are dynamic group
 	// members, and a restarted one joins as a new member.
 	dynamic bool
@@ -190,6 +191,9 @@ func (f *fleet) config(id int) string {
 	syncKeys := "" // sync keys beyond flush_interval
 	if f.settings.maxBufferedBytes != "" {
 		syncKeys = "\n  max_buffered_bytes: " + f.settings.maxBufferedBytes
+	}
+	if f.settings.rebuildMaxBytes != "" {
+		syncKeys += "\n  rebuild_max_bytes: " + f.settings.rebuildMaxBytes
 	}
 	instance := fmt.Sprintf("\n  instance_id: replica-%d", id)
 	if f.settings.dynamic {

@@ -118,9 +118,13 @@ type Pinterest = sink.Pinterest
 // *control.Registry implements it.
 type Registry = sink.Registry
 
-// Members reads lists' members from the profile state, to rebuild them.
-// profiles.Members implements it.
+// Members opens a reader of lists' members in the profile state, to
+// rebuild them.
 type Members = sink.Members
+
+// MemberReader reads lists' members from the profile state.
+// *profiles.MemberReader implements it.
+type MemberReader = sink.MemberReader
 
 // ListStatus describes one Pinterest list.
 type ListStatus = sink.ListStatus

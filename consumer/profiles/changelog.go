@@ -309,6 +309,11 @@ func changelogReader(kopts []kgo.Opt) (*kgo.Client, error) {
 // record before the end that is not a transaction marker, in offset order
 // within a partition.
 func readTo(ctx context.Context, cl *kgo.Client, topic string, starts, ends map[int32]int64, f func(*kgo.Record)) error {
+	return readWhile(ctx, cl, topic, starts, ends, func(r *kgo.Record) bool { f(r); return true })
+}
+
+// readWhile is readTo until f returns false.
+func readWhile(ctx context.Context, cl *kgo.Client, topic string, starts, ends map[int32]int64, f func(*kgo.Record) bool) error {
 	from := map[int32]kgo.Offset{}
 	for p, end := range ends {
 		if starts[p] < end {
@@ -330,19 +335,23 @@ func readTo(ctx context.Context, cl *kgo.Client, topic string, starts, ends map[
 		if ferr != nil {
 			return fmt.Errorf("changelog fetch: %w", ferr)
 		}
+		stop := false
 		fs.EachRecord(func(r *kgo.Record) {
 			end := ends[r.Partition]
-			if done[r.Partition] || r.Offset >= end {
+			if stop || done[r.Partition] || r.Offset >= end {
 				done[r.Partition] = true
 				return
 			}
 			if r.Offset+1 >= end {
 				done[r.Partition] = true
 			}
-			if !r.Attrs.IsControl() {
-				f(r)
+			if !r.Attrs.IsControl() && !f(r) {
+				stop = true
 			}
 		})
+		if stop {
+			return nil
+		}
 	}
 	return nil
 }

@@ -2,7 +2,9 @@ package profiles
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,5 +101,83 @@ func TestMembersReadsEveryListOfABatchFromTheLastRecords(t *testing.T) {
 		if !slices.Equal(got[l], want[l]) {
 			t.Errorf("%v: %d members %x, want %d %x", l, len(got[l]), got[l], len(want[l]), want[l])
 		}
+	}
+}
+
+// TestAReadHoldsNoMoreThanItsBound: a reader bounded below what one
+// partition's members cost refuses the whole partition and reads it in
+// key ranges, each within the bound; together they hold exactly the
+// members a reader without that bound finds.
+func TestAReadHoldsNoMoreThanItsBound(t *testing.T) {
+	const changelog = "g.changelog"
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, changelog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	auds, _ := newAudiences(nil, nil, "1", nil, false)
+	cd := codec{auds}
+	vip := auds.intern("vip", "", "").id
+	keys := newProfiles(5, nil)
+	var recs []*kgo.Record
+	for i := range 400 {
+		pr := &profile{ids: []schemas.Identifier{{Type: ident.Email, Hash: benchHash(uint64(i), 1)}}, auds: []uint32{vip}}
+		if i%5 == 0 {
+			pr.auds = []uint32{vip | outBit} // not a member
+		}
+		recs = append(recs, &kgo.Record{Topic: changelog, Key: []byte(changelogKey("events", keys.keyOf(fmt.Sprint("p", i)))), Value: cd.encode(pr)})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kopts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	cl, err := kgo.NewClient(append(kopts, kgo.DefaultProduceTopic(changelog))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	vipEmail := changes.List{Type: ident.Email, Audience: "vip"}
+	lists := []changes.List{vipEmail}
+	whole, err := OpenMemberReader(ctx, kopts, changelog, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer whole.Close()
+	all, fits, err := whole.Read(ctx, 0, 0, 1, lists)
+	if err != nil || !fits || len(all[vipEmail]) != 320 {
+		t.Fatalf("unbounded read: %d members, fits %v, %v; want 320", len(all[vipEmail]), fits, err)
+	}
+
+	const bound = 20 << 10 // about a third of the partition's members
+	r, err := OpenMemberReader(ctx, kopts, changelog, bound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []ident.Hash
+	parts := 1
+	for part := 0; part < parts; {
+		m, fits, err := r.Read(ctx, 0, part, parts, lists)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !fits {
+			parts, part, got = 2*parts, 0, nil
+			continue
+		}
+		if held := int64(len(m[vipEmail])) * (heldMember{key: strings.Repeat("k", len(recs[0].Key)), ids: make([]byte, 33), in: []string{"vip"}}).bytes(); held > bound {
+			t.Errorf("range %d of %d holds %d members, %d bytes: over the bound", part, parts, len(m[vipEmail]), held)
+		}
+		got = append(got, m[vipEmail]...)
+		part++
+	}
+	if parts < 2 {
+		t.Errorf("read in %d key range, want several", parts)
+	}
+	slices.SortFunc(got, func(a, b ident.Hash) int { return slices.Compare(a[:], b[:]) })
+	if !slices.Equal(got, all[vipEmail]) {
+		t.Errorf("key ranges found %d members, want the %d of one read", len(got), len(all[vipEmail]))
 	}
 }

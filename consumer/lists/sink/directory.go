@@ -33,6 +33,9 @@ type list struct {
 	// and the customer lists its earlier generations used.
 	generation int
 	retired    []string
+	// building says pids.listID is a rebuild's list, still being filled:
+	// the list's changes go to it, its audience follows the old list.
+	building bool
 }
 
 // listIDs are a list's Pinterest ids and name.
@@ -86,6 +89,18 @@ func (li *list) setIDs(ids listIDs) {
 	li.pids = ids
 }
 
+func (li *list) setBuilding(b bool) {
+	li.mu.Lock()
+	defer li.mu.Unlock()
+	li.building = b
+}
+
+func (li *list) isBuilding() bool {
+	li.mu.Lock()
+	defer li.mu.Unlock()
+	return li.building
+}
+
 // forget drops what the member knew of the list at Pinterest: when it owns
 // the list again (its partition comes back), it takes the list's ids from
 // the registry as they stand then. Another owner may have rebuilt the list
@@ -97,7 +112,7 @@ func (li *list) forget() {
 	li.pids = listIDs{}
 	li.size, li.status, li.listCreated = 0, "", time.Time{}
 	li.added, li.removed = 0, 0
-	li.generation, li.retired = 0, nil
+	li.generation, li.retired, li.building = 0, nil, false
 }
 
 // setGeneration records the registry's count of the list's rebuilds and

@@ -6,14 +6,15 @@ import "github.com/prometheus/client_golang/prometheus"
 // except audience keys, which are bounded by the audiences synced (one
 // series per audience and list type).
 type metrics struct {
-	perRequest  prometheus.Histogram
-	uploads     *prometheus.CounterVec
-	uploaded    *prometheus.CounterVec
-	pinSize     *prometheus.GaugeVec
-	pinReady    *prometheus.GaugeVec
-	listCreated *prometheus.GaugeVec
-	parked      *prometheus.GaugeVec
-	rebuilds    *prometheus.CounterVec
+	perRequest                       prometheus.Histogram
+	uploads                          *prometheus.CounterVec
+	uploaded                         *prometheus.CounterVec
+	pinSize                          *prometheus.GaugeVec
+	pinReady                         *prometheus.GaugeVec
+	listCreated                      *prometheus.GaugeVec
+	parked                           *prometheus.GaugeVec
+	rebuildAttempts, rebuildProgress *prometheus.GaugeVec
+	rebuilds                         *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,17 +40,25 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"audience", "list_type"}),
 		parked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pinsync_list_parked",
-			Help: "1 while a list waits for a rebuild from the profile state, its changes dropped, by reason: permission (the role on the ad account is gone), not_found (deleted at Pinterest), requested (pinsync resync). Only the list's owner reports it.",
+			Help: "1 while a list waits for a rebuild from the profile state, its changes dropped, by reason: permission (the role on the ad account is gone), not_found (deleted at Pinterest, or its ad account unknown), refused (a request about the list without its records refused for good: its name, its audience, its ad account), requested (pinsync resync). Only the list's owner reports it.",
 		}, []string{"audience", "list_type", "reason"}),
+		rebuildAttempts: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pinsync_list_rebuild_attempts",
+			Help: "Attempts in a row of a list's rebuild that made no progress (no changelog partition filled); at 10 the rebuild is no longer tried until pinsync resync. Only the list's owner reports it, while the list waits for its rebuild.",
+		}, []string{"audience", "list_type"}),
+		rebuildProgress: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pinsync_list_rebuild_progress",
+			Help: "Share of the changelog's partitions whose members a rebuild's new list holds (0 to 1). Only the list's owner reports it, while the rebuild is under way.",
+		}, []string{"audience", "list_type"}),
 		rebuilds: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pinsync_list_rebuilds_total", Help: "Attempts to rebuild a list from the profile state, by outcome (ok, error).",
+			Name: "pinsync_list_rebuilds_total", Help: "Attempts to rebuild a list from the profile state, by outcome (ok, error; partial: made again without the state, without a changelog or a control topic, holding only the members added from then on).",
 		}, []string{"outcome"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{
-		m.perRequest, m.uploads, m.uploaded, m.pinSize, m.pinReady, m.listCreated, m.parked, m.rebuilds,
+		m.perRequest, m.uploads, m.uploaded, m.pinSize, m.pinReady, m.listCreated, m.parked, m.rebuilds, m.rebuildAttempts, m.rebuildProgress,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

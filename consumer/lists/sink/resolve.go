@@ -110,7 +110,7 @@ func (r *resolver) name(li *list) (string, error) {
 // once.
 func (r *resolver) ensure(ctx context.Context, li *list, adds []ident.Hash) (id string, created bool, err error) {
 	ids := li.ids()
-	if ids.listID != "" && ids.audienceID != "" {
+	if ids.listID != "" && (ids.audienceID != "" || li.isBuilding()) {
 		return ids.listID, false, nil
 	}
 	acct := li.adAccount()
@@ -127,6 +127,8 @@ func (r *resolver) ensure(ctx context.Context, li *list, adds []ident.Hash) (id 
 			return "", false, fmt.Errorf("list registry: %w", err)
 		}
 		if ok && e.Rebuild != "" {
+			// Parked, or rebuilt: the rebuilder takes it up (see
+			// rebuilder.pend).
 			return "", false, &rebuildError{reason: e.Rebuild}
 		}
 		retired = e.Retired
@@ -151,7 +153,8 @@ func (r *resolver) ensure(ctx context.Context, li *list, adds []ident.Hash) (id 
 		}
 		// A list the registry says is retired is never taken back by its
 		// name (a rebuild's half-made list, an old generation).
-		if ids.listID = r.listByName(idx, ids.name); ids.listID != "" && !slices.Contains(retired, ids.listID) {
+		if id := r.listByName(idx, ids.name); id != "" && !slices.Contains(retired, id) {
+			ids.listID = id
 			li.setIDs(ids)
 			if err := r.record(ctx, li, key, ids); err != nil {
 				return "", false, err
@@ -316,6 +319,20 @@ func (r *resolver) listByName(idx *nameIndex, name string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return idx.lists[name]
+}
+
+// dropList makes li resolve its list again, leaving out the customer list
+// it held (gone at Pinterest): its next add creates a list under the same
+// name, which its audience is repointed to. Only for a member without a
+// registry, which cannot park the list for a rebuild.
+func (r *resolver) dropList(li *list) {
+	ids := li.ids()
+	r.mu.Lock()
+	if idx := r.names[li.adAccount()]; idx != nil && idx.lists[ids.name] == ids.listID {
+		delete(idx.lists, ids.name)
+	}
+	r.mu.Unlock()
+	li.setIDs(listIDs{name: ids.name, audienceID: ids.audienceID})
 }
 
 // learnList adds a list this member created to the index of its account.

@@ -53,6 +53,7 @@ import (
 
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/lists/window"
+	"github.com/pinsync/pinsync/control"
 	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
@@ -120,10 +121,21 @@ type Refused struct {
 // once it is durable.
 type DeadLetter func(ctx context.Context, r Refused) error
 
-// Members reads, from the profile state, the hashes of every member of
-// each list's audience of the list's type, in one read. profiles.Members
-// implements it.
-type Members func(ctx context.Context, lists []changes.List) (map[changes.List][]ident.Hash, error)
+// Members opens a reader of the profile state, to rebuild lists.
+type Members func(ctx context.Context) (MemberReader, error)
+
+// MemberReader reads, from the profile state, the hashes of every member
+// of lists' audiences, of each list's type, one changelog partition at a
+// time, or one key range of one. *profiles.MemberReader implements it.
+type MemberReader interface {
+	// Partitions are the changelog's partitions.
+	Partitions() []int32
+	// Read returns the members of lists among the profiles of partition p
+	// in key range part of parts; fits false, with nothing, when they
+	// pass the reader's bound.
+	Read(ctx context.Context, p int32, part, parts int, lists []changes.List) (members map[changes.List][]ident.Hash, fits bool, err error)
+	Close()
+}
 
 // Deps are the sink's collaborators.
 type Deps struct {
@@ -186,13 +198,14 @@ func New(cfg Config, deps Deps) (*Sink, error) {
 	}
 	dir := newDirectory()
 	res := newResolver(deps.Pinterest, deps.Registry, deps.Guard, tmpl, now, dir.lastAssigned)
+	up := &uploader{write: deps.Pinterest, res: res, guard: deps.Guard, deadLetter: deps.DeadLetter, m: m}
 	return &Sink{
 		dir:   dir,
 		owned: deps.Owned,
 		m:     m,
-		up:    &uploader{write: deps.Pinterest, res: res, guard: deps.Guard, deadLetter: deps.DeadLetter, m: m},
+		up:    up,
 		rb: &rebuilder{
-			reg: deps.Registry, members: deps.Members, make: deps.Pinterest, write: deps.Pinterest, res: res, dir: dir,
+			reg: deps.Registry, members: deps.Members, make: deps.Pinterest, up: up, res: res, dir: dir,
 			part: changes.NewPartitioner(cfg.Partitions), owned: deps.Owned, setMode: deps.SetMode, guard: deps.Guard,
 			backoff: deps.Backoff, maxRecords: cfg.MaxRecords, retry: cfg.ParkedRetry, m: m, log: log, now: now,
 			waiting: make(map[*list]*rebuildState),
@@ -236,14 +249,23 @@ func (s *Sink) Upload(ctx context.Context, id window.ListID, adds, removes []ide
 	li := s.dir.get(id)
 	var r Result
 	r.AddsOK, r.RemovesOK, r.Err = s.up.upload(ctx, li, adds, removes)
+	if rebuildReason(r.Err) == control.RebuildNotFound && s.rb.partial() && li.ids().listID != "" && ctx.Err() == nil {
+		// The list cannot be rebuilt: it is made again by this upload's
+		// adds, and holds the members added from now on.
+		if err := s.rb.recreate(ctx, li); err != nil {
+			r.Err = fmt.Errorf("%w (and making the list again failed: %v)", r.Err, err)
+			return r
+		}
+		r.AddsOK, r.RemovesOK, r.Err = s.up.upload(ctx, li, adds, removes)
+	}
 	if reason := rebuildReason(r.Err); reason != "" && ctx.Err() == nil {
 		// The list cannot take these changes: marked for a rebuild, it
 		// drops them (the upload's too) and nothing waits for it.
-		if err := s.rb.mark(ctx, li, reason); err != nil {
+		parked, err := s.rb.mark(ctx, li, reason)
+		if err != nil {
 			r.Err = fmt.Errorf("%w (and marking the list for a rebuild failed: %v)", r.Err, err)
-		} else {
-			r.Parked = true
 		}
+		r.Parked = parked
 	}
 	return r
 }

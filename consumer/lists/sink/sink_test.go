@@ -59,7 +59,9 @@ func newFixture(t *testing.T) *fixture {
 	f.sink, err = New(Config{Partitions: 4, MaxRecords: 100, ListNameTemplate: DefaultListNameTemplate, AudiencePollInterval: -1, ParkedRetry: time.Minute},
 		Deps{
 			Pinterest: pin, Registry: f.reg,
-			Owned: func() map[int32]bool { return map[int32]bool{0: true, 1: true, 2: true, 3: true} },
+			// The profile state of these tests has no member.
+			Members: func(context.Context) (MemberReader, error) { return noMembers{}, nil },
+			Owned:   func() map[int32]bool { return map[int32]bool{0: true, 1: true, 2: true, 3: true} },
 			SetMode: func(l window.ListID, m window.Mode) {
 				f.mu.Lock()
 				defer f.mu.Unlock()
@@ -322,3 +324,12 @@ func (s *memTokens) Save(_ context.Context, tok *oauth2.Token) error {
 	s.tok = tok
 	return nil
 }
+
+// noMembers is a profile state of one partition with no member.
+type noMembers struct{}
+
+func (noMembers) Partitions() []int32 { return []int32{0} }
+func (noMembers) Read(context.Context, int32, int, int, []changes.List) (map[changes.List][]ident.Hash, bool, error) {
+	return nil, true, nil
+}
+func (noMembers) Close() {}

@@ -132,6 +132,7 @@ type SyncConfig struct {
 	RevokeTimeout         Duration       `yaml:"revoke_timeout"`
 	AudiencePollInterval  Duration       `yaml:"audience_poll_interval"`
 	ParkedRetryInterval   Duration       `yaml:"parked_retry_interval"`
+	RebuildMaxBytes       int64          `yaml:"rebuild_max_bytes"`
 	MaxFlights            int            `yaml:"max_flights"`
 	CommitInterval        Duration       `yaml:"commit_interval"`
 }
@@ -175,8 +176,8 @@ func Default() Config {
 			EnteredEvent: schemas.DefaultEnteredEvent, ExitedEvent: schemas.DefaultExitedEvent,
 			ShutdownGrace: Duration(sd.ShutdownGrace), RevokeTimeout: Duration(sd.RevokeTimeout), UnhealthyAfter: Duration(sd.UnhealthyAfter),
 			AudiencePollInterval: Duration(sd.AudiencePollInterval), MaxFlights: sd.MaxFlights,
-			ParkedRetryInterval: Duration(sd.ParkedRetry),
-			CommitInterval:      Duration(sd.CommitInterval),
+			ParkedRetryInterval: Duration(sd.ParkedRetry), RebuildMaxBytes: sd.RebuildMaxBytes,
+			CommitInterval: Duration(sd.CommitInterval),
 		},
 		HTTP: HTTPConfig{Listen: ":8080"},
 		Log:  LogConfig{Level: "info"},
@@ -478,7 +479,7 @@ func (c Config) Engine() consumer.Config {
 		RevokeTimeout:         time.Duration(c.Sync.RevokeTimeout), ShutdownGrace: time.Duration(c.Sync.ShutdownGrace),
 		UnhealthyAfter: time.Duration(c.Sync.UnhealthyAfter),
 		MaxFlights:     c.Sync.MaxFlights, AudiencePollInterval: time.Duration(c.Sync.AudiencePollInterval),
-		ParkedRetry: time.Duration(c.Sync.ParkedRetryInterval),
+		ParkedRetry: time.Duration(c.Sync.ParkedRetryInterval), RebuildMaxBytes: c.Sync.RebuildMaxBytes,
 		Decoder: schemas.DecoderConfig{
 			EnteredEvent: c.Sync.EnteredEvent, ExitedEvent: c.Sync.ExitedEvent, ConsentCategory: c.Sync.ConsentCategory,
 		},

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -93,6 +94,9 @@ type Engine struct {
 	profiles *profiles.Stage
 	lists    *lists.Stage
 	topics   topicLayout
+
+	// watch keeps what the topic watch found (see watchTopics).
+	watch topicWatch
 }
 
 // New validates cfg and builds an engine. It connects to nothing.
@@ -108,7 +112,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if e.now == nil {
 		e.now = time.Now
 	}
-	m, err := newSharedMetrics(deps.Registerer, e.paused, e.outOfGroup, e.halted)
+	m, err := newSharedMetrics(deps.Registerer, e.paused, e.outOfGroup, e.halted, e.watch.is)
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +201,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	kopts := append(append([]kgo.Opt{}, e.deps.Kafka...),
 		kgo.SessionTimeout(e.cfg.SessionTimeout), kgo.RebalanceTimeout(e.cfg.RebalanceTimeout))
 	memberDeps := func(stage string, assigned prometheus.Gauge) member.Deps {
-		return member.Deps{Kafka: kopts, Hold: e.deps.Hold, Commits: e.m.commits(stage), Assigned: assigned, Logger: e.log, Now: e.deps.Now}
+		return member.Deps{Kafka: kopts, Hold: e.hold, Commits: e.m.commits(stage), Assigned: assigned, Logger: e.log, Now: e.deps.Now}
 	}
 	ls, err := lists.New(e.listsConfig(topics), lists.Deps{
 		Member: memberDeps("lists", e.m.listPartitions), Pinterest: e.deps.Pinterest, Writes: e.deps.Writes, Reads: e.deps.Reads,
@@ -224,8 +228,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.mu.Lock()
 	e.profiles, e.lists, e.topics = ps, ls, topics
 	e.mu.Unlock()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		e.watchTopics(ctx, topics)
+	}()
 
 	<-ctx.Done()
+	<-watched
 	e.log.Info("shutting down: flushing", "grace", e.cfg.ShutdownGrace)
 	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.ShutdownGrace)
 	defer cancel()
@@ -313,6 +323,9 @@ type Status struct {
 	// PendingChanges are changes the profile stage wrote that the list
 	// stage has not committed past.
 	PendingChanges int64 `json:"pending_changes"`
+	// TopicChanged says which topic is no longer the one the stages
+	// started with (see watchTopics): both stages stopped fetching.
+	TopicChanged string `json:"topic_changed,omitempty"`
 	// Parked names the lists this process owns that wait for a rebuild,
 	// their changes dropped: "audience/TYPE (reason)".
 	Parked []string `json:"parked_lists,omitempty"`
@@ -376,6 +389,9 @@ func (e *Engine) Status() Status {
 	st.FetchPaused = pst.FetchPaused || lst.FetchPaused
 	st.Partitions, st.ListPartitions = pst.Partitions, lst.Partitions
 	st.PendingChanges = pst.Pending
+	if err := e.watch.err(); err != nil {
+		st.TopicChanged = err.Error()
+	}
 	byKey := map[string]*AudienceStatus{}
 	for _, a := range pst.Audiences {
 		byKey[a.Key] = &AudienceStatus{Key: a.Key, Name: a.Name, AdAccount: a.AdAccount, Synced: a.Synced,
@@ -403,13 +419,16 @@ func (e *Engine) Status() Status {
 // Ready reports why the engine is not ready to serve, or nil: both stages
 // have joined their groups, neither has been out of its group for longer
 // than the session and rebalance timeouts together since (a short
-// rebalance leaves it ready), and no partition they own has halted (see
+// rebalance leaves it ready), no partition they own has halted (see
 // member.Halt: records lost before they were read, a format it does not
-// know).
+// know), and no topic changed under them (see watchTopics).
 func (e *Engine) Ready() error {
 	ps, ls := e.stages()
 	if ps == nil || ls == nil {
 		return errors.New("not started yet")
+	}
+	if err := e.watch.err(); err != nil {
+		return err
 	}
 	now, limit := e.now(), e.cfg.SessionTimeout+e.cfg.RebalanceTimeout
 	if err := ps.Membership().Ready(now, limit); err != nil {
@@ -449,10 +468,11 @@ type sharedMetrics struct {
 	paused     prometheus.GaugeFunc
 	outOfGroup []prometheus.GaugeFunc
 	halted     []prometheus.GaugeFunc
+	changed    []prometheus.GaugeFunc
 }
 
 func newSharedMetrics(reg prometheus.Registerer, paused func() float64, outOfGroup func(stage string) float64,
-	halted func(stage, reason string) float64) (*sharedMetrics, error) {
+	halted func(stage, reason string) float64, changed func(topic string) float64) (*sharedMetrics, error) {
 	m := &sharedMetrics{
 		committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pinsync_committed_offset", Help: "Next offset committed, per owned partition, by stage: profiles (the input topic), lists (the changes topic).",
@@ -488,11 +508,17 @@ func newSharedMetrics(reg prometheus.Registerer, paused func() float64, outOfGro
 			Help: "Partitions this instance owns whose reader stopped, by stage (profiles: the input topic; lists: the changes topic) and reason (gap: records deleted before they were read); nothing past the point is committed. /readyz names them.",
 		}, func() float64 { return halted(h.stage, h.reason) }))
 	}
+	for _, topic := range watchedTopics {
+		m.changed = append(m.changed, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pinsync_topic_changed", ConstLabels: prometheus.Labels{"topic": topic},
+			Help: "1 once a topic (input, changes, changelog) is no longer the one this instance's stages started with: another partition count, or deleted and created again; both stages stopped fetching. /readyz says why.",
+		}, func() float64 { return changed(topic) }))
+	}
 	if reg == nil {
 		return m, nil
 	}
 	cs := []prometheus.Collector{m.committed, m.lag, m.lastCommit, m.assigned, m.listPartitions, m.deadLetters, m.paused}
-	for _, g := range append(append([]prometheus.GaugeFunc{}, m.outOfGroup...), m.halted...) {
+	for _, g := range slices.Concat(m.outOfGroup, m.halted, m.changed) {
 		cs = append(cs, g)
 	}
 	for _, c := range cs {

@@ -22,13 +22,18 @@ import (
 // errorLog is a slog handler that keeps the messages of the records at
 // error level, with their attributes, for tests that want one clear line.
 type errorLog struct {
+	min   slog.Level
 	mu    *sync.Mutex
 	lines *[]string
 	attrs []slog.Attr
 }
 
-func newErrorLog() (*slog.Logger, func() []string) {
-	h := errorLog{mu: &sync.Mutex{}, lines: &[]string{}}
+func newErrorLog() (*slog.Logger, func() []string) { return newLevelLog(slog.LevelError) }
+
+// newLevelLog is newErrorLog for the records at min or above, their level
+// first.
+func newLevelLog(min slog.Level) (*slog.Logger, func() []string) {
+	h := errorLog{min: min, mu: &sync.Mutex{}, lines: &[]string{}}
 	return slog.New(h), func() []string {
 		h.mu.Lock()
 		defer h.mu.Unlock()
@@ -36,10 +41,13 @@ func newErrorLog() (*slog.Logger, func() []string) {
 	}
 }
 
-func (h errorLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelError }
+func (h errorLog) Enabled(_ context.Context, l slog.Level) bool { return l >= h.min }
 
 func (h errorLog) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
+	if h.min < slog.LevelError {
+		b.WriteString(r.Level.String() + " ")
+	}
 	b.WriteString(r.Message)
 	for _, a := range h.attrs {
 		b.WriteString(" " + a.String())

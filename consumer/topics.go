@@ -14,11 +14,16 @@ import (
 	"github.com/pinsync/pinsync/control"
 )
 
-// topicLayout is the partition counts the stages work with.
+// topicLayout is the partition counts the stages work with, and the ids
+// (KIP-516; zero when the broker reports none) of the topics they started
+// with: what the topic watch holds them to (see watchTopics).
 type topicLayout struct {
-	input   int
-	changes int
-	dlq     int32
+	input     int
+	changes   int
+	changelog int
+	dlq       int32
+
+	inputID, changesID, changelogID kadm.TopicID
 }
 
 // prepareTopics checks the input topic and creates the internal topics
@@ -62,7 +67,7 @@ func (e *Engine) prepareTopics(ctx context.Context, layout LayoutStore) (topicLa
 	if !ok {
 		return tl, fmt.Errorf("kafka: input topic %q does not exist", c.Topics[0])
 	}
-	tl.input = in
+	tl.input, tl.inputID = in, details[c.Topics[0]].ID
 	inputRF := replicas(details[c.Topics[0]])
 	for _, t := range names[1:] {
 		if _, ok := partitions(t); ok && t != c.DLQTopic && replicas(details[t]) < inputRF {
@@ -78,10 +83,13 @@ func (e *Engine) prepareTopics(ctx context.Context, layout LayoutStore) (topicLa
 			if err := checkTopicConfig(ctx, adm, c.ChangelogTopic, true); err != nil {
 				return tl, err
 			}
+			tl.changelog, tl.changelogID = n, details[c.ChangelogTopic].ID
 		} else {
-			if _, err := e.createTopic(ctx, adm, c.ChangelogTopic, in, map[string]string{"cleanup.policy": "compact"}); err != nil {
+			id, err := e.createTopic(ctx, adm, c.ChangelogTopic, in, map[string]string{"cleanup.policy": "compact"})
+			if err != nil {
 				return tl, err
 			}
+			tl.changelog, tl.changelogID = in, id
 		}
 	}
 	want := c.ChangesPartitions
@@ -108,6 +116,7 @@ func (e *Engine) prepareTopics(ctx context.Context, layout LayoutStore) (topicLa
 		}
 		tl.changes, changesID = want, id
 	}
+	tl.changesID = changesID
 	if err := e.checkLayout(ctx, layout, tl.changes, changesID); err != nil {
 		return tl, err
 	}

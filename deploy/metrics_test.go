@@ -47,6 +47,7 @@ var knownMetrics = []string{
 	"pinsync_audience_ready",
 	"pinsync_out_of_group_seconds",
 	"pinsync_partitions_halted",
+	"pinsync_topic_changed",
 }
 
 // knownHistograms are the histograms among knownMetrics: queries use their
@@ -316,7 +317,7 @@ func TestAlertRulesUseKnownMetricsAndDocumentThemselves(t *testing.T) {
 	sort.Strings(alerts)
 	want := []string{"PinsyncAudienceParked", "PinsyncBreakerOpen", "PinsyncCommitsStalled", "PinsyncConsumerLagGrowing",
 		"PinsyncCredentialsRejected", "PinsyncDeadLetters", "PinsyncListMatchRateLow", "PinsyncListMatchesNobody",
-		"PinsyncOutOfGroup", "PinsyncPartitionHalted", "PinsyncRateLimited"}
+		"PinsyncOutOfGroup", "PinsyncPartitionHalted", "PinsyncRateLimited", "PinsyncTopicChanged"}
 	if !slices.Equal(alerts, want) {
 		t.Errorf("alerts = %q, want %q", alerts, want)
 	}

@@ -139,6 +139,16 @@ func replicas(d kadm.TopicDetail) int {
 	return 0
 }
 
+// Formats is the newest format generation of the changes and changelog
+// records this pinsync reads, and the one it writes (changes.Version,
+// profiles.StateVersion). A version that brings a new generation keeps
+// writing the one before until the deployment's layout (control.Layout)
+// says the new one: an operator raises it once every replica runs a
+// version that reads it, and from then on an older replica refuses to
+// start. A reader that meets a record of a generation it does not know
+// halts its partition (member.HaltUnknownVersion) rather than skip it.
+const Formats = 1
+
 // LayoutStore keeps the deployment's layout (see control.Layout): fixed by
 // the first process that starts, checked by every later one.
 // *control.Topic implements it.
@@ -173,6 +183,9 @@ func (e *Engine) checkLayout(ctx context.Context, store LayoutStore, partitions 
 		}
 		e.log.Info("deployment layout recorded", "changes_topic", t, "partitions", partitions)
 		return nil
+	case fixed.Formats > Formats:
+		return fmt.Errorf("kafka: this deployment's records are of format generation %d (the layout in the control topic %q), and this pinsync reads up to %d: "+
+			"it would stop at the first record it cannot read. Run a version that reads generation %d", fixed.Formats, e.cfg.ControlTopic, Formats, fixed.Formats)
 	case fixed.ChangesPartitions != now.ChangesPartitions:
 		return fmt.Errorf("kafka: changes topic %q has %d partitions but this deployment placed its lists for %d (the layout in the control topic): "+
 			"replicas placing lists with two counts give a list two owners. Restore the count, or stop every replica, let the list stage drain, "+

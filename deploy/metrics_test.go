@@ -48,6 +48,7 @@ var knownMetrics = []string{
 	"pinsync_out_of_group_seconds",
 	"pinsync_partitions_halted",
 	"pinsync_topic_changed",
+	"pinsync_changes_malformed_total",
 }
 
 // knownHistograms are the histograms among knownMetrics: queries use their
@@ -315,7 +316,7 @@ func TestAlertRulesUseKnownMetricsAndDocumentThemselves(t *testing.T) {
 		}
 	}
 	sort.Strings(alerts)
-	want := []string{"PinsyncAudienceParked", "PinsyncBreakerOpen", "PinsyncCommitsStalled", "PinsyncConsumerLagGrowing",
+	want := []string{"PinsyncAudienceParked", "PinsyncBreakerOpen", "PinsyncChangesMalformed", "PinsyncCommitsStalled", "PinsyncConsumerLagGrowing",
 		"PinsyncCredentialsRejected", "PinsyncDeadLetters", "PinsyncListMatchRateLow", "PinsyncListMatchesNobody",
 		"PinsyncOutOfGroup", "PinsyncPartitionHalted", "PinsyncRateLimited", "PinsyncTopicChanged"}
 	if !slices.Equal(alerts, want) {

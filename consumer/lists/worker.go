@@ -2,6 +2,7 @@ package lists
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -330,6 +331,12 @@ func (w *worker) process(recs []*kgo.Record) {
 				c.Vouched = c.Vouched && vouch
 				w.cs = append(w.cs, c)
 			})
+		}
+		if errors.Is(err, changes.ErrUnknownVersion) {
+			w.stopped = true
+			w.halt(member.HaltUnknownVersion, fmt.Errorf("record %d of %s/%d: %w: upgrade this replica (every replica must read a format before any writes it)",
+				r.Offset, d.topic, r.Partition, err))
+			break
 		}
 		if err != nil {
 			w.next, w.leaderEpoch, w.expect = r.Offset+1, r.LeaderEpoch, r.Offset+1

@@ -241,6 +241,10 @@ func (w *worker) start(restart bool) bool {
 		if w.dead || w.stopped() {
 			return false
 		}
+		if h := (*halting)(nil); errors.As(err, &h) {
+			w.halt(h.reason, h.err)
+			return false
+		}
 		w.Fail(w.d.now())
 		w.d.log.Warn("starting a partition failed; retrying", "topic", w.key.topic, "partition", w.key.partition,
 			"attempt", attempt, "err", err)
@@ -256,6 +260,27 @@ func (w *worker) start(restart bool) bool {
 	case <-w.quit:
 		return false
 	}
+}
+
+// halting is a start's error that retrying cannot get past: the
+// partition halts for reason (see member.Halt).
+type halting struct {
+	reason string
+	err    error
+}
+
+func (h *halting) Error() string { return h.err.Error() }
+func (h *halting) Unwrap() error { return h.err }
+
+// halt stops the partition for reason, once: its fetching stays paused
+// (a worker resumes it only when its start succeeds), nothing of it is
+// applied or committed, and the error log says why.
+func (w *worker) halt(reason string, err error) {
+	if !w.Halt.Halt(reason, err) {
+		return
+	}
+	w.d.log.Error("an input partition stopped: nothing past this point is read or committed until the cause is dealt with (see PinsyncPartitionHalted in the README)",
+		"topic", w.key.topic, "partition", w.key.partition, "reason", reason, "err", err)
 }
 
 func (w *worker) stopped() bool {

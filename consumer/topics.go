@@ -117,7 +117,7 @@ func (e *Engine) prepareTopics(ctx context.Context, layout LayoutStore) (topicLa
 		tl.changes, changesID = want, id
 	}
 	tl.changesID = changesID
-	if err := e.checkLayout(ctx, layout, tl.changes, changesID); err != nil {
+	if err := e.checkLayout(ctx, layout, tl.changes, changesID, tl.inputID); err != nil {
 		return tl, err
 	}
 	if n, ok := partitions(c.DLQTopic); ok {
@@ -163,7 +163,7 @@ type LayoutStore interface {
 // the same name (recreated: what the old one held is gone). The first start
 // records the layout; without a store (kafka.control_topic "-") only
 // kafka.changes_partitions is checked.
-func (e *Engine) checkLayout(ctx context.Context, store LayoutStore, partitions int, id kadm.TopicID) error {
+func (e *Engine) checkLayout(ctx context.Context, store LayoutStore, partitions int, id, inputID kadm.TopicID) error {
 	if store == nil {
 		return nil
 	}
@@ -171,6 +171,9 @@ func (e *Engine) checkLayout(ctx context.Context, store LayoutStore, partitions 
 	now := control.Layout{ChangesPartitions: partitions}
 	if id != (kadm.TopicID{}) {
 		now.ChangesTopicID = hex.EncodeToString(id[:])
+	}
+	if inputID != (kadm.TopicID{}) {
+		now.InputTopicID = hex.EncodeToString(inputID[:])
 	}
 	fixed, ok, err := store.Layout(ctx)
 	if err != nil {
@@ -193,6 +196,17 @@ func (e *Engine) checkLayout(ctx context.Context, store LayoutStore, partitions 
 	case fixed.ChangesTopicID != "" && now.ChangesTopicID != "" && fixed.ChangesTopicID != now.ChangesTopicID:
 		return fmt.Errorf("kafka: changes topic %q is not the topic this deployment wrote its changes to (it was deleted and created again; the changes it held and the list stage had not uploaded are gone). "+
 			"If it was recreated on purpose after the list stage drained, run `pinsync layout --reset`; otherwise rebuild the lists (`pinsync resync`)", t)
+	case fixed.InputTopicID != "" && now.InputTopicID != "" && fixed.InputTopicID != now.InputTopicID:
+		return fmt.Errorf("kafka: input topic %q is not the topic this deployment's profile state was read from (it was deleted and created again): "+
+			"the state's positions are offsets of the old topic, and reading the new one from them would drop every record below them as already applied. "+
+			"To start over deliberately, see PinsyncPartitionHalted (topic_reset) in the README", e.cfg.Topics[0])
+	case fixed.InputTopicID == "" && now.InputTopicID != "":
+		// Recorded by a version that kept no input id: this check
+		// starts now.
+		fixed.InputTopicID = now.InputTopicID
+		if err := store.RecordLayout(ctx, fixed); err != nil {
+			return fmt.Errorf("control topic: recording the layout: %w", err)
+		}
 	}
 	return nil
 }

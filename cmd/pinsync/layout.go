@@ -19,13 +19,16 @@ func runLayout(ctx context.Context, io *stdio, args []string) int {
 
 Shows the layout the deployment fixed at its first start, in the control
 topic: the changes topic's partition count (a list's partition, so its
-owner, depends on it) and the topic's id; and the changes topic as it is.
-pinsync refuses to start when they differ.
+owner, depends on it) and the topic's id, the input topic's id (the profile
+state's positions are its offsets) and the format generation the writers
+write; and the changes topic as it is. pinsync refuses to start when they
+differ.
 
---reset forgets the layout, so that the next start records the topic as it is
-then. Use it only after recreating the changes topic on purpose, with every
+--reset forgets the layout, so that the next start records the topics as they
+are then. Use it only after recreating the changes topic on purpose, with every
 replica stopped once the list stage had drained (pinsync_consumer_lag of stage
-lists at 0): what the old topic held and was not uploaded is gone.`)
+lists at 0): what the old topic held and was not uploaded is gone; or after
+recreating the input topic, with the other steps of the README's topic_reset.`)
 	path := fs.String("config", io.Getenv("PINSYNC_CONFIG"), "configuration file (YAML) of the deployment")
 	reset := fs.Bool("reset", false, "forget the recorded layout")
 	if status, ok := parseFlags(io, fs, args); !ok {
@@ -49,7 +52,8 @@ lists at 0): what the old topic held and was not uploaded is gone.`)
 		return 1
 	}
 	if ok {
-		fmt.Fprintf(io.Out, "recorded: %s has %d partitions, topic id %s\n", ec.ChangesTopic, fixed.ChangesPartitions, orNone(fixed.ChangesTopicID))
+		fmt.Fprintf(io.Out, "recorded: %s has %d partitions, topic id %s; input %s topic id %s; format generation %d\n", ec.ChangesTopic, fixed.ChangesPartitions,
+			orNone(fixed.ChangesTopicID), ec.Topics[0], orNone(fixed.InputTopicID), max(fixed.Formats, 1))
 	} else {
 		fmt.Fprintln(io.Out, "recorded: none (the next start records the changes topic as it is)")
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/consumer/member"
 )
 
 // learnCommitted reads the group's committed offset of the partition: what
@@ -71,6 +72,10 @@ func (w *worker) restore(ctx context.Context) error {
 	w.txn.restored(res.legacy, res.audiences)
 	switch {
 	case res.next >= 0:
+		if err := w.checkPosition(ctx, res.next); err != nil {
+			w.state.clear()
+			return err
+		}
 		w.next, w.leaderEpoch, w.vouchFrom = res.next, res.leaderEpoch, -1
 		marks, err := w.changesEnd(ctx)
 		if err != nil {
@@ -95,6 +100,40 @@ func (w *worker) restore(ctx context.Context) error {
 	}
 	d.log.Info("state restored", "topic", w.key.topic, "partition", w.key.partition, "profiles", w.state.t.len(),
 		"next", w.next)
+	return nil
+}
+
+// checkPosition halts the partition (member.HaltTopicReset) when the input
+// partition cannot hold the restored position next: it ends before it (the
+// topic was deleted and created again, or truncated), so that reading
+// from there would drop every record below it as already applied; or it
+// starts after it (records deleted before the profile stage read them).
+func (w *worker) checkPosition(ctx context.Context, next int64) error {
+	adm := kadm.NewClient(w.d.client())
+	t, p := w.key.topic, w.key.partition
+	var bounds [2]int64
+	for i, list := range []func(context.Context, ...string) (kadm.ListedOffsets, error){adm.ListStartOffsets, adm.ListEndOffsets} {
+		offs, err := list(ctx, t)
+		if err != nil {
+			return fmt.Errorf("input offsets: %w", err)
+		}
+		o, ok := offs.Lookup(t, p)
+		if !ok || o.Err != nil {
+			return fmt.Errorf("input offsets of %s/%d: %v", t, p, o.Err)
+		}
+		bounds[i] = o.Offset
+	}
+	start, end := bounds[0], bounds[1]
+	switch {
+	case end < next:
+		return &halting{reason: member.HaltTopicReset, err: fmt.Errorf("input %s/%d ends at %d but the state restored from the changelog stands at %d: "+
+			"the topic was deleted and created again, or truncated, and reading it from there would drop every record below %d as already applied "+
+			"(see PinsyncPartitionHalted, topic_reset, in the README)", t, p, end, next, next)}
+	case start > next:
+		return &halting{reason: member.HaltTopicReset, err: fmt.Errorf("input %s/%d starts at %d but the state restored from the changelog stands at %d: "+
+			"records %d to %d were deleted before the profile stage read them (a retention shorter than its lag, kafka-delete-records), "+
+			"and their changes never reach the lists (see PinsyncPartitionHalted, topic_reset, in the README)", t, p, start, next, next, start-1)}
+	}
 	return nil
 }
 

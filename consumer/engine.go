@@ -291,7 +291,7 @@ func (e *Engine) profilesConfig(t topicLayout) profiles.Config {
 		Topic: c.Topics[0], Group: c.Group, ChangesTopic: c.ChangesTopic, ChangesPartitions: t.changes,
 		ListsGroup: c.listsGroup(), ChangelogTopic: changelog, DLQTopic: c.DLQTopic, DLQPartitions: t.dlq,
 		CommitInterval: c.CommitInterval, TransactionTimeout: c.TransactionTimeout, RevokeTimeout: c.RevokeTimeout,
-		MaxPending: c.MaxBuffered, MaxIdentifiersPerType: c.MaxIdentifiersPerType,
+		MaxPending: c.MaxBuffered, MaxIdentifiersPerType: c.MaxIdentifiersPerType, MaxRecordBytes: t.maxRecord,
 		Allow: c.Allow, Deny: c.Deny, AdAccount: c.AdAccount, AudienceAdAccounts: c.AudienceAdAccounts,
 		AllowAudienceSettings: c.AllowAudienceSettings, Decoder: c.decoder(),
 	}

@@ -5,12 +5,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/control"
 )
 
@@ -22,6 +24,9 @@ type topicLayout struct {
 	changes   int
 	changelog int
 	dlq       int32
+	// maxRecord bounds the records the profile stage writes to the
+	// changelog and the dead-letter topic (see checkRecordSizes).
+	maxRecord int
 
 	inputID, changesID, changelogID kadm.TopicID
 }
@@ -128,7 +133,85 @@ func (e *Engine) prepareTopics(ctx context.Context, layout LayoutStore) (topicLa
 		}
 		tl.dlq = 1
 	}
+	maxRecord, err := e.checkRecordSizes(ctx, adm)
+	if err != nil {
+		return tl, err
+	}
+	tl.maxRecord = maxRecord
 	return tl, nil
+}
+
+// The smallest max.message.bytes each topic pinsync writes needs: a
+// changes record at its largest (changes.MaxChanges changes, an audience
+// name of its longest), a profile record of a few audiences, a dead
+// letter of a malformed record's head.
+const (
+	minChangesMessageBytes   = 64 << 10
+	minChangelogMessageBytes = 64 << 10
+	minDLQMessageBytes       = 16 << 10
+)
+
+// producerMaxBytes is the producer's limit of a batch (franz-go's default
+// of ProducerBatchMaxBytes): no record past it is ever sent.
+const producerMaxBytes = 1_000_012
+
+// checkRecordSizes reads max.message.bytes of the topics the profile
+// stage writes and refuses one too small for what pinsync writes there,
+// naming the topic and the setting. It returns the bound of a changelog
+// record or dead letter (see profiles.Config.MaxRecordBytes): the least
+// of the three topics' limits (a batch of the profile stage's producer may
+// go to any of them) and the producer's, less a batch's overhead.
+func (e *Engine) checkRecordSizes(ctx context.Context, adm *kadm.Client) (int, error) {
+	c := e.cfg
+	type topicMin struct {
+		name string
+		min  int
+	}
+	ts := []topicMin{{c.ChangesTopic, minChangesMessageBytes}, {c.DLQTopic, minDLQMessageBytes}}
+	if topicOn(c.ChangelogTopic) {
+		ts = append(ts, topicMin{c.ChangelogTopic, minChangelogMessageBytes})
+	}
+	bound := producerMaxBytes
+	for _, t := range ts {
+		conf, err := topicConfigs(ctx, adm, t.name)
+		if err != nil {
+			return 0, err
+		}
+		v, ok := conf["max.message.bytes"]
+		if !ok {
+			continue // not reported: the broker's default
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return 0, fmt.Errorf("kafka: topic %q has max.message.bytes=%s", t.name, v)
+		}
+		if n < t.min {
+			return 0, fmt.Errorf("kafka: topic %q has max.message.bytes=%d; pinsync writes records of up to %d bytes there (set max.message.bytes to at least %d, the broker's default of 1048588 is right)",
+				t.name, n, t.min, t.min)
+		}
+		bound = min(bound, n)
+	}
+	return bound - profiles.RecordOverhead, nil
+}
+
+// topicConfigs returns a topic's settings as the broker reports them,
+// defaults included.
+func topicConfigs(ctx context.Context, adm *kadm.Client, topic string) (map[string]string, error) {
+	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: describe topic %q: %w", topic, err)
+	}
+	rc, err := rcs.On(topic, nil)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: describe topic %q: %w", topic, err)
+	}
+	conf := map[string]string{}
+	for _, c := range rc.Configs {
+		if c.Value != nil {
+			conf[c.Key] = *c.Value
+		}
+	}
+	return conf, nil
 }
 
 // replicas is a topic's replication factor: its first partition's.
@@ -234,19 +317,12 @@ func (e *Engine) createTopic(ctx context.Context, adm *kadm.Client, name string,
 // has not read: the changelog must be compacted only; the changes topic
 // must not be compacted, nor delete by time or size.
 func checkTopicConfig(ctx context.Context, adm *kadm.Client, topic string, changelog bool) error {
-	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	conf, err := topicConfigs(ctx, adm, topic)
 	if err != nil {
-		return fmt.Errorf("kafka: describe topic %q: %w", topic, err)
+		return err
 	}
-	rc, err := rcs.On(topic, nil)
-	if err != nil {
-		return fmt.Errorf("kafka: describe topic %q: %w", topic, err)
-	}
-	conf := map[string]string{"cleanup.policy": "delete"}
-	for _, c := range rc.Configs {
-		if c.Value != nil {
-			conf[c.Key] = *c.Value
-		}
+	if _, ok := conf["cleanup.policy"]; !ok {
+		conf["cleanup.policy"] = "delete"
 	}
 	policy := conf["cleanup.policy"]
 	compacted := strings.Contains(policy, "compact")

@@ -67,3 +67,40 @@ func TestFailedTransactionsLoseNothing(t *testing.T) {
 		t.Fatalf("only %d transaction commits refused; the test did not exercise restarts", refused)
 	}
 }
+
+// TestAPartitionWhoseTransactionsAlwaysFailIsUnhealthy: the broker refuses
+// every commit of input partition 0's transactions (a record it can never
+// take). Each failure starts the partition again, and each start succeeds:
+// the partition still counts as failing from its first failed commit, so
+// once that is longer than sync.unhealthy_after the engine is unhealthy
+// naming it; partition 1, whose commits succeed, is not named.
+func TestAPartitionWhoseTransactionsAlwaysFailIsUnhealthy(t *testing.T) {
+	r := newRig(t, 2, sandbox.Config{})
+	recs, _, err := stream.Collect(stream.Config{Profiles: 200, Audiences: 3, Events: 1000, Seed: 61, MalformedFraction: stream.None})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := engineConfig()
+	cfg.ShutdownGrace = 2 * time.Second
+	cfg.UnhealthyAfter = 500 * time.Millisecond
+	r.cluster.ControlKey(int16(kmsg.EndTxn), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		r.cluster.KeepControl()
+		end := req.(*kmsg.EndTxnRequest)
+		if !end.Commit || end.TransactionalID != cfg.Group+".profiles."+topic+".0" {
+			return nil, nil, false
+		}
+		resp := end.ResponseKind().(*kmsg.EndTxnResponse)
+		resp.ErrorCode = kerr.InvalidTxnState.Code
+		return resp, nil, true
+	})
+	r.produce(recs)
+	m := r.start(cfg)
+	waitFor(t, 30*time.Second, "the engine unhealthy naming partition 0", func() bool {
+		err := m.eng.Healthy()
+		return err != nil && strings.Contains(err.Error(), topic+"/0 for")
+	})
+	if err := m.eng.Healthy(); strings.Contains(err.Error(), topic+"/1") {
+		t.Errorf("Healthy: %v; partition 1 commits", err)
+	}
+	m.stopAnyway()
+}

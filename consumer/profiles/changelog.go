@@ -120,6 +120,17 @@ func (c codec) encode(p *profile) []byte {
 	return append(b, identifierRules)
 }
 
+// bound is the most encode would write of p once it also knows aud and
+// holds maxIDs identifiers: what an event can take it to.
+func (c codec) bound(p *profile, aud uint32, maxIDs int) int {
+	const varint = binary.MaxVarintLen16 // counts and lengths stay below 1<<14
+	n := 1 + varint + maxIDs*33 + varint + 1
+	for _, a := range p.auds {
+		n += 1 + varint + len(c.auds.key(a&^outBit))
+	}
+	return n + 1 + varint + len(c.auds.key(aud))
+}
+
 var errBadState = errors.New("changelog: malformed state record")
 
 // ErrUnknownVersion is returned (wrapped) for a changelog record of a

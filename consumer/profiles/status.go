@@ -60,10 +60,10 @@ func (s *Stage) Membership() membership.Status { return s.member.Membership() }
 func (s *Stage) Paused() bool { return s.pending.capped.Load() || s.member.Held() }
 
 // Unhealthy reports the partitions whose start (fencing the earlier owner,
-// restoring the state) has been failing for longer than limit; nil when
-// there is none.
+// restoring the state) or whose transactions have been failing for longer
+// than limit; nil when there is none.
 func (s *Stage) Unhealthy(limit time.Duration) error {
-	return s.member.Unhealthy(limit, "profile stage: partitions failing to start (restore or fencing)")
+	return s.member.Unhealthy(limit, "profile stage: partitions failing to start (restore or fencing) or to commit their transactions")
 }
 
 // Halts returns why each owned partition that halted did (see

@@ -79,6 +79,11 @@ type worker struct {
 	// Failing says since when the partition's start (fencing, restore)
 	// has failed.
 	member.Failing
+	// txnFailing says since when its transactions have failed: set by
+	// the first failed commit, cleared by the next one that succeeds (a
+	// successful start does not clear it, so a partition that fails the
+	// same transaction after every start counts as failing).
+	txnFailing member.Failing
 	// Halt says why the worker stopped reading its partition.
 	member.Halt
 
@@ -124,6 +129,16 @@ func (w *worker) Feed(ctx context.Context, recs []*kgo.Record) {
 	case <-w.quit:
 	case <-ctx.Done():
 	}
+}
+
+// FailingSince implements member.Worker: since when the partition's start,
+// or its transactions, have been failing; zero while neither does.
+func (w *worker) FailingSince() time.Time {
+	s, t := w.Failing.FailingSince(), w.txnFailing.FailingSince()
+	if s.IsZero() || (!t.IsZero() && t.Before(s)) {
+		return t
+	}
+	return s
 }
 
 // Committed implements member.Worker.
@@ -372,6 +387,12 @@ func (w *worker) process(b batch) {
 		} else if ev.Kind < schemas.Kind(len(applied)) {
 			applied[ev.Kind]++
 		}
+		if aud != 0 && !w.fits(ev.Profile, aud) {
+			applied[ev.Kind]--
+			d.m.events.WithLabelValues(ev.Kind.String(), "dead_lettered").Inc()
+			w.txn.deadLetter(r, ReasonStateTooLarge)
+			continue
+		}
 		w.txn.at(ev.Timestamp, r.Offset >= w.vouchFrom)
 		w.state.apply(ev, aud, w.emit)
 	}
@@ -386,6 +407,23 @@ func (w *worker) process(b batch) {
 	w.txn.settle()
 }
 
+// fits reports whether profile id's changelog record stays within
+// Config.MaxRecordBytes once it is in aud, whatever identifiers it gains:
+// sized before it is written, so that a transaction never holds a record
+// that cannot be written.
+func (w *worker) fits(id string, aud uint32) bool {
+	if w.d.cfg.ChangelogTopic == "" {
+		return true
+	}
+	p := w.state.grows(id, aud)
+	if p == nil {
+		return true
+	}
+	maxIDs := w.d.cfg.MaxIdentifiersPerType * len(ident.Types)
+	key := len(changelogKey(w.key.topic, "")) + profileKeyLen
+	return key+w.d.codec.bound(p, aud, maxIDs) <= w.d.cfg.maxRecordBytes()
+}
+
 // endTxn commits the open transaction, with the state its records left and
 // the position; the epoch it seals then waits for the list stage.
 func (w *worker) endTxn(ctx context.Context) {
@@ -397,6 +435,7 @@ func (w *worker) endTxn(ctx context.Context) {
 		w.fail(err)
 		return
 	}
+	w.txnFailing.Started()
 	if w.next >= 0 {
 		w.epochs.push(commit.Epoch{Next: w.next, LeaderEpoch: w.leaderEpoch, Changes: n, Marks: marks})
 	}
@@ -416,6 +455,7 @@ func fenced(err error) bool {
 // transaction the broker aborted after its timeout, while this member was
 // paused but kept the partition).
 func (w *worker) fail(err error) {
+	w.txnFailing.Fail(w.d.now())
 	w.d.log.Warn("transaction failed; starting the partition again from its last committed state",
 		"topic", w.key.topic, "partition", w.key.partition, "fenced", fenced(err), "err", err)
 	w.txn.abort(w.ctx)

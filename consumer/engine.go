@@ -173,6 +173,7 @@ func haltReasons() []struct{ stage, reason string } {
 		{"lists", member.HaltUnknownVersion},
 		{"profiles", member.HaltUnknownVersion},
 		{"profiles", member.HaltTopicReset},
+		{"profiles", member.HaltStateLost},
 	}
 }
 
@@ -508,7 +509,7 @@ func newSharedMetrics(reg prometheus.Registerer, paused func() float64, outOfGro
 	for _, h := range haltReasons() {
 		m.halted = append(m.halted, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pinsync_partitions_halted", ConstLabels: prometheus.Labels{"stage": h.stage, "reason": h.reason},
-			Help: "Partitions this instance owns whose reader stopped, by stage (profiles: the input topic; lists: the changes topic) and reason (gap: records deleted before they were read; unknown_version: a record of a format this version does not read; topic_reset: the input no longer holds the restored position); nothing past the point is committed. /readyz names them.",
+			Help: "Partitions this instance owns whose reader stopped, by stage (profiles: the input topic; lists: the changes topic) and reason (gap: records deleted before they were read; unknown_version: a record of a format this version does not read; topic_reset: the input no longer holds the restored position; state_lost: the changelog lost a consumed partition's state); nothing past the point is committed. /readyz names them.",
 		}, func() float64 { return halted(h.stage, h.reason) }))
 	}
 	for _, topic := range watchedTopics {

@@ -69,6 +69,15 @@ func (w *worker) restore(ctx context.Context) error {
 			"they are dropped and removed from the lists; the lists gain each IDFA again when an event carries it",
 			"topic", w.key.topic, "partition", w.key.partition, "removals", len(res.lowerIDFA))
 	}
+	if res.next < 0 && res.profiles == 0 && w.committed.Load() > 0 {
+		// Vouching for every list as if the state were new would cancel
+		// removals against a state that was lost: only a partition its
+		// group never consumed is known to be new.
+		w.state.clear()
+		return &halting{reason: member.HaltStateLost, err: fmt.Errorf("the changelog %s holds no state for input %s/%d, which its group has consumed up to %d: "+
+			"the state was lost (the changelog deleted, created again or emptied); taking it as new would drop the lists' removals "+
+			"(see PinsyncPartitionHalted, state_lost, in the README)", d.cfg.ChangelogTopic, w.key.topic, w.key.partition, w.committed.Load())}
+	}
 	w.txn.restored(res.legacy, res.audiences)
 	switch {
 	case res.next >= 0:
@@ -84,8 +93,9 @@ func (w *worker) restore(ctx context.Context) error {
 		}
 		w.epochs.push(commit.Epoch{Next: res.next, LeaderEpoch: res.leaderEpoch, Marks: marks})
 	case res.empty:
-		// Nobody ever wrote this partition's state: the lists hold
-		// nothing of it.
+		// Nobody ever wrote this partition's state, and its group never
+		// consumed it: the state is new, and the lists hold nothing of
+		// it.
 		w.vouchFrom = -1
 	default:
 		// State of a version that kept no position: the lists may be

@@ -17,17 +17,22 @@ import (
 
 // TestTopicChangedUnderRunningStagesStopsThem: partitions are added to the
 // changes topic (a list's partition, so its owner, follows the count), or
-// to the input topic (a profile's events move away from its state), while
-// the stages run. The topic watch finds it: both stages stop fetching,
+// to the input topic (a profile's events move away from its state), or the
+// input topic is deleted and created again (the state's positions are
+// offsets of the old one), while the stages run. The topic watch finds it: both stages stop fetching,
 // the engine is not ready naming the topic, pinsync_topic_changed says
 // which, one error line is logged; records produced afterwards are
 // neither applied, written as changes, nor committed.
 func TestTopicChangedUnderRunningStagesStopsThem(t *testing.T) {
-	for _, tc := range []struct{ role, suffix string }{
-		{"changes", ".changes"},
-		{"input", ""},
+	for _, tc := range []struct {
+		name, role, suffix string
+		recreate           bool
+	}{
+		{"changes partitions", "changes", ".changes", false},
+		{"input partitions", "input", "", false},
+		{"input recreated", "input", "", true},
 	} {
-		t.Run(tc.role, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, 2, sandbox.Config{})
 			recs, _, err := stream.Collect(stream.Config{Profiles: 200, Audiences: 3, Events: 1000, Seed: 41, MalformedFraction: stream.None})
 			if err != nil {
@@ -54,12 +59,22 @@ func TestTopicChangedUnderRunningStagesStopsThem(t *testing.T) {
 			}
 			defer cl.Close()
 			adm := kadm.NewClient(cl)
-			if _, err := adm.CreatePartitions(context.Background(), 1, name); err != nil {
+			reason := `"` + name + `" has 3 partitions but this process started with 2`
+			if tc.recreate {
+				reason = `"` + name + `" was deleted and created again while this process ran`
+				if _, err := adm.DeleteTopics(context.Background(), name); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, 10*time.Second, "the topic to be created again", func() bool {
+					resp, err := adm.CreateTopic(context.Background(), 2, -1, nil, name)
+					return err == nil && resp.Err == nil
+				})
+			} else if _, err := adm.CreatePartitions(context.Background(), 1, name); err != nil {
 				t.Fatal(err)
 			}
 			waitFor(t, 30*time.Second, "the engine not ready for the "+tc.role+" topic", func() bool {
 				err := m.eng.Ready()
-				return err != nil && strings.Contains(err.Error(), `"`+name+`" has 3 partitions but this process started with 2`)
+				return err != nil && strings.Contains(err.Error(), reason)
 			})
 			if got := m.eng.Status().TopicChanged; !strings.Contains(got, name) {
 				t.Errorf("status topic_changed = %q; want it to name %s", got, name)
@@ -81,8 +96,12 @@ func TestTopicChangedUnderRunningStagesStopsThem(t *testing.T) {
 			writtenBefore := written(t, adm, changesTopic)
 			r.produce(rest)
 			m.stopAnyway()
-			if got := r.committed(cfg.Group); got != int64(len(first)) {
-				t.Errorf("the profile stage committed %d after the change; want %d", got, len(first))
+			wantCommitted := int64(len(first))
+			if tc.recreate {
+				wantCommitted = 0 // the broker dropped the old topic's offsets; none of the new one's
+			}
+			if got := r.committed(cfg.Group); got != wantCommitted {
+				t.Errorf("the profile stage committed %d after the change; want %d", got, wantCommitted)
 			}
 			if got := written(t, adm, changesTopic); got != writtenBefore {
 				t.Errorf("%d changes written after the change; want none", got-writtenBefore)

@@ -112,7 +112,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if e.now == nil {
 		e.now = time.Now
 	}
-	m, err := newSharedMetrics(deps.Registerer, e.paused, e.outOfGroup, e.halted, e.watch.is)
+	m, err := newSharedMetrics(deps.Registerer, e.paused, e.outOfGroup, e.halted, e.watch.is, e.unhealthy)
 	if err != nil {
 		return nil, err
 	}
@@ -144,6 +144,18 @@ func (e *Engine) outOfGroup(stage string) float64 {
 		m = ls.Membership()
 	}
 	return m.Out(e.now()).Seconds()
+}
+
+// unhealthy is how many partitions of a stage Healthy names.
+func (e *Engine) unhealthy(stage string) float64 {
+	ps, ls := e.stages()
+	if ps == nil || ls == nil {
+		return 0
+	}
+	if stage == "lists" {
+		return float64(ls.UnhealthyCount(e.cfg.UnhealthyAfter))
+	}
+	return float64(ps.UnhealthyCount(e.cfg.UnhealthyAfter))
 }
 
 // halted is how many partitions a stage's reader halted for reason.
@@ -473,10 +485,12 @@ type sharedMetrics struct {
 	outOfGroup []prometheus.GaugeFunc
 	halted     []prometheus.GaugeFunc
 	changed    []prometheus.GaugeFunc
+	unhealthy  []prometheus.GaugeFunc
 }
 
 func newSharedMetrics(reg prometheus.Registerer, paused func() float64, outOfGroup func(stage string) float64,
-	halted func(stage, reason string) float64, changed func(topic string) float64) (*sharedMetrics, error) {
+	halted func(stage, reason string) float64, changed func(topic string) float64,
+	unhealthy func(stage string) float64) (*sharedMetrics, error) {
 	m := &sharedMetrics{
 		committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pinsync_committed_offset", Help: "Next offset committed, per owned partition, by stage: profiles (the input topic), lists (the changes topic).",
@@ -501,6 +515,10 @@ func newSharedMetrics(reg prometheus.Registerer, paused func() float64, outOfGro
 		}, paused),
 	}
 	for _, stage := range []string{"profiles", "lists"} {
+		m.unhealthy = append(m.unhealthy, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pinsync_partitions_unhealthy", ConstLabels: prometheus.Labels{"stage": stage},
+			Help: "Partitions this instance owns whose start (restore, fencing), or whose transactions, have been failing for longer than sync.unhealthy_after, by stage; /healthz names them and answers 503.",
+		}, func() float64 { return unhealthy(stage) }))
 		m.outOfGroup = append(m.outOfGroup, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pinsync_out_of_group_seconds", ConstLabels: prometheus.Labels{"stage": stage},
 			Help: "Seconds this instance's member has been out of its consumer group, by stage (profiles, lists): since it started until it first joined, and from a JoinGroup or the loss of its partitions until its next assignment; 0 while it holds the group's current generation.",
@@ -522,7 +540,7 @@ func newSharedMetrics(reg prometheus.Registerer, paused func() float64, outOfGro
 		return m, nil
 	}
 	cs := []prometheus.Collector{m.committed, m.lag, m.lastCommit, m.assigned, m.listPartitions, m.deadLetters, m.paused}
-	for _, g := range slices.Concat(m.outOfGroup, m.halted, m.changed) {
+	for _, g := range slices.Concat(m.outOfGroup, m.halted, m.changed, m.unhealthy) {
 		cs = append(cs, g)
 	}
 	for _, c := range cs {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -73,7 +74,8 @@ func TestFailedTransactionsLoseNothing(t *testing.T) {
 // take). Each failure starts the partition again, and each start succeeds:
 // the partition still counts as failing from its first failed commit, so
 // once that is longer than sync.unhealthy_after the engine is unhealthy
-// naming it; partition 1, whose commits succeed, is not named.
+// naming it, and pinsync_partitions_unhealthy counts it; partition 1,
+// whose commits succeed, is not named.
 func TestAPartitionWhoseTransactionsAlwaysFailIsUnhealthy(t *testing.T) {
 	r := newRig(t, 2, sandbox.Config{})
 	recs, _, err := stream.Collect(stream.Config{Profiles: 200, Audiences: 3, Events: 1000, Seed: 61, MalformedFraction: stream.None})
@@ -101,6 +103,10 @@ func TestAPartitionWhoseTransactionsAlwaysFailIsUnhealthy(t *testing.T) {
 	})
 	if err := m.eng.Healthy(); strings.Contains(err.Error(), topic+"/1") {
 		t.Errorf("Healthy: %v; partition 1 commits", err)
+	}
+	if n := seriesWhere(t, m.reg, "pinsync_partitions_unhealthy", map[string]string{"stage": "profiles"},
+		func(mm *dto.Metric) float64 { return mm.GetGauge().GetValue() }); n != 1 {
+		t.Errorf("pinsync_partitions_unhealthy{stage=\"profiles\"} = %v; want 1", n)
 	}
 	m.stopAnyway()
 }

@@ -49,6 +49,7 @@ var knownMetrics = []string{
 	"pinsync_partitions_halted",
 	"pinsync_topic_changed",
 	"pinsync_changes_malformed_total",
+	"pinsync_partitions_unhealthy",
 }
 
 // knownHistograms are the histograms among knownMetrics: queries use their
@@ -318,7 +319,7 @@ func TestAlertRulesUseKnownMetricsAndDocumentThemselves(t *testing.T) {
 	sort.Strings(alerts)
 	want := []string{"PinsyncAudienceParked", "PinsyncBreakerOpen", "PinsyncChangesMalformed", "PinsyncCommitsStalled", "PinsyncConsumerLagGrowing",
 		"PinsyncCredentialsRejected", "PinsyncDeadLetters", "PinsyncListMatchRateLow", "PinsyncListMatchesNobody",
-		"PinsyncOutOfGroup", "PinsyncPartitionHalted", "PinsyncRateLimited", "PinsyncTopicChanged"}
+		"PinsyncOutOfGroup", "PinsyncPartitionHalted", "PinsyncPartitionUnhealthy", "PinsyncRateLimited", "PinsyncTopicChanged"}
 	if !slices.Equal(alerts, want) {
 		t.Errorf("alerts = %q, want %q", alerts, want)
 	}

@@ -568,20 +568,30 @@ func (m *Member[W]) Partitions() []commit.PartitionStatus {
 // longer than limit, as an error that begins with what; nil when there is
 // none.
 func (m *Member[W]) Unhealthy(limit time.Duration, what string) error {
-	now := m.cfg.Now()
-	var stuck []string
-	m.mu.Lock()
-	for p, o := range m.workers {
-		if since := o.w.FailingSince(); !since.IsZero() && now.Sub(since) > limit {
-			stuck = append(stuck, fmt.Sprintf("%s/%d for %s", m.cfg.Topic, p, now.Sub(since).Round(time.Second)))
-		}
-	}
-	m.mu.Unlock()
+	stuck := m.failing(limit)
 	if len(stuck) == 0 {
 		return nil
 	}
 	sort.Strings(stuck)
 	return fmt.Errorf("%s: %s", what, strings.Join(stuck, ", "))
+}
+
+// UnhealthyCount is how many owned partitions Unhealthy would name.
+func (m *Member[W]) UnhealthyCount(limit time.Duration) int { return len(m.failing(limit)) }
+
+// failing describes the owned partitions whose start has been failing for
+// longer than limit: "topic/partition for duration".
+func (m *Member[W]) failing(limit time.Duration) []string {
+	now := m.cfg.Now()
+	var stuck []string
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for p, o := range m.workers {
+		if since := o.w.FailingSince(); !since.IsZero() && now.Sub(since) > limit {
+			stuck = append(stuck, fmt.Sprintf("%s/%d for %s", m.cfg.Topic, p, now.Sub(since).Round(time.Second)))
+		}
+	}
+	return stuck
 }
 
 // Halts returns why each owned partition that halted did, by partition.

@@ -66,6 +66,9 @@ func (s *Stage) Unhealthy(limit time.Duration) error {
 	return s.member.Unhealthy(limit, "profile stage: partitions failing to start (restore or fencing) or to commit their transactions")
 }
 
+// UnhealthyCount is how many partitions Unhealthy would name.
+func (s *Stage) UnhealthyCount(limit time.Duration) int { return s.member.UnhealthyCount(limit) }
+
 // Halts returns why each owned partition that halted did (see
 // member.Halt), by partition.
 func (s *Stage) Halts() map[int32]*member.Halted { return s.member.Halts() }

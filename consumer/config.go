@@ -10,6 +10,7 @@ import (
 	"github.com/pinsync/pinsync/consumer/lists"
 	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/schemas"
+	"github.com/pinsync/pinsync/schemas/format"
 )
 
 // Config is the sync engine's configuration. The zero value of a field
@@ -112,6 +113,9 @@ type Config struct {
 	RebuildMaxBytes int64
 	// Decoder configures the event decoder.
 	Decoder schemas.DecoderConfig
+	// InputFormat is the value format of the input topic (the zero Config
+	// is plain JSON). The registry formats need Deps.SchemaRegistry.
+	InputFormat format.Config
 }
 
 // DefaultMaxBufferedBytes is the default of Config.MaxBufferedBytes: a
@@ -306,6 +310,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Decoder.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.InputFormat.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("kafka.input_format.%w", err))
 	}
 	return errors.Join(errs...)
 }

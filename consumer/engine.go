@@ -31,6 +31,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +44,7 @@ import (
 	"github.com/pinsync/pinsync/consumer/membership"
 	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/control"
+	"github.com/pinsync/pinsync/schemas/format"
 )
 
 // Pinterest is what the engine needs from the Pinterest API client: what
@@ -79,6 +81,17 @@ type Deps struct {
 	Hold hold.Func
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Leave, when set, is asked once as the engine starts to shut down:
+	// true says this process stops for good (its replica is scaled away),
+	// and its static members leave both groups as they close, so that the
+	// others take their partitions at once instead of after the session
+	// timeout. Nil or false keeps a static member's partitions for its
+	// instance id until the session timeout (a restart). Dynamic members
+	// always leave.
+	Leave func(ctx context.Context) bool
+	// SchemaRegistry reads the schemas of Config.InputFormat's registry
+	// formats (avro, protobuf, json-schema); nil for the others.
+	SchemaRegistry *format.Registry
 }
 
 // Engine is one pinsync process's share of both stages. Create it with New
@@ -89,6 +102,9 @@ type Engine struct {
 	log  *slog.Logger
 	m    *sharedMetrics
 	now  func() time.Time
+
+	// leaving is the answer of Deps.Leave at shutdown.
+	leaving atomic.Bool
 
 	mu       sync.Mutex
 	profiles *profiles.Stage
@@ -106,6 +122,9 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	}
 	if deps.Pinterest == nil {
 		return nil, errors.New("consumer: Deps.Pinterest is required")
+	}
+	if k := cfg.InputFormat.Kind; k.Registered() && deps.SchemaRegistry == nil {
+		return nil, fmt.Errorf("kafka.schema_registry.url: required for kafka.input_format.kind %s", k)
 	}
 	cfg = cfg.WithDefaults()
 	e := &Engine{cfg: cfg, deps: deps, now: deps.Now}
@@ -192,8 +211,9 @@ func haltReasons() []struct{ stage, reason string } {
 // Run starts both stages and runs until ctx ends; then it shuts down in
 // order within the shutdown grace: the profile stage stops fetching and
 // ends its transactions, the list stage flushes what it holds, the profile
-// stage commits what the list stage passed, and both leave their groups.
-// It returns nil after a clean shutdown.
+// stage commits what the list stage passed, and both close their members:
+// a dynamic member leaves its group, a static one only when Deps.Leave
+// says the process stops for good. It returns nil after a clean shutdown.
 func (e *Engine) Run(ctx context.Context) error {
 	reg, layout := e.deps.Registry, e.deps.Layout
 	if reg == nil && topicOn(e.cfg.ControlTopic) {
@@ -217,7 +237,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	kopts := append(append([]kgo.Opt{}, e.deps.Kafka...),
 		kgo.SessionTimeout(e.cfg.SessionTimeout), kgo.RebalanceTimeout(e.cfg.RebalanceTimeout))
 	memberDeps := func(stage string, assigned prometheus.Gauge) member.Deps {
-		return member.Deps{Kafka: kopts, Hold: e.hold, Commits: e.m.commits(stage), Assigned: assigned, Logger: e.log, Now: e.deps.Now}
+		return member.Deps{Kafka: kopts, Hold: e.hold, Commits: e.m.commits(stage), Assigned: assigned, Logger: e.log, Now: e.deps.Now,
+			Leave: e.leaving.Load}
 	}
 	ls, err := lists.New(e.listsConfig(topics), lists.Deps{
 		Member: memberDeps("lists", e.m.listPartitions), Pinterest: e.deps.Pinterest, Writes: e.deps.Writes, Reads: e.deps.Reads,
@@ -228,6 +249,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	ps, err := profiles.New(e.profilesConfig(topics), profiles.Deps{
 		Member: memberDeps("profiles", e.m.assigned), Registerer: e.deps.Registerer, DeadLetters: e.m.deadLetters,
+		SchemaRegistry: e.deps.SchemaRegistry,
 	})
 	if err != nil {
 		return err
@@ -255,6 +277,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.log.Info("shutting down: flushing", "grace", e.cfg.ShutdownGrace)
 	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.ShutdownGrace)
 	defer cancel()
+	if e.deps.Leave != nil && e.deps.Leave(grace) {
+		e.leaving.Store(true)
+		e.log.Info("stopping for good: both members leave their groups as they close")
+	}
 	var errs []error
 	ps.Quiesce(grace)
 	// The list stage reads what the profile stage's last transactions
@@ -306,7 +332,7 @@ func (e *Engine) profilesConfig(t topicLayout) profiles.Config {
 		CommitInterval: c.CommitInterval, TransactionTimeout: c.TransactionTimeout, RevokeTimeout: c.RevokeTimeout,
 		MaxPending: c.MaxBuffered, MaxIdentifiersPerType: c.MaxIdentifiersPerType, MaxRecordBytes: t.maxRecord,
 		Allow: c.Allow, Deny: c.Deny, AdAccount: c.AdAccount, AudienceAdAccounts: c.AudienceAdAccounts,
-		AllowAudienceSettings: c.AllowAudienceSettings, Decoder: c.decoder(),
+		AllowAudienceSettings: c.AllowAudienceSettings, Decoder: c.decoder(), Format: c.InputFormat,
 	}
 }
 
@@ -345,6 +371,13 @@ type Status struct {
 	// Parked names the lists this process owns that wait for a rebuild,
 	// their changes dropped: "audience/TYPE (reason)".
 	Parked []string `json:"parked_lists,omitempty"`
+	// RegistryWaits are the input partitions paused at a record whose
+	// schema the schema registry could not tell (it is down): they read
+	// on once it answers.
+	RegistryWaits []RegistryWait `json:"schema_registry_waits,omitempty"`
+	// MisKeyed are, by input partition, the records this process read
+	// that are not keyed by their profile id (see profiles.MisKeyed).
+	MisKeyed []MisKeyed `json:"mis_keyed,omitempty"`
 	// Audiences are the audiences this process knows: as the profile
 	// stage sees them (members of its input partitions) and as the list
 	// stage owns their lists. Each list appears on its owner only.
@@ -353,6 +386,13 @@ type Status struct {
 
 // PartitionStatus describes one owned partition.
 type PartitionStatus = lists.PartitionStatus
+
+// RegistryWait is an input partition waiting for the schema registry.
+type RegistryWait = profiles.RegistryWait
+
+// MisKeyed counts an input partition's records not keyed by their profile
+// id.
+type MisKeyed = profiles.MisKeyed
 
 // GroupStatus is one stage's member's standing in its consumer group (see
 // package membership).
@@ -408,6 +448,8 @@ func (e *Engine) Status() Status {
 	if err := e.watch.err(); err != nil {
 		st.TopicChanged = err.Error()
 	}
+	st.RegistryWaits = pst.RegistryWaits
+	st.MisKeyed = pst.MisKeyed
 	byKey := map[string]*AudienceStatus{}
 	for _, a := range pst.Audiences {
 		byKey[a.Key] = &AudienceStatus{Key: a.Key, Name: a.Name, AdAccount: a.AdAccount, Synced: a.Synced,
@@ -435,15 +477,19 @@ func (e *Engine) Status() Status {
 // Ready reports why the engine is not ready to serve, or nil: both stages
 // have joined their groups, neither has been out of its group for longer
 // than the session and rebalance timeouts together since (a short
-// rebalance leaves it ready), no partition they own has halted (see
-// member.Halt: records lost before they were read, a format it does not
-// know), and no topic changed under them (see watchTopics).
+// rebalance leaves it ready), no input partition waits for the schema
+// registry, no partition they own has halted (see member.Halt: records
+// lost before they were read, a format it does not know), and no topic
+// changed under them (see watchTopics).
 func (e *Engine) Ready() error {
 	ps, ls := e.stages()
 	if ps == nil || ls == nil {
 		return errors.New("not started yet")
 	}
 	if err := e.watch.err(); err != nil {
+		return err
+	}
+	if err := ps.RegistryUnavailable(); err != nil {
 		return err
 	}
 	now, limit := e.now(), e.cfg.SessionTimeout+e.cfg.RebalanceTimeout

@@ -27,6 +27,7 @@ type pinsyncConfig struct {
 		Group              string   `json:"group,omitempty"`
 		ClientID           string   `json:"client_id,omitempty"`
 		InstanceID         string   `json:"instance_id,omitempty"`
+		LeaveOnShutdown    string   `json:"leave_on_shutdown,omitempty"`
 		SessionTimeout     string   `json:"session_timeout,omitempty"`
 		RebalanceTimeout   string   `json:"rebalance_timeout,omitempty"`
 		DLQTopic           string   `json:"dlq_topic,omitempty"`
@@ -49,6 +50,23 @@ type pinsyncConfig struct {
 			Password     string `json:"password,omitempty"`
 			PasswordFile string `json:"password_file,omitempty"`
 		} `json:"sasl,omitempty"`
+		InputFormat *struct {
+			Kind            string            `json:"kind,omitempty"`
+			SchemaID        string            `json:"schema_id,omitempty"`
+			SchemaIDHeader  string            `json:"schema_id_header,omitempty"`
+			ProtobufMessage string            `json:"protobuf_message,omitempty"`
+			Mapping         map[string]string `json:"mapping,omitempty"`
+		} `json:"input_format,omitempty"`
+		SchemaRegistry *struct {
+			URL             string `json:"url,omitempty"`
+			Username        string `json:"username,omitempty"`
+			Password        string `json:"password,omitempty"`
+			PasswordFile    string `json:"password_file,omitempty"`
+			BearerToken     string `json:"bearer_token,omitempty"`
+			BearerTokenFile string `json:"bearer_token_file,omitempty"`
+			Timeout         string `json:"timeout,omitempty"`
+			CacheSize       *int   `json:"cache_size,omitempty"`
+		} `json:"schema_registry,omitempty"`
 	} `json:"kafka"`
 	Pinterest struct {
 		BaseURL       string `json:"base_url,omitempty"`

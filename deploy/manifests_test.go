@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -19,6 +20,7 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
@@ -100,14 +102,19 @@ var kedaKafkaKeys = []string{
 // manifests is the objects of one render (the kustomize base, or the chart
 // with one values file), decoded strictly.
 type manifests struct {
-	source       string
-	statefulSet  appsv1.StatefulSet
-	configMap    corev1.ConfigMap
-	secret       *corev1.Secret // nil: a Secret made out of band
-	services     []corev1.Service
-	pdb          *policyv1.PodDisruptionBudget
-	scaledObject *scaledObject
-	scaledDoc    []byte // the ScaledObject as rendered
+	source      string
+	statefulSet appsv1.StatefulSet
+	configMap   corev1.ConfigMap
+	secret      *corev1.Secret // nil: a Secret made out of band
+	services    []corev1.Service
+	pdb         *policyv1.PodDisruptionBudget
+	// serviceAccount, role and roleBinding: what the pods may ask the
+	// Kubernetes API (nil: nothing).
+	serviceAccount *corev1.ServiceAccount
+	role           *rbacv1.Role
+	roleBinding    *rbacv1.RoleBinding
+	scaledObject   *scaledObject
+	scaledDoc      []byte // the ScaledObject as rendered
 }
 
 // splitDocuments splits a multi-document YAML stream at its "---" lines.
@@ -159,6 +166,12 @@ func decodeManifests(t *testing.T, source string, objs []object) *manifests {
 			m.services = append(m.services, *v)
 		case *policyv1.PodDisruptionBudget:
 			m.pdb = v
+		case *corev1.ServiceAccount:
+			m.serviceAccount = v
+		case *rbacv1.Role:
+			m.role = v
+		case *rbacv1.RoleBinding:
+			m.roleBinding = v
 		case *scaledObject:
 			m.scaledObject, m.scaledDoc = v, o.doc
 		case nil:
@@ -648,6 +661,53 @@ func TestKEDAScalesOnPinsyncsGroupAndTopic(t *testing.T) {
 		}
 		if md["allowIdleConsumers"] == "true" {
 			t.Error("allowIdleConsumers must not be true: members beyond the partition count do nothing")
+		}
+		// A partition pinsync has stopped on (its owner gone until the
+		// session timeout, credentials refused, Pinterest away) keeps its
+		// lag, and more replicas would not move it.
+		if md["excludePersistentLag"] != "true" {
+			t.Error("excludePersistentLag must be true: a stopped partition's lag must not scale out")
+		}
+		// A partition is read by one owner: replicas beyond the partitions
+		// with lag take no lagging partition.
+		if md["limitToPartitionsWithLag"] != "true" {
+			t.Error("limitToPartitionsWithLag must be true: more replicas than lagging partitions do not help")
+		}
+	})
+}
+
+// TestPodsMayReadOnlyTheirStatefulSetsScale: with kafka.leave_on_shutdown
+// statefulset, a pod asks the Kubernetes API at SIGTERM whether its
+// StatefulSet still wants it, so its service account's token is mounted and
+// may get that StatefulSet's scale, and nothing else. With another value
+// the pods have no token and no role.
+func TestPodsMayReadOnlyTheirStatefulSetsScale(t *testing.T) {
+	forEachRender(t, func(t *testing.T, m *manifests) {
+		spec := m.statefulSet.Spec.Template.Spec
+		mounted := spec.AutomountServiceAccountToken != nil && *spec.AutomountServiceAccountToken
+		if m.config(t).Kafka.LeaveOnShutdown != "statefulset" {
+			if mounted || m.role != nil || m.roleBinding != nil || m.serviceAccount != nil {
+				t.Errorf("kafka.leave_on_shutdown is not statefulset, yet the pods have a token (%v) or RBAC", mounted)
+			}
+			return
+		}
+		if !mounted || m.serviceAccount == nil || spec.ServiceAccountName != m.serviceAccount.Name {
+			t.Fatalf("kafka.leave_on_shutdown statefulset: the pods need their service account's token (automount %v, serviceAccountName %q)", mounted, spec.ServiceAccountName)
+		}
+		if m.role == nil || m.roleBinding == nil {
+			t.Fatal("kafka.leave_on_shutdown statefulset: no Role and RoleBinding")
+		}
+		want := []rbacv1.PolicyRule{{APIGroups: []string{"apps"}, Resources: []string{"statefulsets/scale"},
+			ResourceNames: []string{m.statefulSet.Name}, Verbs: []string{"get"}}}
+		if !reflect.DeepEqual(m.role.Rules, want) {
+			t.Errorf("Role rules %+v, want exactly %+v", m.role.Rules, want)
+		}
+		rb := m.roleBinding
+		if rb.RoleRef.Kind != "Role" || rb.RoleRef.Name != m.role.Name || rb.RoleRef.APIGroup != rbacv1.GroupName {
+			t.Errorf("RoleBinding refers to %+v, want the Role %s", rb.RoleRef, m.role.Name)
+		}
+		if len(rb.Subjects) != 1 || rb.Subjects[0].Kind != "ServiceAccount" || rb.Subjects[0].Name != m.serviceAccount.Name {
+			t.Errorf("RoleBinding subjects %+v, want the ServiceAccount %s", rb.Subjects, m.serviceAccount.Name)
 		}
 	})
 }

@@ -20,6 +20,8 @@ var knownMetrics = []string{
 	"pinsync_buffered_bytes",
 	"pinsync_list_parked",
 	"pinsync_list_rebuilds_total",
+	"pinsync_list_rebuild_attempts",
+	"pinsync_list_rebuild_progress",
 	"pinsync_fetch_paused",
 	"pinsync_flushes_total",
 	"pinsync_records_per_request",
@@ -50,6 +52,9 @@ var knownMetrics = []string{
 	"pinsync_topic_changed",
 	"pinsync_changes_malformed_total",
 	"pinsync_partitions_unhealthy",
+	"pinsync_schema_registry_waiting_partitions",
+	"pinsync_schema_registry_errors_total",
+	"pinsync_miskeyed_records_total",
 }
 
 // knownHistograms are the histograms among knownMetrics: queries use their
@@ -319,7 +324,8 @@ func TestAlertRulesUseKnownMetricsAndDocumentThemselves(t *testing.T) {
 	sort.Strings(alerts)
 	want := []string{"PinsyncAudienceParked", "PinsyncBreakerOpen", "PinsyncChangesMalformed", "PinsyncCommitsStalled", "PinsyncConsumerLagGrowing",
 		"PinsyncCredentialsRejected", "PinsyncDeadLetters", "PinsyncListMatchRateLow", "PinsyncListMatchesNobody",
-		"PinsyncOutOfGroup", "PinsyncPartitionHalted", "PinsyncPartitionUnhealthy", "PinsyncRateLimited", "PinsyncTopicChanged"}
+		"PinsyncMisKeyedInput", "PinsyncOutOfGroup", "PinsyncPartitionHalted", "PinsyncPartitionUnhealthy", "PinsyncRateLimited",
+		"PinsyncRebuildFailing", "PinsyncSchemaRegistryUnavailable", "PinsyncTopicChanged"}
 	if !slices.Equal(alerts, want) {
 		t.Errorf("alerts = %q, want %q", alerts, want)
 	}

@@ -23,6 +23,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -82,16 +83,19 @@ func (o object) gvk() string { return o.APIVersion + " " + o.Kind }
 // module cannot take in) structs written from their CRDs, with the CRDs'
 // enums checked by a validate method.
 var kinds = map[string]func() any{
-	"v1 ConfigMap":                            func() any { return &corev1.ConfigMap{} },
-	"v1 Secret":                               func() any { return &corev1.Secret{} },
-	"v1 Service":                              func() any { return &corev1.Service{} },
-	"apps/v1 StatefulSet":                     func() any { return &appsv1.StatefulSet{} },
-	"policy/v1 PodDisruptionBudget":           func() any { return &policyv1.PodDisruptionBudget{} },
-	"keda.sh/v1alpha1 ScaledObject":           func() any { return &scaledObject{} },
-	"monitoring.coreos.com/v1 ServiceMonitor": func() any { return &monitoringv1.ServiceMonitor{} },
-	"monitoring.coreos.com/v1 PrometheusRule": func() any { return &monitoringv1.PrometheusRule{} },
-	"kafka.strimzi.io/v1 KafkaTopic":          func() any { return &kafkaTopic{} },
-	"kafka.strimzi.io/v1 KafkaUser":           func() any { return &kafkaUser{} },
+	"v1 ConfigMap":                      func() any { return &corev1.ConfigMap{} },
+	"v1 Secret":                         func() any { return &corev1.Secret{} },
+	"v1 Service":                        func() any { return &corev1.Service{} },
+	"v1 ServiceAccount":                 func() any { return &corev1.ServiceAccount{} },
+	"rbac.authorization.k8s.io/v1 Role": func() any { return &rbacv1.Role{} },
+	"rbac.authorization.k8s.io/v1 RoleBinding": func() any { return &rbacv1.RoleBinding{} },
+	"apps/v1 StatefulSet":                      func() any { return &appsv1.StatefulSet{} },
+	"policy/v1 PodDisruptionBudget":            func() any { return &policyv1.PodDisruptionBudget{} },
+	"keda.sh/v1alpha1 ScaledObject":            func() any { return &scaledObject{} },
+	"monitoring.coreos.com/v1 ServiceMonitor":  func() any { return &monitoringv1.ServiceMonitor{} },
+	"monitoring.coreos.com/v1 PrometheusRule":  func() any { return &monitoringv1.PrometheusRule{} },
+	"kafka.strimzi.io/v1 KafkaTopic":           func() any { return &kafkaTopic{} },
+	"kafka.strimzi.io/v1 KafkaUser":            func() any { return &kafkaUser{} },
 }
 
 // validator is a hand-written type that checks what its CRD's schema

@@ -107,6 +107,34 @@ func TestProfileIsKeyThenUserIDThenAnonymousID(t *testing.T) {
 	}
 }
 
+// TestKeyStateSaysWhetherTheKeyIsTheProfile: the key of a record is its
+// payload's profile id (Segment userId, else anonymousId; native profile)
+// or the payload names none; else it is missing or not the profile.
+func TestKeyStateSaysWhetherTheKeyIsTheProfile(t *testing.T) {
+	d := mustDecoder(t, DecoderConfig{})
+	for _, c := range []struct {
+		key, value string
+		want       KeyState
+	}{
+		{"u1", `{"type":"identify","userId":"u1","anonymousId":"anon"}`, KeyIsProfile},
+		{"anon", `{"type":"identify","anonymousId":"anon"}`, KeyIsProfile},
+		{"anon", `{"type":"identify","userId":"","anonymousId":"anon"}`, KeyIsProfile},
+		{"k1", `{"type":"identify","traits":{"email":"a@example.com"}}`, KeyIsProfile}, // the key alone names it
+		{`u\u00e9`, `{"type":"identify","userId":"u\u00e9"}`, KeyNotProfile},           // the key is bytes, not JSON
+		{"ué", `{"type":"identify","userId":"u\u00e9"}`, KeyIsProfile},
+		{"anon", `{"type":"identify","userId":"u1","anonymousId":"anon"}`, KeyNotProfile},
+		{"personas_2f8bXq", `{"type":"identify","messageId":"personas_2f8bXq","userId":"u1"}`, KeyNotProfile},
+		{"", `{"type":"identify","userId":"u1"}`, KeyMissing},
+		{"", `{"type":"identify","anonymousId":"anon"}`, KeyMissing},
+		{"p1", `{"type":"forget","profile":"p1"}`, KeyIsProfile},
+		{"", `{"type":"forget","profile":"p1"}`, KeyMissing},
+	} {
+		if ev := decode(t, d, c.key, c.value); ev.Key != c.want {
+			t.Errorf("key %q, %s: %s, want %s", c.key, c.value, ev.Key, c.want)
+		}
+	}
+}
+
 func TestNativeIdentifyReplacesAndNativeKeyMustMatch(t *testing.T) {
 	d := mustDecoder(t, DecoderConfig{})
 	const msg = `{"type":"identify","profile":"p1","identifiers":{"email":["a@example.com"," A@Example.com ","bad"],"maid":"38400000-8cf0-11bd-b23e-10b96e40000d"}}`

@@ -74,4 +74,33 @@ type Event struct {
 	Rejected int
 	// RejectReasons holds the reasons for the Rejected values (never values).
 	RejectReasons []ident.Reason
+	// Key says whether the record's Kafka key is the profile id its payload
+	// names (Segment userId, else anonymousId; native profile): records of a
+	// profile keyed otherwise may reach several partitions.
+	Key KeyState
+}
+
+// KeyState is how a record's Kafka key stands to the profile id of its
+// payload.
+type KeyState uint8
+
+const (
+	// KeyIsProfile: the key is the payload's profile id, or the payload
+	// names none (a Segment record identified by its key alone).
+	KeyIsProfile KeyState = iota
+	// KeyMissing: the record has no key (or an empty one).
+	KeyMissing
+	// KeyNotProfile: the key is not the payload's profile id.
+	KeyNotProfile
+)
+
+// String names the state as metrics and /status do.
+func (k KeyState) String() string {
+	switch k {
+	case KeyMissing:
+		return "missing"
+	case KeyNotProfile:
+		return "not_profile"
+	}
+	return "profile"
 }

@@ -1,8 +1,10 @@
 package schemas
 
 import (
-	"github.com/pinsync/pinsync/schemas/ident"
+	"bytes"
 	"unicode/utf8"
+
+	"github.com/pinsync/pinsync/schemas/ident"
 )
 
 // This file turns a scanned record into an Event, by family: native (the
@@ -58,6 +60,9 @@ func (d *Decoder) native(key, data []byte, r *record, ev *Event) error {
 	profile := str(data, r.profile, buf[:])
 	if len(key) > 0 && string(key) != string(profile) {
 		return &DecodeError{Reason: ReasonKeyMismatch, Field: "profile"}
+	}
+	if len(key) == 0 {
+		ev.Key = KeyMissing
 	}
 	ev.Kind = kind
 	switch kind {
@@ -220,12 +225,26 @@ func (d *Decoder) segment(key, data []byte, r *record, ev *Event) error {
 	switch {
 	case len(key) > 0:
 		setString(&ev.Profile, key)
+		// The payload's own profile id, when it names one, must be the key.
+		switch {
+		case nonEmptyString(r.userID):
+			if !bytes.Equal(str(data, r.userID, buf[:]), key) {
+				ev.Key = KeyNotProfile
+			}
+		case nonEmptyString(r.anonymousID):
+			if !bytes.Equal(str(data, r.anonymousID, buf[:]), key) {
+				ev.Key = KeyNotProfile
+			}
+		}
 	case nonEmptyString(r.userID):
 		setString(&ev.Profile, str(data, r.userID, buf[:]))
 	case nonEmptyString(r.anonymousID):
 		setString(&ev.Profile, str(data, r.anonymousID, buf[:]))
 	default:
 		return &DecodeError{Reason: ReasonMissingProfile, Field: "userId"}
+	}
+	if len(key) == 0 {
+		ev.Key = KeyMissing
 	}
 
 	if track {

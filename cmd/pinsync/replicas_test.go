@@ -115,6 +115,10 @@ type fleetSettings struct {
 	// events are sync.entered_event and sync.exited_event; "" keeps the
 	// defaults.
 	events [2]string
+	// kafka are further lines of the kafka section (each indented by two
+	// spaces), and env further KEY=value variables of the replicas.
+	kafka string
+	env   []string
 }
 
 // fastSettings flush often and spend without a budget, so that the tests
@@ -210,7 +214,7 @@ func (f *fleet) config(id int) string {
   group: %s%s
   session_timeout: %s
   rebalance_timeout: %s
-pinterest:
+%spinterest:
   base_url: %q
   ad_account_id: %q
   app_id: %q
@@ -227,13 +231,14 @@ http:
   listen: 127.0.0.1:0
 log:
   level: info
-`, f.brokers[0], replicaTopic, replicaGroup, instance, session, rebalance, f.sbURL, sandbox.DefaultAdAccountID,
+`, f.brokers[0], replicaTopic, replicaGroup, instance, session, rebalance, f.settings.kafka, f.sbURL, sandbox.DefaultAdAccountID,
 		sandbox.DefaultAppID, sandbox.DefaultAppSecret, keyEnv,
 		f.settings.writesPerMinute, f.settings.maxRecords, f.settings.flushInterval, syncKeys, revoke)
 }
 
-// start starts replica id and waits until its HTTP server listens.
-func (f *fleet) start(id int) *replica {
+// start starts replica id, with env (NAME=value) added to its
+// environment, and waits until its HTTP server listens.
+func (f *fleet) start(id int, env ...string) *replica {
 	f.t.Helper()
 	cfgPath := filepath.Join(f.dir, fmt.Sprintf("replica-%d.yaml", id))
 	if err := os.WriteFile(cfgPath, []byte(f.config(id)), 0o600); err != nil {
@@ -250,6 +255,8 @@ func (f *fleet) start(id int) *replica {
 		}
 	}
 	cmd.Env = append(cmd.Env, keyEnv+"="+f.key)
+	cmd.Env = append(cmd.Env, f.settings.env...)
+	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		f.t.Fatal(err)

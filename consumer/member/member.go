@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -133,7 +134,18 @@ type Deps struct {
 	Logger   *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Leave, when set, is asked as the member closes: true makes a static
+	// member (kgo.InstanceID) leave its group for good, as a dynamic member
+	// always does, so that the group assigns its partitions at once (a
+	// scale-down). Nil or false leaves a static member in its group until
+	// the session timeout, its partitions kept for its instance id (a
+	// restart).
+	Leave func() bool
 }
+
+// leaveTimeout bounds the LeaveGroup of a static member that closes for
+// good.
+const leaveTimeout = 5 * time.Second
 
 // WithDefaults returns d with a logger (one that discards when d has
 // none) tagged with the stage's component, and time.Now when d has no
@@ -254,9 +266,49 @@ func (m *Member[W]) StopPolling() {
 // Close leaves the group and closes the client (which runs Revoked for
 // what the member still owns). Call it once the stage has stopped its
 // workers.
+//
+// A static member's client does not leave its group when it closes: the
+// group keeps its partitions for its instance id until the session
+// timeout. When Deps.Leave says the member goes for good, Close then
+// removes the instance id from the group (a LeaveGroup naming it, as Kafka
+// Streams' close with leaveGroup does through the admin API, KIP-812), and
+// the group assigns its partitions at once.
 func (m *Member[W]) Close() {
 	m.tracker.Left()
+	instance, _ := m.cl.OptValue(kgo.InstanceID).(string)
 	m.cl.Close()
+	if instance != "" && m.cfg.Leave != nil && m.cfg.Leave() {
+		m.leaveGroup(instance)
+	}
+}
+
+// leaveGroup removes the static member instance from the group, with a
+// client of its own (the member's is closed: it would no longer send
+// anything, and before it closes it would rejoin).
+func (m *Member[W]) leaveGroup(instance string) {
+	cl, err := kgo.NewClient(m.cfg.Kafka...)
+	if err != nil {
+		m.log.Warn("leaving the group for good: no client; its partitions wait for the session timeout", "group", m.cfg.Group, "instance_id", instance, "err", err)
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
+	defer cancel()
+	resps, err := kadm.NewClient(cl).LeaveGroup(ctx, kadm.LeaveGroup(m.cfg.Group).InstanceIDs(instance).Reason("pinsync stops for good"))
+	if err == nil {
+		for _, r := range resps {
+			if r.Err != nil && !errors.Is(r.Err, kerr.UnknownMemberID) {
+				err = r.Err
+			}
+		}
+	}
+	if err != nil {
+		m.log.Warn("leaving the group for good failed; its partitions wait for the session timeout", "group", m.cfg.Group, "instance_id", instance, "err", err)
+		return
+	}
+	// UnknownMemberID: the client had left already, or its session had
+	// expired; either way the partitions are free.
+	m.log.Info("left the group for good", "group", m.cfg.Group, "instance_id", instance)
 }
 
 // poll fetches records and hands each partition's batch to its worker.

@@ -3,10 +3,12 @@ package member_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -173,4 +175,88 @@ func TestARevokedPartitionIsOwnedUntilItsRevokeReturns(t *testing.T) {
 	if _, ok := first.Owner(s.p); ok {
 		t.Fatalf("partition %d still owned after its revoke returned", s.p)
 	}
+}
+
+// startStatic runs a static member (instance id) of group "g" with a
+// session timeout of five minutes; leave is its Deps.Leave.
+func startStatic(t *testing.T, brokers []string, instance string, leave bool) *member.Member[*recorder] {
+	t.Helper()
+	var m *member.Member[*recorder]
+	m = member.New(member.Config{Topic: "t", Group: "g", Deps: member.Deps{
+		Kafka: []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.InstanceID(instance),
+			kgo.SessionTimeout(5 * time.Minute), kgo.RebalanceTimeout(2 * time.Minute)},
+		Leave: func() bool { return leave },
+	}}, member.Handler[*recorder]{
+		Start: func(p int32) (*recorder, bool) {
+			m.Client().ResumeFetchPartitions(map[string][]int32{"t": {p}})
+			return &recorder{p: p}, true
+		},
+		Revoked: func(context.Context, map[int32]*recorder) {},
+		Lost:    func(map[int32]*recorder) {},
+		Gate:    func(ctx context.Context) bool { return ctx.Err() == nil },
+		Max:     func() int { return 7 },
+	})
+	if err := m.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestAStaticMemberLeavesOnlyWhenItStopsForGood: a static member whose
+// Deps.Leave says no keeps its partition in the group when it closes (its
+// instance id is still a member once Close returns); one whose Deps.Leave
+// says yes leaves, and the other member owns its partition long before
+// the session timeout (five minutes) could pass.
+func TestAStaticMemberLeavesOnlyWhenItStopsForGood(t *testing.T) {
+	brokers := group(t, 1)
+	adm, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	members := func() []string {
+		gs, err := kadm.NewClient(adm).DescribeGroups(t.Context(), "g")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, m := range gs["g"].Members {
+			if m.InstanceID != nil {
+				ids = append(ids, *m.InstanceID)
+			}
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	waitOwned := func(m *member.Member[*recorder], n int, what string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for len(m.Owned()) != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: owns %d partitions after 30s, want %d", what, len(m.Owned()), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	stays := startStatic(t, brokers, "stays", false)
+	defer func() { stays.StopPolling(); stays.Close() }()
+	waitOwned(stays, 2, "the first member alone")
+
+	restarts := startStatic(t, brokers, "restarts", false)
+	waitOwned(restarts, 1, "a second member")
+	restarts.StopPolling()
+	restarts.Close()
+	if got := members(); !slices.Equal(got, []string{"restarts", "stays"}) {
+		t.Fatalf("after a close without leaving, the group's members are %v; want the closed one kept", got)
+	}
+	// Back under its instance id, it is given its partition again.
+	restarts = startStatic(t, brokers, "restarts", true)
+	waitOwned(restarts, 1, "the member back under its instance id")
+
+	restarts.StopPolling()
+	restarts.Close()
+	if got := members(); !slices.Equal(got, []string{"stays"}) {
+		t.Errorf("after a close for good, the group's members are %v; want the closed one gone", got)
+	}
+	waitOwned(stays, 2, "the member left alone after the other stopped for good")
 }

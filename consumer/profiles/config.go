@@ -9,6 +9,7 @@ import (
 
 	"github.com/pinsync/pinsync/consumer/member"
 	"github.com/pinsync/pinsync/schemas"
+	"github.com/pinsync/pinsync/schemas/format"
 )
 
 // Config configures the profile stage. Every field is required unless its
@@ -63,6 +64,9 @@ type Config struct {
 	AllowAudienceSettings bool
 	// Decoder configures the event decoder.
 	Decoder schemas.DecoderConfig
+	// Format is the input topic's value format (the zero Config is
+	// plain JSON); the registry formats need Deps.SchemaRegistry.
+	Format format.Config
 }
 
 // Validate reports a missing or impossible field.
@@ -84,6 +88,9 @@ func (c Config) Validate() error {
 			bad(f.name)
 		}
 	}
+	if err := c.Format.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("profiles: Config.Format: %w", err))
+	}
 	if c.TransactionTimeout <= 2*c.CommitInterval {
 		errs = append(errs, errors.New("profiles: Config.TransactionTimeout must exceed twice the CommitInterval"))
 	}
@@ -99,4 +106,7 @@ type Deps struct {
 	// series the caller shares between the stages.
 	Registerer  prometheus.Registerer
 	DeadLetters *prometheus.CounterVec
+	// SchemaRegistry reads the schemas of the registry formats; nil for
+	// the others.
+	SchemaRegistry *format.Registry
 }

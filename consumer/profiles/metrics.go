@@ -14,6 +14,11 @@ type metrics struct {
 	restored     prometheus.Counter
 	localMembers *prometheus.GaugeVec
 	localRecords *prometheus.GaugeVec
+	// registryWaiting and registryErrors: see registrywait.go.
+	registryWaiting prometheus.Gauge
+	registryErrors  prometheus.Counter
+	// misKeyed: see miskeyed.go.
+	misKeyed *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -42,13 +47,24 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		localRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pinsync_audience_local_records", Help: "Identifiers of the list's type that the audience's members on this instance's input partitions hold (the sum over instances is what the list holds once synced).",
 		}, []string{"audience", "list_type"}),
+		registryWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pinsync_schema_registry_waiting_partitions", Help: "Input partitions paused at a record whose schema the schema registry cannot tell now (down, timing out, 5xx, refusing the credentials); they read on once it answers.",
+		}),
+		registryErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pinsync_schema_registry_errors_total", Help: "Attempts to get a record's schema that the schema registry did not answer (each pauses or keeps paused the record's partition; none dead-letters it).",
+		}),
+		misKeyed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pinsync_miskeyed_records_total", Help: "Input records not keyed by the profile id of their payload, by key (missing, not_profile): their profile's events may reach several partitions.",
+		}, []string{"key"}),
 	}
+	m.misKeyed.WithLabelValues("missing")
+	m.misKeyed.WithLabelValues("not_profile")
 	m.transactions.WithLabelValues("committed")
 	m.transactions.WithLabelValues("aborted")
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.events, m.changes, m.pending, m.transactions, m.restoring, m.restored, m.localMembers, m.localRecords} {
+	for _, c := range []prometheus.Collector{m.events, m.changes, m.pending, m.transactions, m.restoring, m.restored, m.localMembers, m.localRecords, m.registryWaiting, m.registryErrors, m.misKeyed} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

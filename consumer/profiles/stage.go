@@ -46,6 +46,7 @@ import (
 	"github.com/pinsync/pinsync/consumer/commit"
 	"github.com/pinsync/pinsync/consumer/member"
 	"github.com/pinsync/pinsync/schemas"
+	"github.com/pinsync/pinsync/schemas/format"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
 
@@ -75,6 +76,13 @@ type Stage struct {
 	// partition's fetch position.
 	rewindMu sync.Mutex
 	rewinds  []*worker
+	// pauses are the workers waiting for the poll loop to pause their
+	// partition (see worker.waitRegistry).
+	pauses []*worker
+	// waits are the partitions waiting for the schema registry.
+	waits *registryWaits
+	// misKeyed counts the records not keyed by their profile id.
+	misKeyed *misKeyed
 
 	commitMu sync.Mutex
 	stopBG   context.CancelFunc
@@ -86,9 +94,13 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	dec, err := schemas.NewDecoder(cfg.Decoder)
+	events, err := schemas.NewDecoder(cfg.Decoder)
 	if err != nil {
 		return nil, err
+	}
+	dec, err := format.NewDecoder(cfg.Format, deps.SchemaRegistry, events)
+	if err != nil {
+		return nil, fmt.Errorf("profiles: %w", err)
 	}
 	m, err := newMetrics(deps.Registerer)
 	if err != nil {
@@ -103,7 +115,7 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Stage{cfg: cfg, log: log, m: m, auds: auds, pending: newPending(m.pending)}
+	s := &Stage{cfg: cfg, log: log, m: m, auds: auds, pending: newPending(m.pending), waits: newRegistryWaits(m), misKeyed: newMisKeyed(m)}
 	s.member = member.New(member.Config{Topic: cfg.Topic, Group: cfg.Group, Deps: md}, member.Handler[*worker]{
 		Start: s.start, Revoked: s.revoked, Lost: s.lost, Gate: s.gate,
 		Max: func() int { return min(max(cfg.MaxPending/10, 100), 10_000) },
@@ -111,6 +123,7 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	s.workers = &workerDeps{
 		cfg: cfg, log: s.log, m: m, dec: dec, auds: auds, codec: codec{auds}, kopts: md.Kafka, now: now,
 		deadLetters: deps.DeadLetters, pending: s.pending, client: s.member.Client, rewind: s.rewind, owns: s.owns,
+		pause: s.pause, waits: s.waits, misKeyed: s.misKeyed,
 	}
 	return s, nil
 }
@@ -200,9 +213,14 @@ func (s *Stage) start(p int32) (*worker, bool) {
 // MaxPending changes wait for the list stage.
 func (s *Stage) gate(ctx context.Context) bool {
 	s.rewindMu.Lock()
-	rs := s.rewinds
-	s.rewinds = nil
+	ps, rs := s.pauses, s.rewinds
+	s.pauses, s.rewinds = nil, nil
 	s.rewindMu.Unlock()
+	// Pauses first: a worker that paused and asked to read again since
+	// the last poll resumes.
+	for _, w := range ps {
+		w.paused(s.member.Client())
+	}
 	for _, w := range rs {
 		w.rewound(s.member.Client())
 	}
@@ -215,6 +233,15 @@ func (s *Stage) gate(ctx context.Context) bool {
 func (s *Stage) rewind(w *worker) {
 	s.rewindMu.Lock()
 	s.rewinds = append(s.rewinds, w)
+	s.rewindMu.Unlock()
+	s.member.Wake()
+}
+
+// pause asks the poll loop to pause w's partition between polls; no batch
+// handed out before is applied (see worker.paused).
+func (s *Stage) pause(w *worker) {
+	s.rewindMu.Lock()
+	s.pauses = append(s.pauses, w)
 	s.rewindMu.Unlock()
 	s.member.Wake()
 }

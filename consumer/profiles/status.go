@@ -20,6 +20,11 @@ type Status struct {
 	Pending    int64
 	Partitions []PartitionStatus
 	Audiences  []AudienceStatus
+	// RegistryWaits are the partitions paused for the schema registry.
+	RegistryWaits []RegistryWait
+	// MisKeyed are, by partition, the records not keyed by their profile
+	// id this member has read.
+	MisKeyed []MisKeyed
 }
 
 // PartitionStatus describes one owned partition.
@@ -40,6 +45,8 @@ type AudienceStatus struct {
 func (s *Stage) Status() Status {
 	st := Status{Membership: s.member.Membership(), FetchPaused: s.Paused(), Pending: s.pending.load()}
 	st.Partitions = s.member.Partitions()
+	st.RegistryWaits = s.waits.list()
+	st.MisKeyed = s.misKeyed.list()
 	for _, a := range s.auds.all() {
 		h := s.auds.header(a.id)
 		as := AudienceStatus{Key: a.key, Name: h.Name, AdAccount: h.AdAccount,

@@ -17,6 +17,7 @@ import (
 	"github.com/pinsync/pinsync/consumer/commit"
 	"github.com/pinsync/pinsync/consumer/member"
 	"github.com/pinsync/pinsync/schemas"
+	"github.com/pinsync/pinsync/schemas/format"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
 
@@ -26,7 +27,7 @@ type workerDeps struct {
 	cfg         Config
 	log         *slog.Logger
 	m           *metrics
-	dec         *schemas.Decoder
+	dec         *format.Decoder
 	auds        *audiences
 	codec       codec
 	kopts       []kgo.Opt
@@ -40,6 +41,11 @@ type workerDeps struct {
 	rewind func(w *worker)
 	// owns checks that the member still owns the worker's partition.
 	owns func(ctx context.Context, w *worker) (bool, error)
+	// pause asks the poll loop to pause the worker's partition (see
+	// worker.paused); waits are the partitions waiting for the registry.
+	pause    func(w *worker)
+	waits    *registryWaits
+	misKeyed *misKeyed
 }
 
 // batch is one partition's records of one poll, tagged with the worker's
@@ -102,6 +108,9 @@ type worker struct {
 	vouchFrom int64
 	ev        schemas.Event
 	emit      func(change)
+	// held is the record the schema registry could not tell the schema
+	// of, while the partition waits for it (see waitRegistry).
+	held *heldRecord
 }
 
 func newWorker(d *workerDeps, k partKey) *worker {
@@ -192,6 +201,7 @@ func (w *worker) close() {
 
 func (w *worker) run() {
 	defer close(w.done)
+	defer w.release()
 	if !w.start(false) {
 		w.idle()
 		return
@@ -213,6 +223,8 @@ func (w *worker) run() {
 			w.endTxn(w.ctx)
 		case b := <-w.in:
 			w.process(b)
+		case <-w.retry():
+			w.probe()
 		}
 		if w.dead {
 			w.idle()
@@ -341,8 +353,8 @@ func (w *worker) startOnce(restart bool) error {
 
 // process applies a batch of records and writes their changes.
 func (w *worker) process(b batch) {
-	if b.gen != w.gen.Load() {
-		return // handed out before a rewind
+	if b.gen != w.gen.Load() || w.held != nil {
+		return // handed out before a rewind, or while waiting for the registry
 	}
 	d := w.d
 	if err := w.txn.begin(); err != nil {
@@ -352,26 +364,41 @@ func (w *worker) process(b batch) {
 	// Counted per batch, not per event: a labelled counter lookup costs
 	// more than the rest of an event's bookkeeping.
 	var applied, filtered [4]int // by schemas.Kind
+	var keys keyCounts
 	for _, r := range b.recs {
 		if r.Offset < w.next {
 			continue // applied before the state was written
+		}
+		ev := &w.ev
+		var err error
+		if !r.Attrs.IsControl() {
+			err = d.dec.Decode(w.ctx, format.Record{Key: r.Key, Value: r.Value, Headers: r.Headers}, ev)
+			if errors.Is(err, format.ErrRegistryUnavailable) {
+				// Not the record's fault: the partition stops before it,
+				// and reads it again once the registry answers.
+				w.waitRegistry(r, err)
+				break
+			}
 		}
 		w.next, w.leaderEpoch = r.Offset+1, r.LeaderEpoch
 		w.txn.advanced()
 		if r.Attrs.IsControl() {
 			continue
 		}
-		ev := &w.ev
-		if err := d.dec.Decode(r.Key, r.Value, ev); err != nil {
+		if err != nil {
 			var de *schemas.DecodeError
 			reason := "undecodable"
 			if errors.As(err, &de) {
 				reason = de.Reason
 			}
+			if reason == schemas.ReasonKeyMismatch {
+				keys.add(schemas.KeyNotProfile, r.Offset)
+			}
 			d.m.events.WithLabelValues("unknown", "dead_lettered").Inc()
 			w.txn.deadLetter(r, reason)
 			continue
 		}
+		keys.add(ev.Key, r.Offset)
 		var aud uint32
 		if ev.Kind == schemas.KindMembership {
 			a := d.auds.intern(ev.Audience, ev.AudienceName, ev.AdAccount)
@@ -403,6 +430,11 @@ func (w *worker) process(b batch) {
 		if filtered[k] > 0 {
 			d.m.events.WithLabelValues(schemas.Kind(k).String(), "filtered").Add(float64(filtered[k]))
 		}
+	}
+	if d.misKeyed.add(w.key.partition, keys) {
+		d.log.Warn("input records not keyed by their profile id: a profile's events must all reach one partition (key each record by its profile id, with any partitioner used consistently)",
+			"topic", w.key.topic, "partition", w.key.partition, "offset", keys.last,
+			"missing_key", keys.missing, "key_not_profile", keys.notProfile)
 	}
 	w.txn.settle()
 }
@@ -460,6 +492,7 @@ func (w *worker) fail(err error) {
 		"topic", w.key.topic, "partition", w.key.partition, "fenced", fenced(err), "err", err)
 	w.txn.abort(w.ctx)
 	w.txn.reset()
+	w.release() // the restart reads the held record again
 	w.accepting.Store(false)
 	w.txn.closeProducer()
 	w.rewoundCh = make(chan struct{})

@@ -29,16 +29,24 @@ import (
 //     from then on its changes are dropped as they arrive and committed,
 //     so that nothing else waits for it.
 //  2. When Pinterest may take writes for it (a parked account is checked
-//     every ParkedRetry), its changes are kept again, without flushing, and
-//     the members are read from the profile state (Members), which stands
-//     after every change read before (see profiles.Members).
+//     every ParkedRetry), the members are read from the profile state
+//     (MemberReader) one changelog partition at a time, in key ranges when
+//     a partition's members would pass the reader's bound. While a range is
+//     read and sent, the list's changes are kept aside without flushing, so
+//     that the state read stands after every change read before; between
+//     ranges they go to the new list.
 //  3. A new list named after the old with a generation suffix is created
-//     holding exactly those members, the CUSTOMER_LIST audience is repointed
-//     to it (campaigns follow), the registry records the new ids and the
-//     old list as retired, and the kept changes are flushed to the new list.
+//     with the first members and recorded in the registry as the rebuild
+//     under way (control.Building), with each changelog partition once its
+//     members are in: an attempt that fails, or whose owner dies, is carried
+//     on by the next one, on this owner or the next, on the same list.
+//  4. Once every partition is in, the CUSTOMER_LIST audience is repointed to
+//     the new list (campaigns follow) and the registry records the new ids
+//     and the old list as retired.
 //
-// A failed attempt drops what it kept and is tried again later: the mark
-// stays until a rebuild succeeds, on this owner or the next.
+// The mark stays until a rebuild succeeds; attempts that make no progress
+// are counted in the registry and stop after maxRebuildAttempts (pinsync
+// resync starts the count again).
 
 // rebuildError is returned by the resolver for a list the registry marks
 // for a rebuild.

@@ -373,7 +373,10 @@ func (w *Window) calls() int {
 // Due returns the windows to flush at now, most urgent first: windows asked
 // to flush (revoke, shutdown) first, then full ones, then those whose oldest
 // change has waited interval, oldest first. It takes no more than budget
-// calls and free flights; the others keep filling.
+// calls and free flights; the others keep filling. The first window is
+// taken with one call of budget even if it needs two (adds and removes):
+// a share's bucket may never hold two, and the flight's second call waits
+// for the budget like any request.
 func (ws *Set) Due(now time.Time, interval time.Duration, budget float64, free int) []*Window {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
@@ -404,7 +407,7 @@ func (ws *Set) Due(now time.Time, interval time.Duration, budget float64, free i
 	var out []*Window
 	for _, w := range cands {
 		c := float64(w.calls())
-		if len(out) >= free || c > budget {
+		if len(out) >= free || budget < 1 || (c > budget && len(out) > 0) {
 			break
 		}
 		budget -= c

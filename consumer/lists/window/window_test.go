@@ -107,10 +107,15 @@ func TestDueBudget(t *testing.T) {
 	if got := ws.Due(now, interval, 0, 10); len(got) != 0 {
 		t.Fatalf("with no budget %v are due", keysOf(got))
 	}
-	// One call of budget: the oldest window needs two, so nothing younger
-	// jumps the queue either.
-	if got := ws.Due(now, interval, 1.9, 10); len(got) != 0 {
-		t.Fatalf("with budget for one call %v are due", keysOf(got))
+	// One call of budget: the oldest window needs two and is taken all the
+	// same (a bucket of one, a share under 120 writes a minute, never
+	// holds two: its second call waits for the budget in the flight), and
+	// nothing younger jumps the queue.
+	if got := keysOf(ws.Due(now, interval, 1.9, 10)); !slices.Equal(got, []uint32{1}) {
+		t.Fatalf("with budget for one call: %v, want [1]", got)
+	}
+	if got := keysOf(ws.Due(now, interval, 1, 10)); !slices.Equal(got, []uint32{1}) {
+		t.Fatalf("with a bucket of one call: %v, want [1]", got)
 	}
 	if got := keysOf(ws.Due(now, interval, 3, 10)); !slices.Equal(got, []uint32{1, 2}) {
 		t.Fatalf("with budget for three calls: %v, want [1 2]", got)

@@ -22,6 +22,7 @@ import (
 	"github.com/pinsync/pinsync/consumer"
 	"github.com/pinsync/pinsync/pinterest"
 	"github.com/pinsync/pinsync/schemas"
+	"github.com/pinsync/pinsync/schemas/format"
 )
 
 // Duration is a time.Duration written as "10s" in YAML.
@@ -54,6 +55,7 @@ type KafkaConfig struct {
 	Group              string     `yaml:"group"`
 	ClientID           string     `yaml:"client_id"`
 	InstanceID         string     `yaml:"instance_id"`
+	LeaveOnShutdown    string     `yaml:"leave_on_shutdown"`
 	SessionTimeout     Duration   `yaml:"session_timeout"`
 	RebalanceTimeout   Duration   `yaml:"rebalance_timeout"`
 	DLQTopic           string     `yaml:"dlq_topic"`
@@ -65,6 +67,29 @@ type KafkaConfig struct {
 	TopicCheckInterval Duration   `yaml:"topic_check_interval"`
 	TLS                TLSConfig  `yaml:"tls"`
 	SASL               SASLConfig `yaml:"sasl"`
+	// InputFormat is the value format of the input topic (package
+	// schemas/format); SchemaRegistry is reached for its registry formats.
+	InputFormat    format.Config        `yaml:"input_format"`
+	SchemaRegistry SchemaRegistryConfig `yaml:"schema_registry"`
+}
+
+// SchemaRegistryConfig is kafka.schema_registry: format.RegistryConfig,
+// with its secrets also from files.
+type SchemaRegistryConfig struct {
+	URL             string   `yaml:"url"`
+	Username        string   `yaml:"username"`
+	Password        string   `yaml:"password"`
+	PasswordFile    string   `yaml:"password_file"`
+	BearerToken     string   `yaml:"bearer_token"`
+	BearerTokenFile string   `yaml:"bearer_token_file"`
+	Timeout         Duration `yaml:"timeout"`
+	CacheSize       int      `yaml:"cache_size"`
+}
+
+// Registry returns the registry client's configuration.
+func (c SchemaRegistryConfig) Registry() format.RegistryConfig {
+	return format.RegistryConfig{URL: c.URL, Username: c.Username, Password: c.Password, BearerToken: c.BearerToken,
+		Timeout: time.Duration(c.Timeout), CacheSize: c.CacheSize}
 }
 
 // TLSConfig is kafka.tls.
@@ -160,8 +185,10 @@ func Default() Config {
 	return Config{
 		Kafka: KafkaConfig{
 			Brokers: []string{"localhost:9092"}, Topics: []string{"pinsync.events"}, Group: "pinsync",
-			ClientID: "pinsync", SessionTimeout: Duration(sd.SessionTimeout), RebalanceTimeout: Duration(sd.RebalanceTimeout),
+			ClientID: "pinsync", LeaveOnShutdown: LeaveNever, SessionTimeout: Duration(sd.SessionTimeout), RebalanceTimeout: Duration(sd.RebalanceTimeout),
 			TransactionTimeout: Duration(sd.TransactionTimeout), TopicCheckInterval: Duration(sd.TopicCheckInterval),
+			InputFormat:    format.Config{Kind: format.JSON},
+			SchemaRegistry: SchemaRegistryConfig{Timeout: Duration(format.DefaultRegistryTimeout), CacheSize: format.DefaultCacheSize},
 		},
 		Pinterest: PinterestConfig{
 			BaseURL: pinterest.DefaultBaseURL, AuthURL: pinterest.DefaultAuthURL,
@@ -225,6 +252,23 @@ func LoadUnvalidated(path string, getenv func(string) string) (Config, error) {
 			return cfg, fmt.Errorf("kafka.sasl.password_file: %w", err)
 		}
 		cfg.Kafka.SASL.Password = strings.TrimSpace(string(b))
+	}
+	for _, f := range []struct {
+		key  string
+		path string
+		into *string
+	}{
+		{"kafka.schema_registry.password_file", cfg.Kafka.SchemaRegistry.PasswordFile, &cfg.Kafka.SchemaRegistry.Password},
+		{"kafka.schema_registry.bearer_token_file", cfg.Kafka.SchemaRegistry.BearerTokenFile, &cfg.Kafka.SchemaRegistry.BearerToken},
+	} {
+		if *f.into != "" || f.path == "" {
+			continue
+		}
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			return cfg, fmt.Errorf("%s: %w", f.key, err)
+		}
+		*f.into = strings.TrimSpace(string(b))
 	}
 	return cfg, nil
 }
@@ -384,6 +428,11 @@ func (c Config) Validate() error {
 			bad("kafka.brokers", "%q is not host:port", b)
 		}
 	}
+	switch c.Kafka.LeaveOnShutdown {
+	case LeaveNever, LeaveAlways, LeaveStatefulSet:
+	default:
+		bad("kafka.leave_on_shutdown", "must be never, always or statefulset, got %q", c.Kafka.LeaveOnShutdown)
+	}
 	if c.Kafka.TLS.CertFile != "" && c.Kafka.TLS.KeyFile == "" || c.Kafka.TLS.CertFile == "" && c.Kafka.TLS.KeyFile != "" {
 		bad("kafka.tls", "cert_file and key_file go together")
 	}
@@ -397,6 +446,9 @@ func (c Config) Validate() error {
 		bad("kafka.sasl.mechanism", "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got %q", c.Kafka.SASL.Mechanism)
 	}
 	if err := c.ValidatePinterest(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.validateRegistry(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Pinterest.MaxBytes < 1024 {
@@ -425,6 +477,33 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// validateRegistry checks kafka.schema_registry against the input format:
+// set for a registry format, and only then. (kafka.input_format itself is
+// checked with the engine's configuration.)
+func (c Config) validateRegistry() error {
+	r, kind := c.Kafka.SchemaRegistry, c.Kafka.InputFormat.Kind
+	if !kind.Registered() {
+		if r.URL != "" {
+			return fmt.Errorf("kafka.schema_registry.url: only for kafka.input_format.kind avro, protobuf or json-schema, not %s", cmpOr(string(kind), string(format.JSON)))
+		}
+		return nil
+	}
+	if r.URL == "" {
+		return fmt.Errorf("kafka.schema_registry.url: required for kafka.input_format.kind %s", kind)
+	}
+	if err := r.Registry().Validate(); err != nil {
+		return fmt.Errorf("kafka.schema_registry.%w", err)
+	}
+	return nil
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 // ValidatePinterest checks what talking to Pinterest needs: the app's
@@ -483,5 +562,6 @@ func (c Config) Engine() consumer.Config {
 		Decoder: schemas.DecoderConfig{
 			EnteredEvent: c.Sync.EnteredEvent, ExitedEvent: c.Sync.ExitedEvent, ConsentCategory: c.Sync.ConsentCategory,
 		},
+		InputFormat: c.Kafka.InputFormat,
 	}
 }

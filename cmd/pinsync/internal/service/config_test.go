@@ -7,9 +7,12 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pinsync/pinsync/schemas/format"
 )
 
 // validFromEnv holds, for the keys whose value envValue makes up would not
@@ -19,6 +22,7 @@ var validFromEnv = map[string]any{
 	"kafka.brokers":                  []string{"b1.example:9092", "b2.example:9092"},
 	"kafka.topics":                   []string{"events-from-env"},
 	"kafka.sasl.mechanism":           "SCRAM-SHA-512",
+	"kafka.leave_on_shutdown":        "always",
 	"pinterest.base_url":             "https://api.example.com",
 	"pinterest.auth_url":             "https://www.example.com/oauth/",
 	"pinterest.ad_account_id":        "549755885176",
@@ -27,13 +31,29 @@ var validFromEnv = map[string]any{
 	"sync.list_name_template":        "crm {{.Audience}} {{.ListType}}",
 	"http.listen":                    ":9090",
 	"log.level":                      "debug",
+	"kafka.input_format.kind":        format.Avro,
+	"kafka.input_format.schema_id":   format.SchemaIDInValue,
+	"kafka.schema_registry.url":      "https://registry-from-env.example:8081",
+}
+
+// companions are, for the keys that are valid only beside another (a
+// registry password needs its user), the other key and its value, set
+// from the environment together.
+var companions = map[string]struct {
+	key string
+	val any
+}{
+	"kafka.schema_registry.password":      {"kafka.schema_registry.username", "user-from-env"},
+	"kafka.schema_registry.password_file": {"kafka.schema_registry.username", "user-from-env"},
 }
 
 // filledFromFile are the keys that name a file, with the key the loader
 // fills with the file's content.
 var filledFromFile = map[string]string{
-	"pinterest.app_secret_file": "pinterest.app_secret",
-	"kafka.sasl.password_file":  "kafka.sasl.password",
+	"pinterest.app_secret_file":               "pinterest.app_secret",
+	"kafka.sasl.password_file":                "kafka.sasl.password",
+	"kafka.schema_registry.password_file":     "kafka.schema_registry.password",
+	"kafka.schema_registry.bearer_token_file": "kafka.schema_registry.bearer_token",
 }
 
 // TestEveryKeyCanBeSetFromTheEnvironment walks Config by reflection, so that
@@ -54,6 +74,8 @@ func TestEveryKeyCanBeSetFromTheEnvironment(t *testing.T) {
 	file := write("pinsync.yaml", fmt.Sprintf(`kafka:
   tls: {cert_file: /etc/tls/cert.pem, key_file: /etc/tls/key.pem}
   sasl: {username: pinsync, password_file: %q}
+  input_format: {kind: protobuf, schema_id: header, mapping: {type: kind, profile: user.id}}
+  schema_registry: {url: "https://registry.example:8081"}
 pinterest:
   ad_account_id: "549755885175"
   app_id: "1234"
@@ -110,14 +132,15 @@ pinterest:
 			if filled := filledFromFile[key]; filled != "" {
 				reflect.ValueOf(&want).Elem().FieldByIndex(fields[filled]).SetString("from the variable's file")
 			}
+			env := map[string]string{EnvName(key): text}
+			if c, ok := companions[key]; ok {
+				f := reflect.ValueOf(&want).Elem().FieldByIndex(fields[c.key])
+				f.Set(reflect.ValueOf(c.val).Convert(f.Type()))
+				env[EnvName(c.key)] = envText(c.val)
+			}
 
 			name := EnvName(key)
-			got, err := Load(file, func(k string) string {
-				if k == name {
-					return text
-				}
-				return ""
-			})
+			got, err := Load(file, func(k string) string { return env[k] })
 			if err != nil {
 				t.Fatalf("%s=%s: %v", name, text, err)
 			}
@@ -134,6 +157,8 @@ func envValue(v any) any {
 	switch x := v.(type) {
 	case Duration:
 		return x / 2
+	case format.Kind:
+		return x + "-from-env"
 	case string:
 		return x + "-from-env"
 	case bool:
@@ -205,5 +230,47 @@ func TestEnvErrorsNameTheVariableAndTheKey(t *testing.T) {
 				t.Errorf("%s=%s: error %q does not say %s", tc.name, tc.value, err, w)
 			}
 		}
+	}
+}
+
+// TestInputFormatAndItsRegistryAreCheckedTogether: a registry format
+// needs kafka.schema_registry.url, the other formats refuse one, a bad
+// kind and credentials in the URL are refused, each error naming its key;
+// the password comes from its file and never from the URL.
+func TestInputFormatAndItsRegistryAreCheckedTogether(t *testing.T) {
+	pass := filepath.Join(t.TempDir(), "registry-password")
+	if err := os.WriteFile(pass, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, kafka string
+		want        string // in the error; "": valid
+	}{
+		{"json by default", ``, ""},
+		{"avro with a registry", `input_format: {kind: avro}
+  schema_registry: {url: "https://registry.example:8081", username: u, password_file: ` + strconv.Quote(pass) + `}`, ""},
+		{"avro without a registry", `input_format: {kind: avro}`, "kafka.schema_registry.url: required for kafka.input_format.kind avro"},
+		{"a registry for json", `schema_registry: {url: "https://registry.example:8081"}`, "kafka.schema_registry.url: only for"},
+		{"an unknown kind", `input_format: {kind: thrift}`, `kafka.input_format.kind: "thrift" is not one of`},
+		{"credentials in the URL", `input_format: {kind: protobuf}
+  schema_registry: {url: "https://u:p@registry.example:8081"}`, "kafka.schema_registry.url: credentials go in username and password"},
+		{"a schema id header for connect-json", `input_format: {kind: connect-json, schema_id: header}`, "kafka.input_format.schema_id: only for the registry formats"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "pinsync.yaml")
+			cfg := "kafka:\n  " + tc.kafka + "\npinterest:\n  ad_account_id: \"549755885175\"\n  app_id: \"1234\"\n  app_secret: x\n"
+			if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := Load(file, func(string) string { return "" })
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			case tc.want == "" && tc.kafka != "" && got.Kafka.SchemaRegistry.Password != "s3cret":
+				t.Errorf("password %q, want the file's", got.Kafka.SchemaRegistry.Password)
+			}
+		})
 	}
 }

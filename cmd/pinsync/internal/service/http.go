@@ -163,6 +163,8 @@ const statusPage = `<!doctype html>
 {{if not .TokenExpiry.IsZero}} · access token expires {{.TokenExpiry.Format "2006-01-02 15:04:05 MST"}}{{end}}</p>
 {{if .CredentialError}}<p class="bad" id="credentials">{{.CredentialError}}</p>{{end}}
 {{if .LastError}}<p class="bad">last upload error: {{.LastError}}</p>{{end}}
+{{if .RegistryWaits}}<p class="bad" id="registry">waiting for the schema registry: {{range $i, $w := .RegistryWaits}}{{if $i}}, {{end}}partition {{$w.Partition}} since {{since $w.Since}}{{end}} ({{(index .RegistryWaits 0).Error}})</p>{{end}}
+{{if .MisKeyed}}<p class="bad" id="mis-keyed">records not keyed by their profile id: {{range $i, $m := .MisKeyed}}{{if $i}}, {{end}}partition {{$m.Partition}}: {{$m.Missing}} without a key, {{$m.NotProfile}} keyed otherwise (last at offset {{$m.LastOffset}}){{end}}</p>{{end}}
 {{if .Parked}}<p class="bad" id="parked">parked, waiting for a rebuild: {{range $i, $p := .Parked}}{{if $i}}, {{end}}{{$p}}{{end}}</p>{{end}}
 <h2>Lists owned here</h2>
 <table id="lists"><thead><tr><th>audience</th><th>list type</th><th>customer list</th><th>Pinterest audience</th><th>partition</th><th>pending</th><th>last flush</th><th>records added</th><th>records removed</th><th>Pinterest size</th><th>Pinterest status</th><th>list created</th><th>generation</th><th>parked</th></tr></thead><tbody>

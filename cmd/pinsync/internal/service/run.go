@@ -27,6 +27,7 @@ import (
 	"github.com/pinsync/pinsync/consumer"
 	"github.com/pinsync/pinsync/control"
 	"github.com/pinsync/pinsync/pinterest"
+	"github.com/pinsync/pinsync/schemas/format"
 )
 
 // Options are what Run takes besides the configuration; all optional.
@@ -76,6 +77,10 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	if err != nil {
 		return err
 	}
+	leave, err := leaveDecider(cfg.Kafka.LeaveOnShutdown, log)
+	if err != nil {
+		return err
+	}
 	var ctl *control.Topic
 	if controlTopic(cfg) != "-" {
 		if ctl, err = control.Open(ctx, control.Config{Kafka: kopts, Topic: controlTopic(cfg), Logger: log.With("component", "control")}); err != nil {
@@ -111,13 +116,22 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	}
 	deps := consumer.Deps{
 		Kafka: kopts, Pinterest: pin, Writes: pin.WriteBudget(), Reads: pin.ReadBudget(),
-		Logger: log, Registerer: reg,
+		Logger: log, Registerer: reg, Leave: leave,
 		// Nothing read while Pinterest refuses the credentials could be
 		// uploaded: both stages stop fetching until `pinsync auth`.
 		Hold: pin.Credentials,
 	}
 	if ctl != nil {
 		deps.Registry, deps.Layout = ctl.Registry(), ctl
+	}
+	if cfg.Kafka.InputFormat.Kind.Registered() {
+		rc := cfg.Kafka.SchemaRegistry.Registry()
+		if deps.SchemaRegistry, err = format.NewRegistry(rc); err != nil {
+			return err
+		}
+		log.Info("input format", "kind", cfg.Kafka.InputFormat.Kind, "schema_registry", rc)
+	} else {
+		log.Info("input format", "kind", cmpOr(string(cfg.Kafka.InputFormat.Kind), string(format.JSON)))
 	}
 	eng, err := consumer.New(cfg.Engine(), deps)
 	if err != nil {

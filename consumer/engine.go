@@ -202,6 +202,7 @@ func haltReasons() []struct{ stage, reason string } {
 	return []struct{ stage, reason string }{
 		{"lists", member.HaltGap},
 		{"lists", member.HaltUnknownVersion},
+		{"profiles", member.HaltGap},
 		{"profiles", member.HaltUnknownVersion},
 		{"profiles", member.HaltTopicReset},
 		{"profiles", member.HaltStateLost},

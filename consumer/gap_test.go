@@ -134,6 +134,17 @@ func wantHalted(t *testing.T, m *member, stage, topic, reason string) float64 {
 	return n
 }
 
+// wantAllHalted waits until n partitions of stage are halted for reason
+// (pinsync_partitions_halted), and until the engine is not ready for them.
+func wantAllHalted(t *testing.T, m *member, stage, topic, reason string, n float64) {
+	t.Helper()
+	wantHalted(t, m, stage, topic, reason)
+	waitFor(t, 60*time.Second, "every partition halted", func() bool {
+		return seriesWhere(t, m.reg, "pinsync_partitions_halted", map[string]string{"stage": stage, "reason": reason},
+			func(mm *dto.Metric) float64 { return mm.GetGauge().GetValue() }) == n
+	})
+}
+
 // TestChangesDeletedBeforeTheListStageReadThemHaltThePartition: the list
 // stage is behind (Pinterest is down and the replica stops) when the
 // changes it has not read are deleted, as a retention would. The next

@@ -3,11 +3,14 @@ package consumer_test
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/pinsync/pinsync/control"
 	"github.com/pinsync/pinsync/pinterest/sandbox"
@@ -104,10 +107,7 @@ func TestInputDeletedBeforeItWasReadHaltsThePartition(t *testing.T) {
 	deleteAll(t, kadm.NewClient(cl), topic)
 
 	m = r.start(cfg)
-	n := wantHalted(t, m, "profiles", topic, "topic_reset")
-	if n != 2 {
-		t.Errorf("%v partitions halted; want both", n)
-	}
+	wantAllHalted(t, m, "profiles", topic, "topic_reset", 2)
 	if err := m.eng.Ready(); !strings.Contains(err.Error(), "were deleted before the profile stage read them") {
 		t.Errorf("Ready: %v; want the reason", err)
 	}
@@ -123,3 +123,104 @@ func TestInputDeletedBeforeItWasReadHaltsThePartition(t *testing.T) {
 // mapsEqualSets reports whether two readings of the sandbox hold the same
 // lists.
 func mapsEqualSets(a, b map[stream.ListKey]stream.Set) bool { return stream.Diff(a, b).OK() }
+
+// TestInputDeletedUnderTheRunningReaderHaltsThePartition: while the
+// profile stage runs, its fetches of the input fail for a while (a slow or
+// unreachable leader) and the records it has not read meanwhile are
+// deleted. When fetching works again its position is below the log start:
+// the client does not move it to the log start by itself, the partition
+// halts (gap) and nothing is committed past what was read.
+func TestInputDeletedUnderTheRunningReaderHaltsThePartition(t *testing.T) {
+	r := newRig(t, 2, sandbox.Config{})
+	recs, _, err := stream.Collect(stream.Config{Profiles: 200, Audiences: 3, Events: 1000, Seed: 71, MalformedFraction: stream.None})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := engineConfig()
+	cfg.ShutdownGrace = 2 * time.Second
+	first, rest := recs[:len(recs)/2], recs[len(recs)/2:]
+	r.produce(first)
+	m := r.start(cfg)
+	waitFor(t, 30*time.Second, "the first half committed", func() bool { return r.committed(cfg.Group) == int64(len(first)) })
+
+	id := r.topicID(topic)
+	var failing atomic.Bool
+	failing.Store(true)
+	r.cluster.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		r.cluster.KeepControl()
+		fr := req.(*kmsg.FetchRequest)
+		hit := false
+		for _, tp := range fr.Topics {
+			hit = hit || tp.Topic == topic || tp.TopicID == id
+		}
+		if !hit || !failing.Load() {
+			return nil, nil, false
+		}
+		resp := fr.ResponseKind().(*kmsg.FetchResponse)
+		for _, tp := range fr.Topics {
+			rt := kmsg.NewFetchResponseTopic()
+			rt.Topic, rt.TopicID = tp.Topic, tp.TopicID
+			for _, p := range tp.Partitions {
+				rp := kmsg.NewFetchResponseTopicPartition()
+				rp.Partition = p.Partition
+				rp.ErrorCode = kerr.UnknownServerError.Code
+				rp.HighWatermark, rp.LastStableOffset, rp.LogStartOffset = -1, -1, -1
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+	r.produce(rest)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends := deleteAll(t, kadm.NewClient(cl), topic)
+	failing.Store(false)
+
+	wantAllHalted(t, m, "profiles", topic, "gap", 2)
+	m.stopAnyway()
+	committed := fetchCommitted(t, cl, cfg.Group)
+	var sum int64
+	for p, c := range committed {
+		sum += c
+		if c >= ends[p] {
+			t.Errorf("input partition %d committed at %d, over records deleted up to %d", p, c, ends[p])
+		}
+	}
+	if sum != int64(len(first)) {
+		t.Errorf("committed %d; want %d, what was read before the deletion", sum, len(first))
+	}
+}
+
+// TestANewDeploymentStartsAtTheInputsLogStart: the input's first records
+// were deleted before the deployment ever ran (its group never consumed
+// it). Reading starts at each partition's log start, without a halt: what
+// the log no longer holds was never the deployment's to read.
+func TestANewDeploymentStartsAtTheInputsLogStart(t *testing.T) {
+	r := newRig(t, 2, sandbox.Config{})
+	recs, _, err := stream.Collect(stream.Config{Profiles: 200, Audiences: 3, Events: 1000, Seed: 73, MalformedFraction: stream.None})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, rest := recs[:len(recs)/2], recs[len(recs)/2:]
+	r.produce(first)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	deleteAll(t, kadm.NewClient(cl), topic)
+	r.produce(rest)
+	cfg := engineConfig()
+	m := r.start(cfg)
+	want, _ := oracle(t, rest)
+	r.converge(want, 30*time.Second)
+	waitFor(t, 30*time.Second, "everything committed", func() bool { return r.committed(cfg.Group) == int64(len(recs)) })
+	if err := m.eng.Ready(); err != nil {
+		t.Errorf("Ready: %v", err)
+	}
+	m.stop(t)
+}

@@ -43,9 +43,7 @@ func TestAChangelogEmptiedIsNotTakenAsNewState(t *testing.T) {
 
 	log, errs := newErrorLog()
 	m = r.startWithLog(cfg, log)
-	if n := wantHalted(t, m, "profiles", topic, "state_lost"); n != 2 {
-		t.Errorf("%v partitions halted; want both", n)
-	}
+	wantAllHalted(t, m, "profiles", topic, "state_lost", 2)
 	m.stopAnyway()
 	if got := r.committed(cfg.Group); got != int64(len(first)) {
 		t.Errorf("committed %d over a lost state; want %d", got, len(first))

@@ -28,17 +28,41 @@ func (w *worker) learnCommitted(ctx context.Context) error {
 // resumeAt is where reading resumes after a start: the restored position;
 // without one (no changelog, or none of its transactions ever committed)
 // after the newest transaction this worker committed, else at the group's
-// committed offset, else at the partition's start (offset 0, reset to the
-// log start if it is gone). Never where the fetch happens to be: after a
-// failed transaction that is past the records it lost.
-func (w *worker) resumeAt() int64 {
+// committed offset, else at the partition's log start (a partition its
+// group never consumed: what the log no longer holds was never pinsync's
+// to read). Never where the fetch happens to be: after a failed
+// transaction that is past the records it lost. The client never moves a
+// position by itself: a position the log no longer holds halts the
+// partition (see lost).
+func (w *worker) resumeAt(ctx context.Context) (int64, error) {
 	if w.next >= 0 {
-		return w.next
+		return w.next, nil
 	}
 	if e, ok := w.epochs.newest(); ok {
-		return e.Next
+		return e.Next, nil
 	}
-	return max(w.committed.Load(), 0)
+	if c := w.committed.Load(); c >= 0 {
+		return c, nil
+	}
+	starts, err := kadm.NewClient(w.d.client()).ListStartOffsets(ctx, w.key.topic)
+	if err != nil {
+		return 0, fmt.Errorf("input start offsets: %w", err)
+	}
+	o, ok := starts.Lookup(w.key.topic, w.key.partition)
+	if !ok || o.Err != nil {
+		return 0, fmt.Errorf("input start offset of %s/%d: %v", w.key.topic, w.key.partition, o.Err)
+	}
+	return o.Offset, nil
+}
+
+// lost is the member's Handler.Gap: records of the partition were deleted
+// before the profile stage read them (the log start passed its position
+// while it ran: a retention shorter than its lag, kafka-delete-records) or
+// the log was truncated under it. The partition halts there: what was
+// applied before is committed, nothing past it.
+func (w *worker) lost(err error) {
+	w.halt(member.HaltGap, fmt.Errorf("records of %s/%d were deleted before the profile stage read them (%w): their changes never reach the lists",
+		w.key.topic, w.key.partition, err))
 }
 
 // restore rebuilds the state from the changelog and sets where reading

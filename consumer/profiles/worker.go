@@ -346,7 +346,11 @@ func (w *worker) startOnce(restart bool) error {
 	if err := w.restore(ctx); err != nil {
 		return err
 	}
-	w.rewindTo = w.resumeAt()
+	at, err := w.resumeAt(ctx)
+	if err != nil {
+		return err
+	}
+	w.rewindTo = at
 	w.d.rewind(w)
 	return nil
 }

@@ -580,7 +580,7 @@ func newSharedMetrics(reg prometheus.Registerer, paused func() float64, outOfGro
 	for _, topic := range watchedTopics {
 		m.changed = append(m.changed, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pinsync_topic_changed", ConstLabels: prometheus.Labels{"topic": topic},
-			Help: "1 once a topic (input, changes, changelog) is no longer the one this instance's stages started with: another partition count, or deleted and created again; both stages stopped fetching. /readyz says why.",
+			Help: "1 once a topic (input, changes, changelog) is no longer the one this instance's stages started with: another partition count, deleted, or deleted and created again; both stages stopped fetching. /readyz says why.",
 		}, func() float64 { return changed(topic) }))
 	}
 	if reg == nil {

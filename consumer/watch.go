@@ -2,11 +2,13 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -70,7 +72,7 @@ func (e *Engine) hold(ctx context.Context) error {
 // with: the same partition counts (a list's partition follows the changes
 // topic's count, a profile's the input's, and the changelog is
 // co-partitioned with the input) and the same ids (a topic deleted and
-// created again). On the first difference both stages stop fetching, the
+// created again), and that none was deleted. On the first difference both stages stop fetching, the
 // engine is not ready with the reason, pinsync_topic_changed names the
 // topic and one error line is logged. A check that fails to reach the
 // cluster is tried again at the next tick.
@@ -113,11 +115,10 @@ func (e *Engine) watchTopics(ctx context.Context, tl topicLayout) {
 			d, ok := details[w.name]
 			var change error
 			switch {
-			case !ok || d.Err != nil:
-				// Gone, or not known to the broker answering: deleted
-				// topics show here only between a deletion and a
-				// creation, which the id tells anyway.
-				continue
+			case !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition):
+				change = fmt.Errorf("kafka: the %s topic %q was deleted while this process ran: what the stages stand on is gone (see PinsyncTopicChanged in the README)", w.role, w.name)
+			case d.Err != nil:
+				continue // not answered now: asked again at the next tick
 			case w.id != (kadm.TopicID{}) && d.ID != (kadm.TopicID{}) && d.ID != w.id:
 				change = fmt.Errorf("kafka: the %s topic %q was deleted and created again while this process ran: what the stages stand on is gone (see PinsyncTopicChanged in the README)", w.role, w.name)
 			case len(d.Partitions) != w.partitions:

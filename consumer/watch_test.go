@@ -26,11 +26,12 @@ import (
 func TestTopicChangedUnderRunningStagesStopsThem(t *testing.T) {
 	for _, tc := range []struct {
 		name, role, suffix string
-		recreate           bool
+		recreate, delete   bool
 	}{
-		{"changes partitions", "changes", ".changes", false},
-		{"input partitions", "input", "", false},
-		{"input recreated", "input", "", true},
+		{"changes partitions", "changes", ".changes", false, false},
+		{"input partitions", "input", "", false, false},
+		{"input recreated", "input", "", true, false},
+		{"changelog deleted", "changelog", ".changelog", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, 2, sandbox.Config{})
@@ -60,8 +61,15 @@ func TestTopicChangedUnderRunningStagesStopsThem(t *testing.T) {
 			defer cl.Close()
 			adm := kadm.NewClient(cl)
 			reason := `"` + name + `" has 3 partitions but this process started with 2`
-			if tc.recreate {
-				reason = `"` + name + `" was deleted and created again while this process ran`
+			switch {
+			case tc.delete:
+				reason = `"` + name + `" was deleted while this process ran`
+				if _, err := adm.DeleteTopics(context.Background(), name); err != nil {
+					t.Fatal(err)
+				}
+			case tc.recreate:
+				// The watch may see it gone before it is back: either says so.
+				reason = `"` + name + `" was deleted`
 				if _, err := adm.DeleteTopics(context.Background(), name); err != nil {
 					t.Fatal(err)
 				}
@@ -69,8 +77,10 @@ func TestTopicChangedUnderRunningStagesStopsThem(t *testing.T) {
 					resp, err := adm.CreateTopic(context.Background(), 2, -1, nil, name)
 					return err == nil && resp.Err == nil
 				})
-			} else if _, err := adm.CreatePartitions(context.Background(), 1, name); err != nil {
-				t.Fatal(err)
+			default:
+				if _, err := adm.CreatePartitions(context.Background(), 1, name); err != nil {
+					t.Fatal(err)
+				}
 			}
 			waitFor(t, 30*time.Second, "the engine not ready for the "+tc.role+" topic", func() bool {
 				err := m.eng.Ready()

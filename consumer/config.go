@@ -102,6 +102,11 @@ type Config struct {
 	// lost) is checked again, and the longest wait between attempts to
 	// rebuild a list. Default 1m.
 	ParkedRetry time.Duration
+	// TopicCheckInterval is how often the engine checks that the changes
+	// topic (partition count, id) and the input topic (id) are still the
+	// ones its stages started with; both stages hold while they are not.
+	// Default 30s.
+	TopicCheckInterval time.Duration
 	// RebuildMaxBytes bounds what a list rebuild holds of the profile
 	// state at once: a changelog partition's members, or a key range of
 	// them. Default DefaultRebuildMaxBytes.
@@ -147,6 +152,7 @@ func Defaults() Config {
 		TransactionTimeout:    10 * time.Second,
 		AudiencePollInterval:  15 * time.Minute,
 		ParkedRetry:           time.Minute,
+		TopicCheckInterval:    30 * time.Second,
 		RebuildMaxBytes:       DefaultRebuildMaxBytes,
 	}
 }
@@ -189,6 +195,7 @@ func (c Config) WithDefaults() Config {
 	dur(&c.TransactionTimeout, d.TransactionTimeout)
 	dur(&c.AudiencePollInterval, d.AudiencePollInterval)
 	dur(&c.ParkedRetry, d.ParkedRetry)
+	dur(&c.TopicCheckInterval, d.TopicCheckInterval)
 	num(&c.MaxRecords, d.MaxRecords)
 	num(&c.MaxBuffered, d.MaxBuffered)
 	if c.RebuildMaxBytes == 0 {
@@ -288,6 +295,9 @@ func (c Config) Validate() error {
 	}
 	if c.ParkedRetry <= 0 {
 		bad("sync.parked_retry_interval", "must be positive")
+	}
+	if c.TopicCheckInterval < 10*time.Millisecond {
+		bad("kafka.topic_check_interval", "must be at least 10ms, got %s", c.TopicCheckInterval)
 	}
 	if c.MaxFlights < 1 {
 		bad("sync.max_flights", "must be positive")

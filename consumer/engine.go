@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -109,6 +110,9 @@ type Engine struct {
 	profiles *profiles.Stage
 	lists    *lists.Stage
 	topics   topicLayout
+
+	// watch keeps what the topic watch found (see watchTopics).
+	watch topicWatch
 }
 
 // New validates cfg and builds an engine. It connects to nothing.
@@ -127,7 +131,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if e.now == nil {
 		e.now = time.Now
 	}
-	m, err := newSharedMetrics(deps.Registerer, e.paused, e.outOfGroup)
+	m, err := newSharedMetrics(deps.Registerer, e.paused, e.outOfGroup, e.halted, e.watch.is, e.unhealthy)
 	if err != nil {
 		return nil, err
 	}
@@ -161,6 +165,50 @@ func (e *Engine) outOfGroup(stage string) float64 {
 	return m.Out(e.now()).Seconds()
 }
 
+// unhealthy is how many partitions of a stage Healthy names.
+func (e *Engine) unhealthy(stage string) float64 {
+	ps, ls := e.stages()
+	if ps == nil || ls == nil {
+		return 0
+	}
+	if stage == "lists" {
+		return float64(ls.UnhealthyCount(e.cfg.UnhealthyAfter))
+	}
+	return float64(ps.UnhealthyCount(e.cfg.UnhealthyAfter))
+}
+
+// halted is how many partitions a stage's reader halted for reason.
+func (e *Engine) halted(stage, reason string) float64 {
+	ps, ls := e.stages()
+	if ps == nil || ls == nil {
+		return 0
+	}
+	hs := ps.Halts()
+	if stage == "lists" {
+		hs = ls.Halts()
+	}
+	n := 0
+	for _, h := range hs {
+		if h.Reason == reason {
+			n++
+		}
+	}
+	return float64(n)
+}
+
+// haltReasons returns the reasons each stage's reader halts a partition
+// for (see member.Halt): the label values of pinsync_partitions_halted.
+func haltReasons() []struct{ stage, reason string } {
+	return []struct{ stage, reason string }{
+		{"lists", member.HaltGap},
+		{"lists", member.HaltUnknownVersion},
+		{"profiles", member.HaltGap},
+		{"profiles", member.HaltUnknownVersion},
+		{"profiles", member.HaltTopicReset},
+		{"profiles", member.HaltStateLost},
+	}
+}
+
 // Run starts both stages and runs until ctx ends; then it shuts down in
 // order within the shutdown grace: the profile stage stops fetching and
 // ends its transactions, the list stage flushes what it holds, the profile
@@ -190,7 +238,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	kopts := append(append([]kgo.Opt{}, e.deps.Kafka...),
 		kgo.SessionTimeout(e.cfg.SessionTimeout), kgo.RebalanceTimeout(e.cfg.RebalanceTimeout))
 	memberDeps := func(stage string, assigned prometheus.Gauge) member.Deps {
-		return member.Deps{Kafka: kopts, Hold: e.deps.Hold, Commits: e.m.commits(stage), Assigned: assigned, Logger: e.log, Now: e.deps.Now,
+		return member.Deps{Kafka: kopts, Hold: e.hold, Commits: e.m.commits(stage), Assigned: assigned, Logger: e.log, Now: e.deps.Now,
 			Leave: e.leaving.Load}
 	}
 	ls, err := lists.New(e.listsConfig(topics), lists.Deps{
@@ -219,8 +267,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.mu.Lock()
 	e.profiles, e.lists, e.topics = ps, ls, topics
 	e.mu.Unlock()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		e.watchTopics(ctx, topics)
+	}()
 
 	<-ctx.Done()
+	<-watched
 	e.log.Info("shutting down: flushing", "grace", e.cfg.ShutdownGrace)
 	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.ShutdownGrace)
 	defer cancel()
@@ -277,7 +331,7 @@ func (e *Engine) profilesConfig(t topicLayout) profiles.Config {
 		Topic: c.Topics[0], Group: c.Group, ChangesTopic: c.ChangesTopic, ChangesPartitions: t.changes,
 		ListsGroup: c.listsGroup(), ChangelogTopic: changelog, DLQTopic: c.DLQTopic, DLQPartitions: t.dlq,
 		CommitInterval: c.CommitInterval, TransactionTimeout: c.TransactionTimeout, RevokeTimeout: c.RevokeTimeout,
-		MaxPending: c.MaxBuffered, MaxIdentifiersPerType: c.MaxIdentifiersPerType,
+		MaxPending: c.MaxBuffered, MaxIdentifiersPerType: c.MaxIdentifiersPerType, MaxRecordBytes: t.maxRecord,
 		Allow: c.Allow, Deny: c.Deny, AdAccount: c.AdAccount, AudienceAdAccounts: c.AudienceAdAccounts,
 		AllowAudienceSettings: c.AllowAudienceSettings, Decoder: c.decoder(), Format: c.InputFormat,
 	}
@@ -312,6 +366,9 @@ type Status struct {
 	// PendingChanges are changes the profile stage wrote that the list
 	// stage has not committed past.
 	PendingChanges int64 `json:"pending_changes"`
+	// TopicChanged says which topic is no longer the one the stages
+	// started with (see watchTopics): both stages stopped fetching.
+	TopicChanged string `json:"topic_changed,omitempty"`
 	// Parked names the lists this process owns that wait for a rebuild,
 	// their changes dropped: "audience/TYPE (reason)".
 	Parked []string `json:"parked_lists,omitempty"`
@@ -389,6 +446,9 @@ func (e *Engine) Status() Status {
 	st.FetchPaused = pst.FetchPaused || lst.FetchPaused
 	st.Partitions, st.ListPartitions = pst.Partitions, lst.Partitions
 	st.PendingChanges = pst.Pending
+	if err := e.watch.err(); err != nil {
+		st.TopicChanged = err.Error()
+	}
 	st.RegistryWaits = pst.RegistryWaits
 	st.MisKeyed = pst.MisKeyed
 	byKey := map[string]*AudienceStatus{}
@@ -418,12 +478,17 @@ func (e *Engine) Status() Status {
 // Ready reports why the engine is not ready to serve, or nil: both stages
 // have joined their groups, neither has been out of its group for longer
 // than the session and rebalance timeouts together since (a short
-// rebalance leaves it ready), and no input partition waits for the schema
-// registry.
+// rebalance leaves it ready), no input partition waits for the schema
+// registry, no partition they own has halted (see member.Halt: records
+// lost before they were read, a format it does not know), and no topic
+// changed under them (see watchTopics).
 func (e *Engine) Ready() error {
 	ps, ls := e.stages()
 	if ps == nil || ls == nil {
 		return errors.New("not started yet")
+	}
+	if err := e.watch.err(); err != nil {
+		return err
 	}
 	if err := ps.RegistryUnavailable(); err != nil {
 		return err
@@ -432,7 +497,10 @@ func (e *Engine) Ready() error {
 	if err := ps.Membership().Ready(now, limit); err != nil {
 		return err
 	}
-	return ls.Membership().Ready(now, limit)
+	if err := ls.Membership().Ready(now, limit); err != nil {
+		return err
+	}
+	return errors.Join(ps.Halted(), ls.Halted())
 }
 
 // Healthy reports whether the engine can make progress on its own: an
@@ -458,12 +526,18 @@ type sharedMetrics struct {
 	assigned       prometheus.Gauge
 	listPartitions prometheus.Gauge
 	deadLetters    *prometheus.CounterVec
-	// paused and outOfGroup are read from the stages when scraped.
+	// paused, outOfGroup and halted are read from the stages when
+	// scraped.
 	paused     prometheus.GaugeFunc
 	outOfGroup []prometheus.GaugeFunc
+	halted     []prometheus.GaugeFunc
+	changed    []prometheus.GaugeFunc
+	unhealthy  []prometheus.GaugeFunc
 }
 
-func newSharedMetrics(reg prometheus.Registerer, paused func() float64, outOfGroup func(stage string) float64) (*sharedMetrics, error) {
+func newSharedMetrics(reg prometheus.Registerer, paused func() float64, outOfGroup func(stage string) float64,
+	halted func(stage, reason string) float64, changed func(topic string) float64,
+	unhealthy func(stage string) float64) (*sharedMetrics, error) {
 	m := &sharedMetrics{
 		committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pinsync_committed_offset", Help: "Next offset committed, per owned partition, by stage: profiles (the input topic), lists (the changes topic).",
@@ -488,16 +562,32 @@ func newSharedMetrics(reg prometheus.Registerer, paused func() float64, outOfGro
 		}, paused),
 	}
 	for _, stage := range []string{"profiles", "lists"} {
+		m.unhealthy = append(m.unhealthy, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pinsync_partitions_unhealthy", ConstLabels: prometheus.Labels{"stage": stage},
+			Help: "Partitions this instance owns whose start (restore, fencing), or whose transactions, have been failing for longer than sync.unhealthy_after, by stage; /healthz names them and answers 503.",
+		}, func() float64 { return unhealthy(stage) }))
 		m.outOfGroup = append(m.outOfGroup, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pinsync_out_of_group_seconds", ConstLabels: prometheus.Labels{"stage": stage},
 			Help: "Seconds this instance's member has been out of its consumer group, by stage (profiles, lists): since it started until it first joined, and from a JoinGroup or the loss of its partitions until its next assignment; 0 while it holds the group's current generation.",
 		}, func() float64 { return outOfGroup(stage) }))
 	}
+	for _, h := range haltReasons() {
+		m.halted = append(m.halted, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pinsync_partitions_halted", ConstLabels: prometheus.Labels{"stage": h.stage, "reason": h.reason},
+			Help: "Partitions this instance owns whose reader stopped, by stage (profiles: the input topic; lists: the changes topic) and reason (gap: records deleted before they were read; unknown_version: a record of a format this version does not read; topic_reset: the input no longer holds the restored position; state_lost: the changelog lost a consumed partition's state); nothing past the point is committed. /readyz names them.",
+		}, func() float64 { return halted(h.stage, h.reason) }))
+	}
+	for _, topic := range watchedTopics {
+		m.changed = append(m.changed, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pinsync_topic_changed", ConstLabels: prometheus.Labels{"topic": topic},
+			Help: "1 once a topic (input, changes, changelog) is no longer the one this instance's stages started with: another partition count, deleted, or deleted and created again; both stages stopped fetching. /readyz says why.",
+		}, func() float64 { return changed(topic) }))
+	}
 	if reg == nil {
 		return m, nil
 	}
 	cs := []prometheus.Collector{m.committed, m.lag, m.lastCommit, m.assigned, m.listPartitions, m.deadLetters, m.paused}
-	for _, g := range m.outOfGroup {
+	for _, g := range slices.Concat(m.outOfGroup, m.halted, m.changed, m.unhealthy) {
 		cs = append(cs, g)
 	}
 	for _, c := range cs {

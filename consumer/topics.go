@@ -5,20 +5,30 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/control"
 )
 
-// topicLayout is the partition counts the stages work with.
+// topicLayout is the partition counts the stages work with, and the ids
+// (KIP-516; zero when the broker reports none) of the topics they started
+// with: what the topic watch holds them to (see watchTopics).
 type topicLayout struct {
-	input   int
-	changes int
-	dlq     int32
+	input     int
+	changes   int
+	changelog int
+	dlq       int32
+	// maxRecord bounds the records the profile stage writes to the
+	// changelog and the dead-letter topic (see checkRecordSizes).
+	maxRecord int
+
+	inputID, changesID, changelogID kadm.TopicID
 }
 
 // prepareTopics checks the input topic and creates the internal topics
@@ -62,7 +72,7 @@ func (e *Engine) prepareTopics(ctx context.Context, layout LayoutStore) (topicLa
 	if !ok {
 		return tl, fmt.Errorf("kafka: input topic %q does not exist", c.Topics[0])
 	}
-	tl.input = in
+	tl.input, tl.inputID = in, details[c.Topics[0]].ID
 	inputRF := replicas(details[c.Topics[0]])
 	for _, t := range names[1:] {
 		if _, ok := partitions(t); ok && t != c.DLQTopic && replicas(details[t]) < inputRF {
@@ -78,10 +88,13 @@ func (e *Engine) prepareTopics(ctx context.Context, layout LayoutStore) (topicLa
 			if err := checkTopicConfig(ctx, adm, c.ChangelogTopic, true); err != nil {
 				return tl, err
 			}
+			tl.changelog, tl.changelogID = n, details[c.ChangelogTopic].ID
 		} else {
-			if _, err := e.createTopic(ctx, adm, c.ChangelogTopic, in, map[string]string{"cleanup.policy": "compact"}); err != nil {
+			id, err := e.createTopic(ctx, adm, c.ChangelogTopic, in, map[string]string{"cleanup.policy": "compact"})
+			if err != nil {
 				return tl, err
 			}
+			tl.changelog, tl.changelogID = in, id
 		}
 	}
 	want := c.ChangesPartitions
@@ -108,7 +121,8 @@ func (e *Engine) prepareTopics(ctx context.Context, layout LayoutStore) (topicLa
 		}
 		tl.changes, changesID = want, id
 	}
-	if err := e.checkLayout(ctx, layout, tl.changes, changesID); err != nil {
+	tl.changesID = changesID
+	if err := e.checkLayout(ctx, layout, tl.changes, changesID, tl.inputID); err != nil {
 		return tl, err
 	}
 	if n, ok := partitions(c.DLQTopic); ok {
@@ -119,7 +133,85 @@ func (e *Engine) prepareTopics(ctx context.Context, layout LayoutStore) (topicLa
 		}
 		tl.dlq = 1
 	}
+	maxRecord, err := e.checkRecordSizes(ctx, adm)
+	if err != nil {
+		return tl, err
+	}
+	tl.maxRecord = maxRecord
 	return tl, nil
+}
+
+// The smallest max.message.bytes each topic pinsync writes needs: a
+// changes record at its largest (changes.MaxChanges changes, an audience
+// name of its longest), a profile record of a few audiences, a dead
+// letter of a malformed record's head.
+const (
+	minChangesMessageBytes   = 64 << 10
+	minChangelogMessageBytes = 64 << 10
+	minDLQMessageBytes       = 16 << 10
+)
+
+// producerMaxBytes is the producer's limit of a batch (franz-go's default
+// of ProducerBatchMaxBytes): no record past it is ever sent.
+const producerMaxBytes = 1_000_012
+
+// checkRecordSizes reads max.message.bytes of the topics the profile
+// stage writes and refuses one too small for what pinsync writes there,
+// naming the topic and the setting. It returns the bound of a changelog
+// record or dead letter (see profiles.Config.MaxRecordBytes): the least
+// of the three topics' limits (a batch of the profile stage's producer may
+// go to any of them) and the producer's, less a batch's overhead.
+func (e *Engine) checkRecordSizes(ctx context.Context, adm *kadm.Client) (int, error) {
+	c := e.cfg
+	type topicMin struct {
+		name string
+		min  int
+	}
+	ts := []topicMin{{c.ChangesTopic, minChangesMessageBytes}, {c.DLQTopic, minDLQMessageBytes}}
+	if topicOn(c.ChangelogTopic) {
+		ts = append(ts, topicMin{c.ChangelogTopic, minChangelogMessageBytes})
+	}
+	bound := producerMaxBytes
+	for _, t := range ts {
+		conf, err := topicConfigs(ctx, adm, t.name)
+		if err != nil {
+			return 0, err
+		}
+		v, ok := conf["max.message.bytes"]
+		if !ok {
+			continue // not reported: the broker's default
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return 0, fmt.Errorf("kafka: topic %q has max.message.bytes=%s", t.name, v)
+		}
+		if n < t.min {
+			return 0, fmt.Errorf("kafka: topic %q has max.message.bytes=%d; pinsync writes records of up to %d bytes there (set max.message.bytes to at least %d, the broker's default of 1048588 is right)",
+				t.name, n, t.min, t.min)
+		}
+		bound = min(bound, n)
+	}
+	return bound - profiles.RecordOverhead, nil
+}
+
+// topicConfigs returns a topic's settings as the broker reports them,
+// defaults included.
+func topicConfigs(ctx context.Context, adm *kadm.Client, topic string) (map[string]string, error) {
+	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: describe topic %q: %w", topic, err)
+	}
+	rc, err := rcs.On(topic, nil)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: describe topic %q: %w", topic, err)
+	}
+	conf := map[string]string{}
+	for _, c := range rc.Configs {
+		if c.Value != nil {
+			conf[c.Key] = *c.Value
+		}
+	}
+	return conf, nil
 }
 
 // replicas is a topic's replication factor: its first partition's.
@@ -129,6 +221,16 @@ func replicas(d kadm.TopicDetail) int {
 	}
 	return 0
 }
+
+// Formats is the newest format generation of the changes and changelog
+// records this pinsync reads, and the one it writes (changes.Version,
+// profiles.StateVersion). A version that brings a new generation keeps
+// writing the one before until the deployment's layout (control.Layout)
+// says the new one: an operator raises it once every replica runs a
+// version that reads it, and from then on an older replica refuses to
+// start. A reader that meets a record of a generation it does not know
+// halts its partition (member.HaltUnknownVersion) rather than skip it.
+const Formats = 1
 
 // LayoutStore keeps the deployment's layout (see control.Layout): fixed by
 // the first process that starts, checked by every later one.
@@ -144,7 +246,7 @@ type LayoutStore interface {
 // the same name (recreated: what the old one held is gone). The first start
 // records the layout; without a store (kafka.control_topic "-") only
 // kafka.changes_partitions is checked.
-func (e *Engine) checkLayout(ctx context.Context, store LayoutStore, partitions int, id kadm.TopicID) error {
+func (e *Engine) checkLayout(ctx context.Context, store LayoutStore, partitions int, id, inputID kadm.TopicID) error {
 	if store == nil {
 		return nil
 	}
@@ -152,6 +254,9 @@ func (e *Engine) checkLayout(ctx context.Context, store LayoutStore, partitions 
 	now := control.Layout{ChangesPartitions: partitions}
 	if id != (kadm.TopicID{}) {
 		now.ChangesTopicID = hex.EncodeToString(id[:])
+	}
+	if inputID != (kadm.TopicID{}) {
+		now.InputTopicID = hex.EncodeToString(inputID[:])
 	}
 	fixed, ok, err := store.Layout(ctx)
 	if err != nil {
@@ -164,6 +269,9 @@ func (e *Engine) checkLayout(ctx context.Context, store LayoutStore, partitions 
 		}
 		e.log.Info("deployment layout recorded", "changes_topic", t, "partitions", partitions)
 		return nil
+	case fixed.Formats > Formats:
+		return fmt.Errorf("kafka: this deployment's records are of format generation %d (the layout in the control topic %q), and this pinsync reads up to %d: "+
+			"it would stop at the first record it cannot read. Run a version that reads generation %d", fixed.Formats, e.cfg.ControlTopic, Formats, fixed.Formats)
 	case fixed.ChangesPartitions != now.ChangesPartitions:
 		return fmt.Errorf("kafka: changes topic %q has %d partitions but this deployment placed its lists for %d (the layout in the control topic): "+
 			"replicas placing lists with two counts give a list two owners. Restore the count, or stop every replica, let the list stage drain, "+
@@ -171,6 +279,17 @@ func (e *Engine) checkLayout(ctx context.Context, store LayoutStore, partitions 
 	case fixed.ChangesTopicID != "" && now.ChangesTopicID != "" && fixed.ChangesTopicID != now.ChangesTopicID:
 		return fmt.Errorf("kafka: changes topic %q is not the topic this deployment wrote its changes to (it was deleted and created again; the changes it held and the list stage had not uploaded are gone). "+
 			"If it was recreated on purpose after the list stage drained, run `pinsync layout --reset`; otherwise rebuild the lists (`pinsync resync`)", t)
+	case fixed.InputTopicID != "" && now.InputTopicID != "" && fixed.InputTopicID != now.InputTopicID:
+		return fmt.Errorf("kafka: input topic %q is not the topic this deployment's profile state was read from (it was deleted and created again): "+
+			"the state's positions are offsets of the old topic, and reading the new one from them would drop every record below them as already applied. "+
+			"To start over deliberately, see PinsyncPartitionHalted (topic_reset) in the README", e.cfg.Topics[0])
+	case fixed.InputTopicID == "" && now.InputTopicID != "":
+		// Recorded by a version that kept no input id: this check
+		// starts now.
+		fixed.InputTopicID = now.InputTopicID
+		if err := store.RecordLayout(ctx, fixed); err != nil {
+			return fmt.Errorf("control topic: recording the layout: %w", err)
+		}
 	}
 	return nil
 }
@@ -198,19 +317,12 @@ func (e *Engine) createTopic(ctx context.Context, adm *kadm.Client, name string,
 // has not read: the changelog must be compacted only; the changes topic
 // must not be compacted, nor delete by time or size.
 func checkTopicConfig(ctx context.Context, adm *kadm.Client, topic string, changelog bool) error {
-	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	conf, err := topicConfigs(ctx, adm, topic)
 	if err != nil {
-		return fmt.Errorf("kafka: describe topic %q: %w", topic, err)
+		return err
 	}
-	rc, err := rcs.On(topic, nil)
-	if err != nil {
-		return fmt.Errorf("kafka: describe topic %q: %w", topic, err)
-	}
-	conf := map[string]string{"cleanup.policy": "delete"}
-	for _, c := range rc.Configs {
-		if c.Value != nil {
-			conf[c.Key] = *c.Value
-		}
+	if _, ok := conf["cleanup.policy"]; !ok {
+		conf["cleanup.policy"] = "delete"
 	}
 	policy := conf["cleanup.policy"]
 	compacted := strings.Contains(policy, "compact")

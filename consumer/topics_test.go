@@ -167,3 +167,38 @@ func TestChangesTopicLayoutIsFixedOnce(t *testing.T) {
 		t.Fatalf("layout after the reset: %+v, %v, %v", l, ok, err)
 	}
 }
+
+// TestStartRefusesTopicsTooSmallForTheirRecords: a topic pinsync writes
+// whose max.message.bytes is below the largest record pinsync writes there
+// (a changes record of its most changes, a dead letter's head) stops the
+// start, naming the topic and the setting, instead of failing every
+// transaction that holds such a record.
+func TestStartRefusesTopicsTooSmallForTheirRecords(t *testing.T) {
+	for _, tc := range []struct {
+		suffix, policy string
+	}{{".changes", "delete"}, {".changelog", "compact"}, {".dlq", "delete"}} {
+		t.Run(tc.suffix, func(t *testing.T) {
+			r := newRig(t, 2, sandbox.Config{})
+			cfg := engineConfig()
+			name := cfg.Group + tc.suffix
+			cl, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			small, minusOne := "1000", "-1"
+			configs := map[string]*string{"cleanup.policy": &tc.policy, "max.message.bytes": &small}
+			if tc.suffix == ".changes" {
+				configs["retention.ms"], configs["retention.bytes"] = &minusOne, &minusOne
+			}
+			resp, err := kadm.NewClient(cl).CreateTopic(context.Background(), 2, -1, configs, name)
+			if err == nil {
+				err = resp.Err
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantRefused(t, r, cfg, name, "max.message.bytes=1000")
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -66,4 +67,46 @@ func TestFailedTransactionsLoseNothing(t *testing.T) {
 	if refused < 2*parts {
 		t.Fatalf("only %d transaction commits refused; the test did not exercise restarts", refused)
 	}
+}
+
+// TestAPartitionWhoseTransactionsAlwaysFailIsUnhealthy: the broker refuses
+// every commit of input partition 0's transactions (a record it can never
+// take). Each failure starts the partition again, and each start succeeds:
+// the partition still counts as failing from its first failed commit, so
+// once that is longer than sync.unhealthy_after the engine is unhealthy
+// naming it, and pinsync_partitions_unhealthy counts it; partition 1,
+// whose commits succeed, is not named.
+func TestAPartitionWhoseTransactionsAlwaysFailIsUnhealthy(t *testing.T) {
+	r := newRig(t, 2, sandbox.Config{})
+	recs, _, err := stream.Collect(stream.Config{Profiles: 200, Audiences: 3, Events: 1000, Seed: 61, MalformedFraction: stream.None})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := engineConfig()
+	cfg.ShutdownGrace = 2 * time.Second
+	cfg.UnhealthyAfter = 500 * time.Millisecond
+	r.cluster.ControlKey(int16(kmsg.EndTxn), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		r.cluster.KeepControl()
+		end := req.(*kmsg.EndTxnRequest)
+		if !end.Commit || end.TransactionalID != cfg.Group+".profiles."+topic+".0" {
+			return nil, nil, false
+		}
+		resp := end.ResponseKind().(*kmsg.EndTxnResponse)
+		resp.ErrorCode = kerr.InvalidTxnState.Code
+		return resp, nil, true
+	})
+	r.produce(recs)
+	m := r.start(cfg)
+	waitFor(t, 30*time.Second, "the engine unhealthy naming partition 0", func() bool {
+		err := m.eng.Healthy()
+		return err != nil && strings.Contains(err.Error(), topic+"/0 for")
+	})
+	if err := m.eng.Healthy(); strings.Contains(err.Error(), topic+"/1") {
+		t.Errorf("Healthy: %v; partition 1 commits", err)
+	}
+	if n := seriesWhere(t, m.reg, "pinsync_partitions_unhealthy", map[string]string{"stage": "profiles"},
+		func(mm *dto.Metric) float64 { return mm.GetGauge().GetValue() }); n != 1 {
+		t.Errorf("pinsync_partitions_unhealthy{stage=\"profiles\"} = %v; want 1", n)
+	}
+	m.stopAnyway()
 }

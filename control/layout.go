@@ -16,6 +16,16 @@ type Layout struct {
 	// ChangesTopicID is the changes topic's id, hex; empty when the
 	// broker reports none.
 	ChangesTopicID string `json:"changes_topic_id,omitempty"`
+	// InputTopicID is the input topic's id, hex, when the layout was
+	// recorded (or first checked by a version that records it); empty
+	// when the broker reports none. The profile state's positions are
+	// offsets of that topic.
+	InputTopicID string `json:"input_topic_id,omitempty"`
+	// Formats is the format generation of the changes and changelog
+	// records the deployment's writers may write (0 stands for 1). It is
+	// raised only once every replica reads the new generation; a replica
+	// that does not refuses to start.
+	Formats int `json:"formats,omitempty"`
 }
 
 // layoutKey is the control topic's key of the deployment's Layout.

@@ -36,6 +36,7 @@ type pinsyncConfig struct {
 		ChangesPartitions  *int     `json:"changes_partitions,omitempty"`
 		ControlTopic       string   `json:"control_topic,omitempty"`
 		TransactionTimeout string   `json:"transaction_timeout,omitempty"`
+		TopicCheckInterval string   `json:"topic_check_interval,omitempty"`
 		TLS                *struct {
 			Enabled            bool   `json:"enabled,omitempty"`
 			CAFile             string `json:"ca_file,omitempty"`
@@ -264,6 +265,7 @@ func TestConfigDurationsParse(t *testing.T) {
 		for key, v := range map[string]string{
 			"kafka.session_timeout":          cfg.Kafka.SessionTimeout,
 			"kafka.rebalance_timeout":        cfg.Kafka.RebalanceTimeout,
+			"kafka.topic_check_interval":     cfg.Kafka.TopicCheckInterval,
 			"pinterest.breaker_open_timeout": cfg.Pinterest.BreakerOpenTimeout,
 			"sync.flush_interval":            cfg.Sync.FlushInterval,
 			"sync.shutdown_grace":            cfg.Sync.ShutdownGrace,

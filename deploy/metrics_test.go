@@ -48,6 +48,10 @@ var knownMetrics = []string{
 	"pinsync_audience_pinterest_size",
 	"pinsync_audience_ready",
 	"pinsync_out_of_group_seconds",
+	"pinsync_partitions_halted",
+	"pinsync_topic_changed",
+	"pinsync_changes_malformed_total",
+	"pinsync_partitions_unhealthy",
 	"pinsync_schema_registry_waiting_partitions",
 	"pinsync_schema_registry_errors_total",
 	"pinsync_miskeyed_records_total",
@@ -318,9 +322,10 @@ func TestAlertRulesUseKnownMetricsAndDocumentThemselves(t *testing.T) {
 		}
 	}
 	sort.Strings(alerts)
-	want := []string{"PinsyncAudienceParked", "PinsyncBreakerOpen", "PinsyncCommitsStalled", "PinsyncConsumerLagGrowing",
+	want := []string{"PinsyncAudienceParked", "PinsyncBreakerOpen", "PinsyncChangesMalformed", "PinsyncCommitsStalled", "PinsyncConsumerLagGrowing",
 		"PinsyncCredentialsRejected", "PinsyncDeadLetters", "PinsyncListMatchRateLow", "PinsyncListMatchesNobody",
-		"PinsyncMisKeyedInput", "PinsyncOutOfGroup", "PinsyncRateLimited", "PinsyncRebuildFailing", "PinsyncSchemaRegistryUnavailable"}
+		"PinsyncMisKeyedInput", "PinsyncOutOfGroup", "PinsyncPartitionHalted", "PinsyncPartitionUnhealthy", "PinsyncRateLimited",
+		"PinsyncRebuildFailing", "PinsyncSchemaRegistryUnavailable", "PinsyncTopicChanged"}
 	if !slices.Equal(alerts, want) {
 		t.Errorf("alerts = %q, want %q", alerts, want)
 	}

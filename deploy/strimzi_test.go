@@ -205,8 +205,9 @@ func pinsyncGrants(cfg pinsyncConfig) []grant {
 	// The registry and the token, tailed and appended to; checked at start
 	// (control/log.go).
 	add("topic", k.ControlTopic, "literal", "Read", "Write", "Describe", "DescribeConfigs")
-	// Dead letters: written, never read.
-	add("topic", k.DLQTopic, "literal", "Write", "Describe")
+	// Dead letters: written, never read; max.message.bytes read at start
+	// (consumer/topics.go).
+	add("topic", k.DLQTopic, "literal", "Write", "Describe", "DescribeConfigs")
 	return gs
 }
 

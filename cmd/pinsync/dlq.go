@@ -138,7 +138,9 @@ type dlqRow struct {
 
 // redrivable returns the reasons a dead letter may carry that a redrive
 // can send back: the decoder's and pinterest_rejected.
-func redrivable() []string { return append(schemas.Reasons(), deadletter.ReasonRejected) }
+func redrivable() []string {
+	return append(schemas.Reasons(), deadletter.ReasonRejected, deadletter.ReasonStateTooLarge)
+}
 
 // runRedrive is `pinsync dlq redrive`.
 func runRedrive(ctx context.Context, io *stdio, args []string) int {

@@ -24,6 +24,7 @@ var documentedMetrics = []string{
 	"pinsync_dead_letters_total", "pinsync_assigned_partitions", "pinsync_restoring_partitions",
 	"pinsync_restored_profiles_total", "pinsync_audience_uploaded_records_total", "pinsync_audience_local_members",
 	"pinsync_audience_local_records", "pinsync_changes_dropped_total", "pinsync_out_of_group_seconds",
+	"pinsync_partitions_halted", "pinsync_topic_changed", "pinsync_partitions_unhealthy",
 	"pinsync_schema_registry_waiting_partitions", "pinsync_schema_registry_errors_total", "pinsync_miskeyed_records_total",
 	// pinsync_audience_pinterest_size, pinsync_audience_ready and
 	// pinsync_list_created_timestamp_seconds appear after the first audience

@@ -87,6 +87,15 @@ func (l List) AppendKey(b []byte) []byte {
 // changes record.
 var ErrMalformed = errors.New("changes: malformed record")
 
+// ErrUnknownVersion is returned (wrapped) for a value of a format version
+// newer than this pinsync reads: written by a newer pinsync. Unlike a
+// malformed record it is not skipped: its reader stops there.
+var ErrUnknownVersion = errors.New("changes: a record of a newer format version")
+
+// Version is the format version of the values this pinsync writes, and
+// the newest it reads.
+const Version = version
+
 // ParseKey reads a record key written by AppendKey, and only that form: a
 // key spelt otherwise ("email:vip", " MAID:vip") would be another key for
 // the same list, partitioned elsewhere.
@@ -207,7 +216,10 @@ func (v *Value) Len() int { return v.n }
 // Parse reads the header of a record value; Each reads its changes.
 func Parse(b []byte) (Value, error) {
 	var v Value
-	if len(b) < 1 || b[0] != version {
+	switch {
+	case len(b) >= 1 && b[0] > version:
+		return v, fmt.Errorf("%w: version %d, this pinsync reads up to %d", ErrUnknownVersion, b[0], version)
+	case len(b) < 1 || b[0] != version:
 		return v, fmt.Errorf("%w: unknown version", ErrMalformed)
 	}
 	b = b[1:]

@@ -82,11 +82,11 @@ func TestChangesOfEarlierVersionsAreLegacy(t *testing.T) {
 func TestMalformedValuesAreRefused(t *testing.T) {
 	good := AppendValue(nil, Header{AdAccount: "1", Name: "n"}, randomChanges(rand.New(rand.NewPCG(3, 4)), 3))
 	cases := map[string][]byte{
-		"empty":           nil,
-		"unknown version": append([]byte{9}, good[1:]...),
-		"truncated":       good[:len(good)-5],
-		"header only":     good[:4],
-		"bad op":          func() []byte { b := bytes.Clone(good); b[len(b)-3*34-3+0] = 0; return b }(),
+		"empty":       nil,
+		"version 0":   append([]byte{0}, good[1:]...),
+		"truncated":   good[:len(good)-5],
+		"header only": good[:4],
+		"bad op":      func() []byte { b := bytes.Clone(good); b[len(b)-3*34-3+0] = 0; return b }(),
 	}
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -98,6 +98,17 @@ func TestMalformedValuesAreRefused(t *testing.T) {
 				t.Fatalf("got %v, want ErrMalformed", err)
 			}
 		})
+	}
+}
+
+// TestNewerVersionsAreNotMalformed: a value of a version after this
+// pinsync's is told apart from a malformed one: its reader stops there
+// rather than skip it.
+func TestNewerVersionsAreNotMalformed(t *testing.T) {
+	good := AppendValue(nil, Header{AdAccount: "1", Name: "n"}, randomChanges(rand.New(rand.NewPCG(3, 4)), 3))
+	_, err := Parse(append([]byte{Version + 1}, good[1:]...))
+	if !errors.Is(err, ErrUnknownVersion) || errors.Is(err, ErrMalformed) {
+		t.Fatalf("got %v, want ErrUnknownVersion only", err)
 	}
 }
 

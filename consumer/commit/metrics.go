@@ -37,4 +37,7 @@ type PartitionStatus struct {
 	Committed     int64  `json:"committed_offset"`
 	HighWatermark int64  `json:"high_watermark"`
 	Lag           int64  `json:"lag"`
+	// Halted is why the partition's reader stopped (see member.Halt);
+	// empty while it reads.
+	Halted string `json:"halted,omitempty"`
 }

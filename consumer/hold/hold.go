@@ -1,6 +1,7 @@
 // Package hold pauses a stage's poll loop while something outside it says
 // that nothing read now could be done with (Pinterest refused the
-// credentials): both stages poll through it.
+// credentials, the changes topic is no longer the one the deployment
+// placed its lists in): both stages poll through it.
 package hold
 
 import (
@@ -36,7 +37,7 @@ func Wait(ctx context.Context, h Func, paused *atomic.Bool, log *slog.Logger) bo
 		if !held {
 			held = true
 			paused.Store(true)
-			log.Warn("fetching paused until the credentials are accepted again", "err", err)
+			log.Warn("fetching paused until this is dealt with", "err", err)
 		}
 		select {
 		case <-ctx.Done():

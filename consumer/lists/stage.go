@@ -124,6 +124,7 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 		kgo.RecordDeliveryTimeout(deliveryTimeout))
 	s.member = member.New(member.Config{Topic: cfg.Topic, Group: cfg.Group, Deps: md}, member.Handler[*worker]{
 		Start: s.start, Assigned: s.assigned, Revoked: s.revoked, Lost: s.lost, Gate: s.gate, Max: s.pollMax,
+		Gap: (*worker).lost,
 	})
 	s.commits = &committer{member: s.member, tr: s.tr, topic: cfg.Topic, interval: cfg.CommitInterval, log: log}
 	uploads, cancel := context.WithCancel(context.Background())
@@ -147,7 +148,7 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	s.disp.sink = s.sink
 	s.workers = &workerDeps{
 		topic: cfg.Topic, interval: cfg.CommitInterval, now: now, log: log, m: m, tr: s.tr, ws: s.ws,
-		intern: s.sink.Intern, endOffset: s.endOffset, resume: s.resume, closing: &s.closing, waitingRoom: &s.waitingRoom,
+		intern: s.sink.Intern, bounds: s.bounds, resume: s.resume, pause: s.pause, closing: &s.closing, waitingRoom: &s.waitingRoom,
 	}
 	s.setShare(0)
 	return s, nil
@@ -441,23 +442,6 @@ func (s *Stage) deadLetter(ctx context.Context, r sink.Refused) error {
 	}
 	s.deps.DeadLetters.WithLabelValues("pinterest_rejected").Inc()
 	return nil
-}
-
-// endOffset returns the high watermark of partition p of the changes
-// topic.
-func (s *Stage) endOffset(ctx context.Context, p int32) (int64, error) {
-	ends, err := kadm.NewClient(s.member.Client()).ListEndOffsets(ctx, s.cfg.Topic)
-	if err != nil {
-		return 0, err
-	}
-	o, ok := ends.Lookup(s.cfg.Topic, p)
-	if !ok {
-		return 0, fmt.Errorf("no end offset for %s/%d", s.cfg.Topic, p)
-	}
-	if o.Err != nil {
-		return 0, o.Err
-	}
-	return o.Offset, nil
 }
 
 // resume resumes fetching partition p, paused since its assignment.

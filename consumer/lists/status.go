@@ -60,3 +60,6 @@ func (s *Stage) Paused() bool {
 func (s *Stage) Unhealthy(limit time.Duration) error {
 	return s.member.Unhealthy(limit, "list stage: partitions failing to start")
 }
+
+// UnhealthyCount is how many partitions Unhealthy would name.
+func (s *Stage) UnhealthyCount(limit time.Duration) int { return s.member.UnhealthyCount(limit) }

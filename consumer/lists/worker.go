@@ -2,6 +2,8 @@ package lists
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -29,9 +31,11 @@ type workerDeps struct {
 	ws       *window.Set
 	// intern names a list by its window (the sink's directory).
 	intern func(l changes.List, h changes.Header, p int32) window.ListID
-	// endOffset learns where partition p ends; resume resumes fetching it.
-	endOffset func(ctx context.Context, p int32) (int64, error)
-	resume    func(p int32)
+	// bounds learns where partition p stands; resume resumes fetching it
+	// and pause pauses it.
+	bounds func(ctx context.Context, p int32) (bounds, error)
+	resume func(p int32)
+	pause  func(p int32)
 	// closing is set once the stage shuts down; waitingRoom counts the
 	// workers waiting for room under the byte cap.
 	closing     *atomic.Bool
@@ -60,10 +64,20 @@ type worker struct {
 	read atomic.Int64
 	// Failing says since when learning the partition's end has failed.
 	member.Failing
+	// Halt says why the worker stopped reading (see halt).
+	member.Halt
 
 	open        commit.Key
 	next        int64 // offset after the last record read; -1 before any
 	leaderEpoch int32
+	// expect is the offset the next record must have: where the group
+	// committed, or the log start when it never did, then after each
+	// record read. A record past it is checked against the log start
+	// (see gapBefore). -1: not known.
+	expect int64
+	// stopped is set once the worker halted its partition itself: it
+	// reads nothing more.
+	stopped bool
 	// first is the offset of the first record read (-1 before any): what
 	// an ownership check commits before anything was.
 	first atomic.Int64
@@ -84,7 +98,7 @@ func newWorker(d *workerDeps, p int32) *worker {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &worker{d: d, partition: p, pt: pt, in: make(chan []*kgo.Record, 4),
 		quit: make(chan struct{}), ctx: ctx, cancel: cancel, done: make(chan struct{}), sealNow: make(chan struct{}, 1),
-		open: d.tr.Open(pt), next: -1, leaderEpoch: -1, vouchFrom: -1}
+		open: d.tr.Open(pt), next: -1, leaderEpoch: -1, vouchFrom: -1, expect: -1}
 	w.first.Store(-1)
 	w.read.Store(-1)
 	return w
@@ -140,16 +154,30 @@ func (w *worker) run() {
 	}
 }
 
-// fence learns the partition's end offset before reading anything, retrying
-// until it succeeds or the worker quits (then it reports false).
+// bounds are where a changes partition stands: its log start and end, and
+// the group's committed offset (-1: none).
+type bounds struct{ start, end, committed int64 }
+
+// fence learns where the partition stands before reading anything,
+// retrying until it succeeds or the worker quits (then it reports false).
+// A partition whose log starts past the group's committed offset lost
+// changes nobody read: it halts there.
 func (w *worker) fence() bool {
 	defer w.Started()
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
-		end, err := w.d.endOffset(ctx, w.partition)
+		b, err := w.d.bounds(ctx, w.partition)
 		cancel()
 		if err == nil {
-			w.vouchFrom = end
+			w.vouchFrom, w.expect = b.end, b.start
+			if b.committed >= 0 {
+				w.expect = b.committed
+			}
+			if b.start > w.expect {
+				w.stopped = true
+				w.halt(member.HaltGap, deleted(w.d.topic, w.partition, w.expect, b.start))
+				return true
+			}
 			w.d.resume(w.partition)
 			return true
 		}
@@ -210,20 +238,81 @@ func (w *worker) probeOffset() (kgo.EpochOffset, bool) {
 	return kgo.EpochOffset{}, false
 }
 
+// halt stops the partition for reason, once: the error log says why, and
+// its fetching is paused. What was read before stays in the windows, to be
+// uploaded and committed.
+func (w *worker) halt(reason string, err error) {
+	if !w.Halt.Halt(reason, err) {
+		return
+	}
+	w.d.pause(w.partition)
+	w.d.log.Error("a changes partition stopped: nothing past this point is read or committed until the cause is dealt with (see PinsyncPartitionHalted in the README)",
+		"topic", w.d.topic, "partition", w.partition, "reason", reason, "err", err)
+}
+
+// lost halts the partition after its member found records gone under the
+// fetch (Handler.Gap): everything fetched before is below them.
+func (w *worker) lost(err error) {
+	w.halt(member.HaltGap, fmt.Errorf("records of %s/%d were deleted before the list stage read them (%w): the changes they held never reach the lists",
+		w.d.topic, w.partition, err))
+}
+
+// deleted says that offsets from to before start of partition p were
+// deleted unread.
+func deleted(topic string, p int32, from, start int64) error {
+	return fmt.Errorf("records %d to %d of %s/%d were deleted before the list stage read them (its log starts at %d): the changes they held never reach the lists",
+		from, start-1, topic, p, start)
+}
+
+// gapBefore reports whether records between the next one expected and
+// offset were deleted unread: a fetch skips offsets only where an aborted
+// transaction's records were, or where the log no longer holds them. It
+// asks the partition's log start until it has an answer, or the worker
+// quits (then it reports no gap: the worker stops anyway).
+func (w *worker) gapBefore(offset int64) error {
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
+		b, err := w.d.bounds(ctx, w.partition)
+		cancel()
+		if err == nil {
+			if b.start > w.expect {
+				return deleted(w.d.topic, w.partition, w.expect, min(b.start, offset))
+			}
+			return nil
+		}
+		w.d.log.Warn("reading the start of a changes partition failed; retrying", "partition", w.partition, "err", err)
+		select {
+		case <-w.quit:
+			return nil
+		case <-time.After(min(time.Duration(attempt)*500*time.Millisecond, 5*time.Second)):
+		}
+	}
+}
+
 // process puts a batch of records' changes into the windows.
 func (w *worker) process(recs []*kgo.Record) {
 	d := w.d
 	now := d.now()
 	var adds, removes, legacy int
 	for _, r := range recs {
+		if w.stopped {
+			break
+		}
 		if r.Offset < w.next {
 			continue // already read (a fetch from before a reassignment)
+		}
+		if w.expect >= 0 && r.Offset > w.expect {
+			if err := w.gapBefore(r.Offset); err != nil {
+				w.stopped = true
+				w.halt(member.HaltGap, err)
+				break
+			}
 		}
 		if w.next < 0 {
 			w.first.Store(r.Offset)
 		}
 		if r.Attrs.IsControl() {
-			w.next, w.leaderEpoch = r.Offset+1, r.LeaderEpoch
+			w.next, w.leaderEpoch, w.expect = r.Offset+1, r.LeaderEpoch, r.Offset+1
 			continue
 		}
 		l, err := changes.ParseKey(r.Key)
@@ -243,8 +332,14 @@ func (w *worker) process(recs []*kgo.Record) {
 				w.cs = append(w.cs, c)
 			})
 		}
+		if errors.Is(err, changes.ErrUnknownVersion) {
+			w.stopped = true
+			w.halt(member.HaltUnknownVersion, fmt.Errorf("record %d of %s/%d: %w: upgrade this replica (every replica must read a format before any writes it)",
+				r.Offset, d.topic, r.Partition, err))
+			break
+		}
 		if err != nil {
-			w.next, w.leaderEpoch = r.Offset+1, r.LeaderEpoch
+			w.next, w.leaderEpoch, w.expect = r.Offset+1, r.LeaderEpoch, r.Offset+1
 			d.m.malformed.Inc()
 			d.log.Error("skipping a malformed record of the changes topic", "partition", r.Partition, "offset", r.Offset, "err", err)
 			continue
@@ -267,7 +362,7 @@ func (w *worker) process(recs []*kgo.Record) {
 			}
 			now = d.now()
 		}
-		w.next, w.leaderEpoch = r.Offset+1, r.LeaderEpoch
+		w.next, w.leaderEpoch, w.expect = r.Offset+1, r.LeaderEpoch, r.Offset+1
 	}
 	d.tr.Apply(&w.deltas)
 	w.deltas.Reset()

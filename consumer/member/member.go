@@ -22,6 +22,12 @@
 // done to a partition's position from the poll goroutine (the profile
 // stage's rewind, which Wake serves between polls).
 //
+// A partition whose records were lost to its reader (the broker no longer
+// holds the offset it reads at), or that its worker cannot read on (a
+// record of a format it does not know), halts: its worker stops there, so
+// nothing past it is committed, and the member reports it (Halts) until
+// the partition leaves. The member never moves a position by itself.
+//
 // It does not decide what to commit (package commit and the stages).
 package member
 
@@ -30,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -65,6 +72,9 @@ type Worker interface {
 	// FailingSince is when the partition's start began failing; zero
 	// while it does not (see Failing).
 	FailingSince() time.Time
+	// Halted says why the worker stopped reading its partition; nil
+	// while it reads (see Halt).
+	Halted() *Halted
 }
 
 // Handler is what a stage does at each turn of its member's life. Every
@@ -91,6 +101,14 @@ type Handler[W Worker] struct {
 	Gate func(ctx context.Context) bool
 	// Max is how many records the next poll may return.
 	Max func() int
+	// Gap, when set, is told that records of w's partition were lost to
+	// its reader: the broker no longer holds the offset it reads at (the
+	// log start passed it: kerr.OffsetOutOfRange) or truncated the log
+	// under it (kgo.ErrDataLoss). The member has paused the partition's
+	// fetching. With Gap set the client never moves a position by itself
+	// (its reset offset is none); without it, it resumes at the log
+	// start.
+	Gap func(w W, err error)
 }
 
 // Config configures a member.
@@ -200,11 +218,17 @@ func (m *Member[W]) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	reset := kgo.NewOffset().AtStart()
+	if m.h.Gap != nil {
+		reset = kgo.NoResetOffset().AtStart()
+	}
 	opts := append(append([]kgo.Opt{}, m.cfg.Kafka...),
 		kgo.ConsumerGroup(m.cfg.Group),
 		kgo.ConsumeTopics(m.cfg.Topic),
 		kgo.DisableAutoCommit(),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// A partition the group never committed starts at its log start.
+		kgo.ConsumeStartOffset(kgo.NewOffset().AtStart()),
+		kgo.ConsumeResetOffset(reset),
 		// Records of an aborted transaction never happened; markers count
 		// as records, so that a partition's commit reaches its end.
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -312,7 +336,10 @@ func (m *Member[W]) poll(ctx context.Context) {
 			return
 		}
 		fetches.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			switch {
+			case m.h.Gap != nil && t == m.cfg.Topic && Lost(err):
+				m.gap(p, err)
+			case !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
 				m.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
 			}
 		})
@@ -329,6 +356,26 @@ func (m *Member[W]) poll(ctx context.Context) {
 			o.highWater.Store(p.HighWatermark)
 			o.w.Feed(ctx, p.Records)
 		})
+	}
+}
+
+// Lost reports whether a fetch error says that records are gone before
+// they were read: the offset read at is out of the log's range, or the
+// client found the log truncated under what it had read.
+func Lost(err error) bool {
+	var loss *kgo.ErrDataLoss
+	return errors.Is(err, kerr.OffsetOutOfRange) || errors.As(err, &loss)
+}
+
+// gap pauses partition p, whose records were lost to its reader, and tells
+// the stage (Handler.Gap).
+func (m *Member[W]) gap(p int32, err error) {
+	m.cl.PauseFetchPartitions(map[string][]int32{m.cfg.Topic: {p}})
+	m.mu.Lock()
+	o := m.workers[p]
+	m.mu.Unlock()
+	if o != nil {
+		m.h.Gap(o.w, err)
 	}
 }
 
@@ -559,6 +606,9 @@ func (m *Member[W]) Partitions() []commit.PartitionStatus {
 		if hw > 0 {
 			ps.Lag = hw - max(c, 0)
 		}
+		if h := o.w.Halted(); h != nil {
+			ps.Halted = h.Reason
+		}
 		out = append(out, ps)
 	}
 	m.mu.Unlock()
@@ -570,21 +620,105 @@ func (m *Member[W]) Partitions() []commit.PartitionStatus {
 // longer than limit, as an error that begins with what; nil when there is
 // none.
 func (m *Member[W]) Unhealthy(limit time.Duration, what string) error {
-	now := m.cfg.Now()
-	var stuck []string
-	m.mu.Lock()
-	for p, o := range m.workers {
-		if since := o.w.FailingSince(); !since.IsZero() && now.Sub(since) > limit {
-			stuck = append(stuck, fmt.Sprintf("%s/%d for %s", m.cfg.Topic, p, now.Sub(since).Round(time.Second)))
-		}
-	}
-	m.mu.Unlock()
+	stuck := m.failing(limit)
 	if len(stuck) == 0 {
 		return nil
 	}
 	sort.Strings(stuck)
 	return fmt.Errorf("%s: %s", what, strings.Join(stuck, ", "))
 }
+
+// UnhealthyCount is how many owned partitions Unhealthy would name.
+func (m *Member[W]) UnhealthyCount(limit time.Duration) int { return len(m.failing(limit)) }
+
+// failing describes the owned partitions whose start has been failing for
+// longer than limit: "topic/partition for duration".
+func (m *Member[W]) failing(limit time.Duration) []string {
+	now := m.cfg.Now()
+	var stuck []string
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for p, o := range m.workers {
+		if since := o.w.FailingSince(); !since.IsZero() && now.Sub(since) > limit {
+			stuck = append(stuck, fmt.Sprintf("%s/%d for %s", m.cfg.Topic, p, now.Sub(since).Round(time.Second)))
+		}
+	}
+	return stuck
+}
+
+// Halts returns why each owned partition that halted did, by partition.
+func (m *Member[W]) Halts() map[int32]*Halted {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[int32]*Halted{}
+	for p, o := range m.workers {
+		if h := o.w.Halted(); h != nil {
+			out[p] = h
+		}
+	}
+	return out
+}
+
+// HaltError reports the owned partitions that halted, each with its
+// reason and what was found, as an error that begins with what; nil when
+// none did.
+func (m *Member[W]) HaltError(what string) error {
+	hs := m.Halts()
+	if len(hs) == 0 {
+		return nil
+	}
+	ps := make([]int32, 0, len(hs))
+	for p := range hs {
+		ps = append(ps, p)
+	}
+	slices.Sort(ps)
+	parts := make([]string, 0, len(ps))
+	for _, p := range ps {
+		parts = append(parts, fmt.Sprintf("%s/%d (%s: %v)", m.cfg.Topic, p, hs[p].Reason, hs[p].Err))
+	}
+	return fmt.Errorf("%s: %s", what, strings.Join(parts, "; "))
+}
+
+// The reasons a partition halts: the values of the reason label of
+// pinsync_partitions_halted, a closed set.
+const (
+	// HaltGap: records were deleted before they were read (the log start
+	// passed the position, an offset out of range, a fetch that skipped
+	// records the log no longer holds).
+	HaltGap = "gap"
+	// HaltUnknownVersion: a record of a format this version does not know,
+	// written by a newer one.
+	HaltUnknownVersion = "unknown_version"
+	// HaltTopicReset: the input topic was recreated or truncated under the
+	// position the state stands at.
+	HaltTopicReset = "topic_reset"
+	// HaltStateLost: the changelog holds no state for a partition the group
+	// has consumed.
+	HaltStateLost = "state_lost"
+)
+
+// Halted is why a worker stopped reading its partition.
+type Halted struct {
+	// Reason is one of the Halt constants.
+	Reason string
+	// Err says what was found, and what to do.
+	Err error
+}
+
+// Halt records that a worker stopped reading its partition for a reason
+// it cannot get past on its own: nothing past where it stopped is read or
+// committed until the partition leaves it. Workers embed it; it is safe
+// for concurrent use.
+type Halt struct{ h atomic.Pointer[Halted] }
+
+// Halt records why the partition stopped; the first reason counts. It
+// reports whether this call halted it.
+func (h *Halt) Halt(reason string, err error) bool {
+	return h.h.CompareAndSwap(nil, &Halted{Reason: reason, Err: err})
+}
+
+// Halted returns why the partition stopped; nil while it reads.
+func (h *Halt) Halted() *Halted { return h.h.Load() }
 
 // Failing records since when a worker's start (what it must do before it
 // reads its partition) has been failing. Workers embed it; it is safe for

@@ -22,6 +22,7 @@ type recorder struct {
 	mu      sync.Mutex
 	offsets []int64
 	member.Failing
+	member.Halt
 }
 
 func (r *recorder) Feed(_ context.Context, recs []*kgo.Record) {

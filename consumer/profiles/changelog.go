@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/pinsync/pinsync/consumer/member"
 	"github.com/pinsync/pinsync/schemas"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
@@ -119,7 +120,37 @@ func (c codec) encode(p *profile) []byte {
 	return append(b, identifierRules)
 }
 
+// bound is the most encode would write of p once it also knows aud and
+// holds maxIDs identifiers: what an event can take it to.
+func (c codec) bound(p *profile, aud uint32, maxIDs int) int {
+	const varint = binary.MaxVarintLen16 // counts and lengths stay below 1<<14
+	n := 1 + varint + maxIDs*33 + varint + 1
+	for _, a := range p.auds {
+		n += 1 + varint + len(c.auds.key(a&^outBit))
+	}
+	return n + 1 + varint + len(c.auds.key(aud))
+}
+
 var errBadState = errors.New("changelog: malformed state record")
+
+// ErrUnknownVersion is returned (wrapped) for a changelog record of a
+// format version newer than this pinsync reads: written by a newer
+// pinsync. It is never skipped (the profile would be lost) nor taken for a
+// tombstone (a rebuild would drop its memberships).
+var ErrUnknownVersion = errors.New("changelog: a record of a newer format version")
+
+// StateVersion is the format version of the profile records this pinsync
+// writes, and the newest it reads.
+const StateVersion = stateVersion
+
+// newerVersion reports an error when value (a profile's or an audience's
+// record, not a tombstone) is of a format version after known.
+func newerVersion(value []byte, known byte) error {
+	if len(value) > 0 && value[0] > known {
+		return fmt.Errorf("%w: version %d, this pinsync reads up to %d", ErrUnknownVersion, value[0], known)
+	}
+	return nil
+}
 
 // decode reads what encode wrote, interning audience keys. legacy reports
 // a record of a version that hashed IDFAs in lower case (see
@@ -231,11 +262,7 @@ func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey
 	audPrefix := audienceKey(key.topic, "")
 	seen := false
 	lowerIDFA := map[string][]change{} // by profile key
-	err = readTo(ctx, rcl, changelog, map[int32]int64{key.partition: start.Offset}, map[int32]int64{key.partition: end.Offset}, func(r *kgo.Record) {
-		k := string(r.Key)
-		if k == pk || strings.HasPrefix(k, prefix) || strings.HasPrefix(k, legacy) {
-			seen = true
-		}
+	one := func(r *kgo.Record, k string) {
 		if strings.HasPrefix(k, audPrefix) {
 			seen = true
 			name, override, err := parseAudienceValue(r.Value)
@@ -281,7 +308,30 @@ func restore(ctx context.Context, kopts []kgo.Opt, changelog string, key partKey
 		} else if r.Value != nil {
 			skip(r.Offset)
 		}
+	}
+	var newer error
+	err = readWhile(ctx, rcl, changelog, map[int32]int64{key.partition: start.Offset}, map[int32]int64{key.partition: end.Offset}, func(r *kgo.Record) bool {
+		k := string(r.Key)
+		if k == pk || strings.HasPrefix(k, prefix) || strings.HasPrefix(k, legacy) {
+			seen = true
+		}
+		known := byte(stateVersion)
+		if strings.HasPrefix(k, audPrefix) {
+			known = audienceVersion
+		}
+		if k != pk && (strings.HasPrefix(k, prefix) || strings.HasPrefix(k, legacy) || strings.HasPrefix(k, audPrefix)) {
+			if err := newerVersion(r.Value, known); err != nil {
+				newer = &halting{reason: member.HaltUnknownVersion, err: fmt.Errorf("record %d of %s/%d: %w: upgrade this replica "+
+					"(every replica must read a format before any writes it)", r.Offset, changelog, key.partition, err)}
+				return false
+			}
+		}
+		one(r, k)
+		return true
 	})
+	if err == nil {
+		err = newer
+	}
 	if err != nil {
 		return res, err
 	}

@@ -47,6 +47,14 @@ type Config struct {
 	MaxPending int
 	// MaxIdentifiersPerType bounds each profile's identifiers of one type.
 	MaxIdentifiersPerType int
+	// MaxRecordBytes bounds every record the stage writes to the
+	// changelog and to the dead-letter topic (the least max.message.bytes
+	// of the topics it writes and the producer's limit, less a batch's
+	// overhead; its producers' batches stay within that limit): a profile whose
+	// record an event would take past it is not changed, the event is
+	// dead-lettered (ReasonStateTooLarge), and a dead letter is cut to
+	// its head past it. Zero: DefaultMaxRecordBytes.
+	MaxRecordBytes int
 	// Allow and Deny select audiences by key glob; AdAccount,
 	// AudienceAdAccounts and AllowAudienceSettings resolve each audience's
 	// ad account (see consumer.Config).

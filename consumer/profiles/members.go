@@ -115,9 +115,15 @@ func (r *MemberReader) Read(ctx context.Context, p int32, part, parts int, lists
 	var held int64
 	var in []string
 	fits := true
+	var newer error
 	err = readWhile(ctx, cl, r.changelog, map[int32]int64{p: start.Offset}, map[int32]int64{p: end}, func(rec *kgo.Record) bool {
 		if !isProfileKey(rec.Key) || (parts > 1 && keyRange(rec.Key, parts) != part) {
 			return true
+		}
+		if err := newerVersion(rec.Value, stateVersion); err != nil {
+			// Not a tombstone: what it says of its profile is unknown.
+			newer = fmt.Errorf("record %d of %s/%d: %w: upgrade this replica", rec.Offset, r.changelog, p, err)
+			return false
 		}
 		if old, ok := byProfile[string(rec.Key)]; ok {
 			held -= old.bytes()
@@ -139,6 +145,9 @@ func (r *MemberReader) Read(ctx context.Context, p int32, part, parts int, lists
 		}
 		return fits
 	})
+	if err == nil {
+		err = newer
+	}
 	if err != nil || !fits {
 		return nil, false, err
 	}

@@ -2,6 +2,7 @@ package profiles
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -179,5 +180,37 @@ func TestAReadHoldsNoMoreThanItsBound(t *testing.T) {
 	slices.SortFunc(got, func(a, b ident.Hash) int { return slices.Compare(a[:], b[:]) })
 	if !slices.Equal(got, all[vipEmail]) {
 		t.Errorf("key ranges found %d members, want the %d of one read", len(got), len(all[vipEmail]))
+	}
+}
+
+// TestMembersRefuseARecordOfANewerVersion: a profile record of a format
+// version this pinsync does not read is neither skipped nor taken for a
+// tombstone: the read fails, naming it.
+func TestMembersRefuseARecordOfANewerVersion(t *testing.T) {
+	const changelog = "g.changelog"
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, changelog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	auds, _ := newAudiences(nil, nil, "1", nil, false)
+	vip := auds.intern("vip", "", "").id
+	key := changelogKey("events", newProfiles(5, nil).keyOf("a"))
+	good := codec{auds}.encode(&profile{ids: []schemas.Identifier{{Type: ident.Email, Hash: benchHash(1, 1)}}, auds: []uint32{vip}})
+	newer := append([]byte{stateVersion + 1}, good[1:]...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: changelog, Key: []byte(key), Value: good},
+		&kgo.Record{Topic: changelog, Key: []byte(key), Value: newer}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Members(ctx, []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, changelog, []changes.List{{Type: ident.Email, Audience: "vip"}})
+	if !errors.Is(err, ErrUnknownVersion) || !strings.Contains(err.Error(), "record 1 of g.changelog/0") {
+		t.Fatalf("Members: %v, %v; want an error naming record 1 and its newer version", got, err)
 	}
 }

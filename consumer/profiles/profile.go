@@ -213,6 +213,23 @@ func (s *profiles) get(id string) (*profile, bool) {
 	return s.load(v), true
 }
 
+// grows returns the state of profile id when it is known and has never
+// been seen in or leaving aud, so that an event of aud adds an audience to
+// it; nil otherwise. The profile is unpacked into scratch: read it before
+// the next call.
+func (s *profiles) grows(id string, aud uint32) *profile {
+	var kb [profileKeyLen]byte
+	s.digest(&kb, id)
+	p, ok := s.get(string(kb[:]))
+	if !ok {
+		return nil
+	}
+	if known, _ := p.member(aud); known {
+		return nil
+	}
+	return p
+}
+
 // leaveAll counts p out of every audience it is a member of.
 func (s *profiles) leaveAll(p *profile) {
 	s.countIn(p, -1)

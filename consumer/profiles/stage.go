@@ -117,7 +117,7 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	}
 	s := &Stage{cfg: cfg, log: log, m: m, auds: auds, pending: newPending(m.pending), waits: newRegistryWaits(m), misKeyed: newMisKeyed(m)}
 	s.member = member.New(member.Config{Topic: cfg.Topic, Group: cfg.Group, Deps: md}, member.Handler[*worker]{
-		Start: s.start, Revoked: s.revoked, Lost: s.lost, Gate: s.gate,
+		Start: s.start, Revoked: s.revoked, Lost: s.lost, Gate: s.gate, Gap: (*worker).lost,
 		Max: func() int { return min(max(cfg.MaxPending/10, 100), 10_000) },
 	})
 	s.workers = &workerDeps{

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/consumer/member"
 	"github.com/pinsync/pinsync/consumer/membership"
 	"github.com/pinsync/pinsync/schemas/ident"
 )
@@ -66,8 +67,19 @@ func (s *Stage) Membership() membership.Status { return s.member.Membership() }
 func (s *Stage) Paused() bool { return s.pending.capped.Load() || s.member.Held() }
 
 // Unhealthy reports the partitions whose start (fencing the earlier owner,
-// restoring the state) has been failing for longer than limit; nil when
-// there is none.
+// restoring the state) or whose transactions have been failing for longer
+// than limit; nil when there is none.
 func (s *Stage) Unhealthy(limit time.Duration) error {
-	return s.member.Unhealthy(limit, "profile stage: partitions failing to start (restore or fencing)")
+	return s.member.Unhealthy(limit, "profile stage: partitions failing to start (restore or fencing) or to commit their transactions")
 }
+
+// UnhealthyCount is how many partitions Unhealthy would name.
+func (s *Stage) UnhealthyCount(limit time.Duration) int { return s.member.UnhealthyCount(limit) }
+
+// Halts returns why each owned partition that halted did (see
+// member.Halt), by partition.
+func (s *Stage) Halts() map[int32]*member.Halted { return s.member.Halts() }
+
+// Halted reports the owned partitions that halted, with their reasons; nil
+// when none did.
+func (s *Stage) Halted() error { return s.member.HaltError("profile stage: partitions halted") }

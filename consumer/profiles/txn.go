@@ -90,6 +90,9 @@ func (t *txn) connect(ctx context.Context) error {
 			kgo.RequiredAcks(kgo.AllISRAcks()),
 			// Digests do not compress.
 			kgo.ProducerBatchCompression(kgo.NoCompression()),
+			// A batch the topics take (their max.message.bytes bounds a
+			// batch, not a record): records are sized within it.
+			kgo.ProducerBatchMaxBytes(int32(cfg.maxRecordBytes()+RecordOverhead)),
 		)...)
 		if err != nil {
 			return err
@@ -268,7 +271,7 @@ func (t *txn) takeErr() error {
 func (t *txn) deadLetter(r *kgo.Record, reason string) {
 	key, value := r.Key, r.Value
 	headers := make([]kgo.RecordHeader, 0, 6)
-	if size := len(key) + len(value); size > maxDeadLetterBytes {
+	if size := len(key) + len(value); size > t.d.cfg.deadLetterBytes() {
 		// The producer (and a broker at its defaults) refuses a record
 		// of a megabyte: the dead letter is the record's head, so that
 		// the partition goes on committing.
@@ -276,7 +279,8 @@ func (t *txn) deadLetter(r *kgo.Record, reason string) {
 			kgo.RecordHeader{Key: "pinsync.decode_reason", Value: []byte(reason)},
 			kgo.RecordHeader{Key: "pinsync.original_bytes", Value: []byte(strconv.Itoa(size))})
 		reason = "too_large"
-		key, value = key[:min(len(key), deadLetterHeadBytes)], value[:min(len(value), deadLetterHeadBytes)]
+		head := min(deadLetterHeadBytes, t.d.cfg.deadLetterBytes()/2)
+		key, value = key[:min(len(key), head)], value[:min(len(value), head)]
 	}
 	headers = append(headers,
 		kgo.RecordHeader{Key: "pinsync.reason", Value: []byte(reason)},
@@ -295,13 +299,43 @@ func (t *txn) deadLetter(r *kgo.Record, reason string) {
 
 // A dead letter carries the record as it came up to maxDeadLetterBytes of
 // key and value (below the producer's and the broker's default limits of
-// about 1 MB for a record with its headers); a larger one carries its
-// first deadLetterHeadBytes of key and of value, with the reason
-// "too_large".
+// about 1 MB for a record with its headers), or up to what
+// Config.MaxRecordBytes leaves beside the headers when that is less; a
+// larger one carries its first deadLetterHeadBytes of key and of value
+// (half that room at most), with the reason "too_large".
 const (
 	maxDeadLetterBytes  = 900_000
 	deadLetterHeadBytes = 64 << 10
+	// deadLetterHeaders is room for a dead letter's headers.
+	deadLetterHeaders = 1 << 10
 )
+
+// DefaultMaxRecordBytes is the default of Config.MaxRecordBytes: the
+// producer's default limit of a batch, less its overhead.
+const DefaultMaxRecordBytes = 1_000_000 - RecordOverhead
+
+// RecordOverhead is what a record costs a batch besides its key and value
+// (the batch header, the record's lengths, varints and attributes).
+const RecordOverhead = 128
+
+// maxRecordBytes is Config.MaxRecordBytes with its default.
+func (c Config) maxRecordBytes() int {
+	if c.MaxRecordBytes > 0 {
+		return c.MaxRecordBytes
+	}
+	return DefaultMaxRecordBytes
+}
+
+// deadLetterBytes is how large a dead letter's key and value may be.
+func (c Config) deadLetterBytes() int {
+	return min(maxDeadLetterBytes, c.maxRecordBytes()-deadLetterHeaders)
+}
+
+// ReasonStateTooLarge is the dead-letter reason of an event that would
+// take its profile's changelog record past Config.MaxRecordBytes (a
+// profile in more audiences than a record can hold): the event is not
+// applied.
+const ReasonStateTooLarge = "state_too_large"
 
 // commit writes the state the transaction's records left (state's dirty
 // profiles) and the position next, and commits the transaction, within

@@ -85,6 +85,13 @@ type worker struct {
 	// Failing says since when the partition's start (fencing, restore)
 	// has failed.
 	member.Failing
+	// txnFailing says since when its transactions have failed: set by
+	// the first failed commit, cleared by the next one that succeeds (a
+	// successful start does not clear it, so a partition that fails the
+	// same transaction after every start counts as failing).
+	txnFailing member.Failing
+	// Halt says why the worker stopped reading its partition.
+	member.Halt
 
 	state *profiles
 	txn   *txn
@@ -131,6 +138,16 @@ func (w *worker) Feed(ctx context.Context, recs []*kgo.Record) {
 	case <-w.quit:
 	case <-ctx.Done():
 	}
+}
+
+// FailingSince implements member.Worker: since when the partition's start,
+// or its transactions, have been failing; zero while neither does.
+func (w *worker) FailingSince() time.Time {
+	s, t := w.Failing.FailingSince(), w.txnFailing.FailingSince()
+	if s.IsZero() || (!t.IsZero() && t.Before(s)) {
+		return t
+	}
+	return s
 }
 
 // Committed implements member.Worker.
@@ -251,6 +268,10 @@ func (w *worker) start(restart bool) bool {
 		if w.dead || w.stopped() {
 			return false
 		}
+		if h := (*halting)(nil); errors.As(err, &h) {
+			w.halt(h.reason, h.err)
+			return false
+		}
 		w.Fail(w.d.now())
 		w.d.log.Warn("starting a partition failed; retrying", "topic", w.key.topic, "partition", w.key.partition,
 			"attempt", attempt, "err", err)
@@ -266,6 +287,27 @@ func (w *worker) start(restart bool) bool {
 	case <-w.quit:
 		return false
 	}
+}
+
+// halting is a start's error that retrying cannot get past: the
+// partition halts for reason (see member.Halt).
+type halting struct {
+	reason string
+	err    error
+}
+
+func (h *halting) Error() string { return h.err.Error() }
+func (h *halting) Unwrap() error { return h.err }
+
+// halt stops the partition for reason, once: its fetching stays paused
+// (a worker resumes it only when its start succeeds), nothing of it is
+// applied or committed, and the error log says why.
+func (w *worker) halt(reason string, err error) {
+	if !w.Halt.Halt(reason, err) {
+		return
+	}
+	w.d.log.Error("an input partition stopped: nothing past this point is read or committed until the cause is dealt with (see PinsyncPartitionHalted in the README)",
+		"topic", w.key.topic, "partition", w.key.partition, "reason", reason, "err", err)
 }
 
 func (w *worker) stopped() bool {
@@ -304,7 +346,11 @@ func (w *worker) startOnce(restart bool) error {
 	if err := w.restore(ctx); err != nil {
 		return err
 	}
-	w.rewindTo = w.resumeAt()
+	at, err := w.resumeAt(ctx)
+	if err != nil {
+		return err
+	}
+	w.rewindTo = at
 	w.d.rewind(w)
 	return nil
 }
@@ -372,6 +418,12 @@ func (w *worker) process(b batch) {
 		} else if ev.Kind < schemas.Kind(len(applied)) {
 			applied[ev.Kind]++
 		}
+		if aud != 0 && !w.fits(ev.Profile, aud) {
+			applied[ev.Kind]--
+			d.m.events.WithLabelValues(ev.Kind.String(), "dead_lettered").Inc()
+			w.txn.deadLetter(r, ReasonStateTooLarge)
+			continue
+		}
 		w.txn.at(ev.Timestamp, r.Offset >= w.vouchFrom)
 		w.state.apply(ev, aud, w.emit)
 	}
@@ -391,6 +443,23 @@ func (w *worker) process(b batch) {
 	w.txn.settle()
 }
 
+// fits reports whether profile id's changelog record stays within
+// Config.MaxRecordBytes once it is in aud, whatever identifiers it gains:
+// sized before it is written, so that a transaction never holds a record
+// that cannot be written.
+func (w *worker) fits(id string, aud uint32) bool {
+	if w.d.cfg.ChangelogTopic == "" {
+		return true
+	}
+	p := w.state.grows(id, aud)
+	if p == nil {
+		return true
+	}
+	maxIDs := w.d.cfg.MaxIdentifiersPerType * len(ident.Types)
+	key := len(changelogKey(w.key.topic, "")) + profileKeyLen
+	return key+w.d.codec.bound(p, aud, maxIDs) <= w.d.cfg.maxRecordBytes()
+}
+
 // endTxn commits the open transaction, with the state its records left and
 // the position; the epoch it seals then waits for the list stage.
 func (w *worker) endTxn(ctx context.Context) {
@@ -402,6 +471,7 @@ func (w *worker) endTxn(ctx context.Context) {
 		w.fail(err)
 		return
 	}
+	w.txnFailing.Started()
 	if w.next >= 0 {
 		w.epochs.push(commit.Epoch{Next: w.next, LeaderEpoch: w.leaderEpoch, Changes: n, Marks: marks})
 	}
@@ -421,6 +491,7 @@ func fenced(err error) bool {
 // transaction the broker aborted after its timeout, while this member was
 // paused but kept the partition).
 func (w *worker) fail(err error) {
+	w.txnFailing.Fail(w.d.now())
 	w.d.log.Warn("transaction failed; starting the partition again from its last committed state",
 		"topic", w.key.topic, "partition", w.key.partition, "fenced", fenced(err), "err", err)
 	w.txn.abort(w.ctx)

@@ -23,6 +23,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pinsync/pinsync/consumer/profiles"
 )
 
 // The headers of a dead letter, as the profile stage (a record it could
@@ -50,6 +52,10 @@ const (
 	// letter holds its first 64 KiB of key and of value, so it cannot be
 	// sent back.
 	ReasonTooLarge = "too_large"
+	// ReasonStateTooLarge: an event that would have taken its profile's
+	// changelog record past what the topics take; sent back, it is
+	// applied once the limit allows it (see profiles.ReasonStateTooLarge).
+	ReasonStateTooLarge = profiles.ReasonStateTooLarge
 )
 
 // Letter is one dead letter.

@@ -64,6 +64,7 @@ type KafkaConfig struct {
 	ChangesPartitions  int        `yaml:"changes_partitions"`
 	ControlTopic       string     `yaml:"control_topic"`
 	TransactionTimeout Duration   `yaml:"transaction_timeout"`
+	TopicCheckInterval Duration   `yaml:"topic_check_interval"`
 	TLS                TLSConfig  `yaml:"tls"`
 	SASL               SASLConfig `yaml:"sasl"`
 	// InputFormat is the value format of the input topic (package
@@ -185,9 +186,9 @@ func Default() Config {
 		Kafka: KafkaConfig{
 			Brokers: []string{"localhost:9092"}, Topics: []string{"pinsync.events"}, Group: "pinsync",
 			ClientID: "pinsync", LeaveOnShutdown: LeaveNever, SessionTimeout: Duration(sd.SessionTimeout), RebalanceTimeout: Duration(sd.RebalanceTimeout),
-			TransactionTimeout: Duration(sd.TransactionTimeout),
-			InputFormat:        format.Config{Kind: format.JSON},
-			SchemaRegistry:     SchemaRegistryConfig{Timeout: Duration(format.DefaultRegistryTimeout), CacheSize: format.DefaultCacheSize},
+			TransactionTimeout: Duration(sd.TransactionTimeout), TopicCheckInterval: Duration(sd.TopicCheckInterval),
+			InputFormat:    format.Config{Kind: format.JSON},
+			SchemaRegistry: SchemaRegistryConfig{Timeout: Duration(format.DefaultRegistryTimeout), CacheSize: format.DefaultCacheSize},
 		},
 		Pinterest: PinterestConfig{
 			BaseURL: pinterest.DefaultBaseURL, AuthURL: pinterest.DefaultAuthURL,
@@ -548,7 +549,8 @@ func (c Config) Engine() consumer.Config {
 		ChangesTopic: c.Kafka.ChangesTopic, ChangesPartitions: c.Kafka.ChangesPartitions, ControlTopic: c.Kafka.ControlTopic,
 		SessionTimeout: time.Duration(c.Kafka.SessionTimeout), RebalanceTimeout: time.Duration(c.Kafka.RebalanceTimeout),
 		TransactionTimeout: time.Duration(c.Kafka.TransactionTimeout), CommitInterval: time.Duration(c.Sync.CommitInterval),
-		FlushInterval: time.Duration(c.Sync.FlushInterval), MaxRecords: c.Pinterest.MaxRecords,
+		TopicCheckInterval: time.Duration(c.Kafka.TopicCheckInterval),
+		FlushInterval:      time.Duration(c.Sync.FlushInterval), MaxRecords: c.Pinterest.MaxRecords,
 		MaxBuffered: c.Sync.MaxBufferedRecords, MaxBufferedBytes: c.Sync.MaxBufferedBytes, MaxIdentifiersPerType: c.Sync.MaxIdentifiersPerType,
 		ListNameTemplate: c.Sync.ListNameTemplate, Allow: c.Sync.Audiences.Allow, Deny: c.Sync.Audiences.Deny,
 		AdAccount: c.Pinterest.AdAccountID, AudienceAdAccounts: c.Pinterest.AudienceAdAccounts,

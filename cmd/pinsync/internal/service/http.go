@@ -175,12 +175,12 @@ const statusPage = `<!doctype html>
 {{range .Audiences}}<tr><td>{{.Key}}</td><td>{{.Name}}</td><td>{{.AdAccount}}</td><td>{{.Synced}}</td><td>{{.LocalMembers}}</td><td>{{index .LocalRecords "EMAIL"}}</td><td>{{index .LocalRecords "IDFA"}}</td><td>{{index .LocalRecords "MAID"}}</td></tr>
 {{end}}</tbody></table>
 <h2>Input partitions (profile stage)</h2>
-<table id="partitions"><thead><tr><th>topic</th><th>partition</th><th>committed</th><th>high watermark</th><th>lag</th></tr></thead><tbody>
-{{range .Partitions}}<tr><td>{{.Topic}}</td><td>{{.Partition}}</td><td>{{.Committed}}</td><td>{{.HighWatermark}}</td><td>{{.Lag}}</td></tr>
+<table id="partitions"><thead><tr><th>topic</th><th>partition</th><th>committed</th><th>high watermark</th><th>lag</th><th>halted</th></tr></thead><tbody>
+{{range .Partitions}}<tr><td>{{.Topic}}</td><td>{{.Partition}}</td><td>{{.Committed}}</td><td>{{.HighWatermark}}</td><td>{{.Lag}}</td><td>{{if .Halted}}<span class="bad">{{.Halted}}</span>{{end}}</td></tr>
 {{end}}</tbody></table>
 <h2>Changes partitions (list stage)</h2>
-<table id="list-partitions"><thead><tr><th>topic</th><th>partition</th><th>committed</th><th>high watermark</th><th>lag</th></tr></thead><tbody>
-{{range .ListPartitions}}<tr><td>{{.Topic}}</td><td>{{.Partition}}</td><td>{{.Committed}}</td><td>{{.HighWatermark}}</td><td>{{.Lag}}</td></tr>
+<table id="list-partitions"><thead><tr><th>topic</th><th>partition</th><th>committed</th><th>high watermark</th><th>lag</th><th>halted</th></tr></thead><tbody>
+{{range .ListPartitions}}<tr><td>{{.Topic}}</td><td>{{.Partition}}</td><td>{{.Committed}}</td><td>{{.HighWatermark}}</td><td>{{.Lag}}</td><td>{{if .Halted}}<span class="bad">{{.Halted}}</span>{{end}}</td></tr>
 {{end}}</tbody></table>
 <p>Each list has one owner group-wide: its row is on its owner's page only, with figures of the whole list. Local members are the profiles in the audience on this instance's input partitions, local records the identifiers they hold; the sums over instances are the audience and what its lists hold. Records added and removed count this owner's writes. Pinterest size counts matched Pinterest users, not uploaded records; matching takes up to 48 hours, and a list whose size stays far below its records (the recorded pinsync:list_match_ratio) is sending identifiers Pinterest cannot match. This page refreshes every 10 seconds; the same data is at <a href="status">/status</a>, metrics at <a href="metrics">/metrics</a>.</p>
 </body></html>

@@ -42,6 +42,7 @@ import (
 	"github.com/pinsync/pinsync/consumer/member"
 	"github.com/pinsync/pinsync/consumer/membership"
 	"github.com/pinsync/pinsync/consumer/profiles"
+	"github.com/pinsync/pinsync/consumer/rekey"
 	"github.com/pinsync/pinsync/control"
 	"github.com/pinsync/pinsync/schemas/format"
 )
@@ -108,6 +109,7 @@ type Engine struct {
 	mu       sync.Mutex
 	profiles *profiles.Stage
 	lists    *lists.Stage
+	rekey    *rekey.Stage // with Config.Rekey
 	topics   topicLayout
 }
 
@@ -207,6 +209,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var rs *rekey.Stage
+	if e.cfg.Rekey {
+		if rs, err = rekey.New(e.rekeyConfig(topics), rekey.Deps{Kafka: kopts, Logger: e.log, Registerer: e.deps.Registerer,
+			SchemaRegistry: e.deps.SchemaRegistry}); err != nil {
+			return err
+		}
+	}
 	if err := ls.Start(ctx); err != nil {
 		return err
 	}
@@ -216,8 +225,18 @@ func (e *Engine) Run(ctx context.Context) error {
 		cancel()
 		return err
 	}
+	if rs != nil {
+		if err := rs.Start(ctx); err != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.ShutdownGrace)
+			ps.Quiesce(cctx)
+			ps.Close()
+			_ = ls.Close(cctx)
+			cancel()
+			return err
+		}
+	}
 	e.mu.Lock()
-	e.profiles, e.lists, e.topics = ps, ls, topics
+	e.profiles, e.lists, e.rekey, e.topics = ps, ls, rs, topics
 	e.mu.Unlock()
 
 	<-ctx.Done()
@@ -229,6 +248,11 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.log.Info("stopping for good: both members leave their groups as they close")
 	}
 	var errs []error
+	if rs != nil {
+		// First: what it wrote and committed is the profile stage's to
+		// read; what it had not is read again by the next member.
+		rs.Close(grace)
+	}
 	ps.Quiesce(grace)
 	// The list stage reads what the profile stage's last transactions
 	// wrote, then flushes every window once; a third of the grace at most.
@@ -267,6 +291,32 @@ func (e *Engine) listsConfig(t topicLayout) lists.Config {
 	}
 }
 
+// rekeyConfig is the re-key stage's configuration: the profile stage's
+// decoder, so that it reads the profile id the profile stage would.
+func (e *Engine) rekeyConfig(t topicLayout) rekey.Config {
+	c := e.cfg
+	return rekey.Config{
+		Input: c.Topics[0], Output: c.RekeyTopic(), Partitions: t.input, Group: c.rekeyGroup(), ProfilesGroup: c.Group,
+		TransactionalID: rekey.TransactionalID(c.Group, instanceID(e.deps.Kafka)), TransactionTimeout: c.TransactionTimeout,
+		Decoder: c.decoder(), Format: c.InputFormat,
+	}
+}
+
+// instanceID is the group instance id the Kafka options set, or "".
+func instanceID(opts []kgo.Opt) string {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return ""
+	}
+	defer cl.Close()
+	if vs := cl.OptValues(kgo.InstanceID); len(vs) == 2 {
+		if id, ok := vs[0].(string); ok && vs[1] == true {
+			return id
+		}
+	}
+	return ""
+}
+
 func (e *Engine) profilesConfig(t topicLayout) profiles.Config {
 	c := e.cfg
 	changelog := c.ChangelogTopic
@@ -274,13 +324,19 @@ func (e *Engine) profilesConfig(t topicLayout) profiles.Config {
 		changelog = ""
 	}
 	return profiles.Config{
-		Topic: c.Topics[0], Group: c.Group, ChangesTopic: c.ChangesTopic, ChangesPartitions: t.changes,
+		Topic: c.ProfileTopic(), Group: c.Group, ChangesTopic: c.ChangesTopic, ChangesPartitions: t.changes,
 		ListsGroup: c.listsGroup(), ChangelogTopic: changelog, DLQTopic: c.DLQTopic, DLQPartitions: t.dlq,
 		CommitInterval: c.CommitInterval, TransactionTimeout: c.TransactionTimeout, RevokeTimeout: c.RevokeTimeout,
 		MaxPending: c.MaxBuffered, MaxIdentifiersPerType: c.MaxIdentifiersPerType,
 		Allow: c.Allow, Deny: c.Deny, AdAccount: c.AdAccount, AudienceAdAccounts: c.AudienceAdAccounts,
 		AllowAudienceSettings: c.AllowAudienceSettings, Decoder: c.decoder(), Format: c.InputFormat,
 	}
+}
+
+func (e *Engine) rekeyStage() *rekey.Stage {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.rekey
 }
 
 func (e *Engine) stages() (*profiles.Stage, *lists.Stage) {
@@ -427,6 +483,11 @@ func (e *Engine) Ready() error {
 	}
 	if err := ps.RegistryUnavailable(); err != nil {
 		return err
+	}
+	if rs := e.rekeyStage(); rs != nil {
+		if err := rs.RegistryUnavailable(); err != nil {
+			return fmt.Errorf("re-key stage: %w", err)
+		}
 	}
 	now, limit := e.now(), e.cfg.SessionTimeout+e.cfg.RebalanceTimeout
 	if err := ps.Membership().Ready(now, limit); err != nil {

@@ -36,6 +36,7 @@ type pinsyncConfig struct {
 		ChangesPartitions  *int     `json:"changes_partitions,omitempty"`
 		ControlTopic       string   `json:"control_topic,omitempty"`
 		TransactionTimeout string   `json:"transaction_timeout,omitempty"`
+		Rekey              *bool    `json:"rekey,omitempty"`
 		TLS                *struct {
 			Enabled            bool   `json:"enabled,omitempty"`
 			CAFile             string `json:"ca_file,omitempty"`

@@ -64,6 +64,7 @@ type KafkaConfig struct {
 	ChangesPartitions  int        `yaml:"changes_partitions"`
 	ControlTopic       string     `yaml:"control_topic"`
 	TransactionTimeout Duration   `yaml:"transaction_timeout"`
+	Rekey              bool       `yaml:"rekey"`
 	TLS                TLSConfig  `yaml:"tls"`
 	SASL               SASLConfig `yaml:"sasl"`
 	// InputFormat is the value format of the input topic (package
@@ -560,6 +561,6 @@ func (c Config) Engine() consumer.Config {
 		Decoder: schemas.DecoderConfig{
 			EnteredEvent: c.Sync.EnteredEvent, ExitedEvent: c.Sync.ExitedEvent, ConsentCategory: c.Sync.ConsentCategory,
 		},
-		InputFormat: c.Kafka.InputFormat,
+		InputFormat: c.Kafka.InputFormat, Rekey: c.Kafka.Rekey,
 	}
 }

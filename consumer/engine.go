@@ -20,6 +20,13 @@
 // every change of the records before it (package commit): the input
 // group's lag is the end-to-end lag.
 //
+// With Config.Rekey a third stage (package rekey, the group
+// "<kafka.group>.rekey") goes first: it writes the input to the re-keyed
+// topic keyed by each payload's profile id, committing the input offsets
+// in the same transaction, and the profile stage consumes the re-keyed
+// topic instead of the input; the rule above then holds from the re-keyed
+// topic.
+//
 // It does not parse configuration files or serve HTTP; see cmd/pinsync.
 package consumer
 

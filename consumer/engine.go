@@ -219,7 +219,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	var rs *rekey.Stage
 	if e.cfg.Rekey {
 		if rs, err = rekey.New(e.rekeyConfig(topics), rekey.Deps{Kafka: kopts, Logger: e.log, Registerer: e.deps.Registerer,
-			SchemaRegistry: e.deps.SchemaRegistry}); err != nil {
+			SchemaRegistry: e.deps.SchemaRegistry, Leave: e.leaving.Load}); err != nil {
 			return err
 		}
 	}

@@ -113,6 +113,10 @@ type Deps struct {
 	Logger         *slog.Logger
 	Registerer     prometheus.Registerer
 	SchemaRegistry *format.Registry
+	// Leave, when set, is asked as the stage closes: true makes a static
+	// member leave its group by its instance id (it stops for good), as
+	// the other stages' members do (package member).
+	Leave func() bool
 }
 
 // TransactionalID returns the re-key stage's transactional id for a
@@ -203,8 +207,9 @@ func (s *Stage) Start(ctx context.Context) error {
 }
 
 // Close stops the stage: the transaction in flight ends (or aborts, when
-// ctx ends first) and the member leaves its group (a static member keeps
-// its partitions for its instance id, as the other stages' do).
+// ctx ends first) and the member leaves its group. A static member keeps
+// its partitions for its instance id, as the other stages' do, unless
+// Deps.Leave says it stops for good: then it leaves by its instance id.
 func (s *Stage) Close(ctx context.Context) {
 	if s.sess == nil {
 		return
@@ -214,7 +219,34 @@ func (s *Stage) Close(ctx context.Context) {
 	case <-s.done:
 	case <-ctx.Done():
 	}
+	instance, _ := s.sess.Client().OptValue(kgo.InstanceID).(string)
 	s.sess.Close()
+	if instance != "" && s.deps.Leave != nil && s.deps.Leave() {
+		s.leaveGroup(ctx, instance)
+	}
+}
+
+// leaveGroup removes the static member instance from the group, with a
+// client of its own (the session's is closed).
+func (s *Stage) leaveGroup(ctx context.Context, instance string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(s.deps.Kafka...)
+	if err == nil {
+		defer cl.Close()
+		var resps kadm.LeaveGroupResponses
+		resps, err = kadm.NewClient(cl).LeaveGroup(ctx, kadm.LeaveGroup(s.cfg.Group).InstanceIDs(instance).Reason("pinsync stops for good"))
+		for _, r := range resps {
+			if err == nil && r.Err != nil && !errors.Is(r.Err, kerr.UnknownMemberID) {
+				err = r.Err
+			}
+		}
+	}
+	if err != nil {
+		s.log.Warn("leaving the group for good failed; its partitions wait for the session timeout", "group", s.cfg.Group, "instance_id", instance, "err", err)
+		return
+	}
+	s.log.Info("left the group for good", "group", s.cfg.Group, "instance_id", instance)
 }
 
 // RegistryUnavailable reports, while the stage waits for the schema

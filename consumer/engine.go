@@ -219,7 +219,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	var rs *rekey.Stage
 	if e.cfg.Rekey {
 		if rs, err = rekey.New(e.rekeyConfig(topics), rekey.Deps{Kafka: kopts, Logger: e.log, Registerer: e.deps.Registerer,
-			SchemaRegistry: e.deps.SchemaRegistry, Leave: e.leaving.Load}); err != nil {
+			SchemaRegistry: e.deps.SchemaRegistry, Leave: e.leaving.Load, Now: e.deps.Now}); err != nil {
 			return err
 		}
 	}
@@ -355,10 +355,12 @@ func (e *Engine) stages() (*profiles.Stage, *lists.Stage) {
 // Status is a snapshot of what the engine is doing, for /status and the
 // status page. It holds no identifier and no secret.
 type Status struct {
-	// Joined reports that both stages are members of their groups: each
+	// Joined reports that every stage (the re-key stage too, with
+	// Config.Rekey) is a member of its group: each
 	// holds its group's current generation.
 	Joined bool `json:"joined"`
-	// Groups are the two members' standing in their groups.
+	// Groups are the members' standing in their groups: profiles, lists,
+	// and rekey with Config.Rekey.
 	Groups   []GroupStatus `json:"groups"`
 	Buffered int           `json:"buffered_records"`
 	// BufferedBytes is what the list stage's windows hold, counted
@@ -448,6 +450,11 @@ func (e *Engine) Status() Status {
 	pst, lst := ps.Status(), ls.Status()
 	st.Joined = pst.Membership.Member && lst.Membership.Member
 	st.Groups = []GroupStatus{groupStatus("profiles", pst.Membership), groupStatus("lists", lst.Membership)}
+	if rs := e.rekeyStage(); rs != nil {
+		m := rs.Membership()
+		st.Joined = st.Joined && m.Member
+		st.Groups = append(st.Groups, groupStatus("rekey", m))
+	}
 	st.Buffered, st.BufferedBytes, st.Flights, st.LastError = lst.Buffered, lst.BufferedBytes, lst.Flights, lst.LastError
 	st.FetchPaused = pst.FetchPaused || lst.FetchPaused
 	st.Partitions, st.ListPartitions = pst.Partitions, lst.Partitions
@@ -491,12 +498,15 @@ func (e *Engine) Ready() error {
 	if err := ps.RegistryUnavailable(); err != nil {
 		return err
 	}
+	now, limit := e.now(), e.cfg.SessionTimeout+e.cfg.RebalanceTimeout
 	if rs := e.rekeyStage(); rs != nil {
 		if err := rs.RegistryUnavailable(); err != nil {
 			return fmt.Errorf("re-key stage: %w", err)
 		}
+		if err := rs.Membership().Ready(now, limit); err != nil {
+			return err
+		}
 	}
-	now, limit := e.now(), e.cfg.SessionTimeout+e.cfg.RebalanceTimeout
 	if err := ps.Membership().Ready(now, limit); err != nil {
 		return err
 	}

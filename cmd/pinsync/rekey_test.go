@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/pinsync/pinsync/consumer"
 	"github.com/pinsync/pinsync/pinterest/sandbox"
 	"github.com/pinsync/pinsync/schemas"
 	"github.com/pinsync/pinsync/schemas/stream"
@@ -174,6 +175,27 @@ func TestRekeyedInputConvergesExactly(t *testing.T) {
 			f.exact(want)
 			if n := len(f.committedRecords(replicaGroup + ".dlq")); n != refused {
 				t.Errorf("%d records dead-lettered; a stream keyed by profile leaves %d", n, refused)
+			}
+			// Each replica is a member of the three groups, and ready.
+			for _, r := range f.running() {
+				var st struct {
+					Joined bool                   `json:"joined"`
+					Groups []consumer.GroupStatus `json:"groups"`
+				}
+				_, body := httpGet(t, "http://"+r.addr+"/status")
+				if err := json.Unmarshal([]byte(body), &st); err != nil {
+					t.Fatal(err)
+				}
+				stages := map[string]bool{}
+				for _, g := range st.Groups {
+					stages[g.Stage+" "+g.Group] = g.Member
+				}
+				if !st.Joined || len(stages) != 3 || !stages["rekey "+rekeyGroup] || !stages["profiles "+replicaGroup] {
+					t.Errorf("replica %d: /status joined %v, groups %+v; want a member of the profile, list and re-key groups", r.id, st.Joined, st.Groups)
+				}
+				if code, body := httpGet(t, "http://"+r.addr+"/readyz"); code != 200 {
+					t.Errorf("replica %d: /readyz %d %s", r.id, code, body)
+				}
 			}
 		})
 	}

@@ -38,6 +38,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/pinsync/pinsync/consumer/membership"
 	"github.com/pinsync/pinsync/schemas"
 	"github.com/pinsync/pinsync/schemas/format"
 )
@@ -117,6 +118,8 @@ type Deps struct {
 	// member leave its group by its instance id (it stops for good), as
 	// the other stages' members do (package member).
 	Leave func() bool
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 }
 
 // TransactionalID returns the re-key stage's transactional id for a
@@ -139,6 +142,10 @@ type Stage struct {
 	m    *metrics
 	dec  *format.Decoder
 	deps Deps
+
+	// tracker follows the member's standing in its group (readiness,
+	// /status).
+	tracker *membership.Tracker
 
 	sess   *kgo.GroupTransactSession
 	cancel context.CancelFunc
@@ -170,7 +177,11 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Stage{cfg: cfg, log: log.With("stage", "rekey"), m: m, dec: dec, deps: deps}, nil
+	now := deps.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Stage{cfg: cfg, log: log.With("stage", "rekey"), m: m, dec: dec, deps: deps, tracker: membership.New(cfg.Group, now)}, nil
 }
 
 // Start joins the group and starts re-keying in the background.
@@ -192,6 +203,9 @@ func (s *Stage) Start(ctx context.Context) error {
 		kgo.TransactionTimeout(c.TransactionTimeout),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.DefaultProduceTopic(c.Output),
+		kgo.WithHooks(s.tracker),
+		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { s.tracker.Assigned() }),
+		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { s.tracker.Lost() }),
 		// No delivery timeout: franz-go measures it from a record's
 		// timestamp, which is its input record's (a backlog's is old);
 		// the transaction's context bounds the flush.
@@ -220,6 +234,7 @@ func (s *Stage) Close(ctx context.Context) {
 	case <-ctx.Done():
 	}
 	instance, _ := s.sess.Client().OptValue(kgo.InstanceID).(string)
+	s.tracker.Left()
 	s.sess.Close()
 	if instance != "" && s.deps.Leave != nil && s.deps.Leave() {
 		s.leaveGroup(ctx, instance)
@@ -248,6 +263,9 @@ func (s *Stage) leaveGroup(ctx context.Context, instance string) {
 	}
 	s.log.Info("left the group for good", "group", s.cfg.Group, "instance_id", instance)
 }
+
+// Membership is the member's standing in its group.
+func (s *Stage) Membership() membership.Status { return s.tracker.Status() }
 
 // RegistryUnavailable reports, while the stage waits for the schema
 // registry, why.

@@ -485,11 +485,11 @@ func (e *Engine) Status() Status {
 	return st
 }
 
-// Ready reports why the engine is not ready to serve, or nil: both stages
-// have joined their groups, neither has been out of its group for longer
-// than the session and rebalance timeouts together since (a short
-// rebalance leaves it ready), and no input partition waits for the schema
-// registry.
+// Ready reports why the engine is not ready to serve, or nil: every stage
+// (the re-key stage too, with Config.Rekey) has joined its group, none has
+// been out of its group for longer than the session and rebalance timeouts
+// together since (a short rebalance leaves it ready), and no input
+// partition waits for the schema registry.
 func (e *Engine) Ready() error {
 	ps, ls := e.stages()
 	if ps == nil || ls == nil {

@@ -116,6 +116,13 @@ type Config struct {
 	// InputFormat is the value format of the input topic (the zero Config
 	// is plain JSON). The registry formats need Deps.SchemaRegistry.
 	InputFormat format.Config
+	// Rekey puts the re-key stage (package rekey) before the profile
+	// stage: the group "<group>.rekey" writes the input to the re-keyed
+	// topic "<group>.rekeyed", keyed and partitioned by the profile id of
+	// each payload, and the profile stage consumes that topic instead of
+	// the input. For producers that do not key by profile id. Off by
+	// default; a group runs in one mode only (see checkMode).
+	Rekey bool
 }
 
 // DefaultMaxBufferedBytes is the default of Config.MaxBufferedBytes: a
@@ -212,6 +219,21 @@ func (c Config) WithDefaults() Config {
 // listsGroup is the list stage's consumer group.
 func (c Config) listsGroup() string { return c.Group + ".lists" }
 
+// rekeyGroup is the re-key stage's consumer group (on the input topic).
+func (c Config) rekeyGroup() string { return c.Group + ".rekey" }
+
+// RekeyTopic is the re-keyed topic of kafka.rekey: "<group>.rekeyed".
+func (c Config) RekeyTopic() string { return c.Group + ".rekeyed" }
+
+// ProfileTopic is the topic the profile stage (the group kafka.group)
+// consumes: the re-keyed topic with kafka.rekey, else the input.
+func (c Config) ProfileTopic() string {
+	if c.Rekey {
+		return c.RekeyTopic()
+	}
+	return c.Topics[0]
+}
+
 // Validate reports every problem with c, each naming its field.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
@@ -229,6 +251,9 @@ func (c Config) Validate() error {
 	}
 	if c.Group == "" {
 		bad("kafka.group", "required")
+	}
+	if c.Rekey && len(c.Topics) == 1 && c.Topics[0] == c.RekeyTopic() {
+		bad("kafka.rekey", "the input topic %q is the re-keyed topic of kafka.group %q", c.Topics[0], c.Group)
 	}
 	if c.AdAccount == "" {
 		if unmapped := c.unmappedAudiences(); unmapped != "" {

@@ -20,6 +20,13 @@
 // every change of the records before it (package commit): the input
 // group's lag is the end-to-end lag.
 //
+// With Config.Rekey a third stage (package rekey, the group
+// "<kafka.group>.rekey") goes first: it writes the input to the re-keyed
+// topic keyed by each payload's profile id, committing the input offsets
+// in the same transaction, and the profile stage consumes the re-keyed
+// topic instead of the input; the rule above then holds from the re-keyed
+// topic.
+//
 // It does not parse configuration files or serve HTTP; see cmd/pinsync.
 package consumer
 
@@ -43,6 +50,7 @@ import (
 	"github.com/pinsync/pinsync/consumer/member"
 	"github.com/pinsync/pinsync/consumer/membership"
 	"github.com/pinsync/pinsync/consumer/profiles"
+	"github.com/pinsync/pinsync/consumer/rekey"
 	"github.com/pinsync/pinsync/control"
 	"github.com/pinsync/pinsync/schemas/format"
 )
@@ -109,6 +117,7 @@ type Engine struct {
 	mu       sync.Mutex
 	profiles *profiles.Stage
 	lists    *lists.Stage
+	rekey    *rekey.Stage // with Config.Rekey
 	topics   topicLayout
 
 	// watch keeps what the topic watch found (see watchTopics).
@@ -255,6 +264,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var rs *rekey.Stage
+	if e.cfg.Rekey {
+		if rs, err = rekey.New(e.rekeyConfig(topics), rekey.Deps{Kafka: kopts, Logger: e.log, Registerer: e.deps.Registerer,
+			SchemaRegistry: e.deps.SchemaRegistry, Leave: e.leaving.Load, Now: e.deps.Now}); err != nil {
+			return err
+		}
+	}
 	if err := ls.Start(ctx); err != nil {
 		return err
 	}
@@ -264,8 +280,18 @@ func (e *Engine) Run(ctx context.Context) error {
 		cancel()
 		return err
 	}
+	if rs != nil {
+		if err := rs.Start(ctx); err != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.ShutdownGrace)
+			ps.Quiesce(cctx)
+			ps.Close()
+			_ = ls.Close(cctx)
+			cancel()
+			return err
+		}
+	}
 	e.mu.Lock()
-	e.profiles, e.lists, e.topics = ps, ls, topics
+	e.profiles, e.lists, e.rekey, e.topics = ps, ls, rs, topics
 	e.mu.Unlock()
 	watched := make(chan struct{})
 	go func() {
@@ -283,6 +309,11 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.log.Info("stopping for good: both members leave their groups as they close")
 	}
 	var errs []error
+	if rs != nil {
+		// First: what it wrote and committed is the profile stage's to
+		// read; what it had not is read again by the next member.
+		rs.Close(grace)
+	}
 	ps.Quiesce(grace)
 	// The list stage reads what the profile stage's last transactions
 	// wrote, then flushes every window once; a third of the grace at most.
@@ -321,6 +352,32 @@ func (e *Engine) listsConfig(t topicLayout) lists.Config {
 	}
 }
 
+// rekeyConfig is the re-key stage's configuration: the profile stage's
+// decoder, so that it reads the profile id the profile stage would.
+func (e *Engine) rekeyConfig(t topicLayout) rekey.Config {
+	c := e.cfg
+	return rekey.Config{
+		Input: c.Topics[0], Output: c.RekeyTopic(), Partitions: t.input, Group: c.rekeyGroup(), ProfilesGroup: c.Group,
+		TransactionalID: rekey.TransactionalID(c.Group, instanceID(e.deps.Kafka)), TransactionTimeout: c.TransactionTimeout,
+		Decoder: c.decoder(), Format: c.InputFormat,
+	}
+}
+
+// instanceID is the group instance id the Kafka options set, or "".
+func instanceID(opts []kgo.Opt) string {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return ""
+	}
+	defer cl.Close()
+	if vs := cl.OptValues(kgo.InstanceID); len(vs) == 2 {
+		if id, ok := vs[0].(string); ok && vs[1] == true {
+			return id
+		}
+	}
+	return ""
+}
+
 func (e *Engine) profilesConfig(t topicLayout) profiles.Config {
 	c := e.cfg
 	changelog := c.ChangelogTopic
@@ -328,13 +385,19 @@ func (e *Engine) profilesConfig(t topicLayout) profiles.Config {
 		changelog = ""
 	}
 	return profiles.Config{
-		Topic: c.Topics[0], Group: c.Group, ChangesTopic: c.ChangesTopic, ChangesPartitions: t.changes,
+		Topic: c.ProfileTopic(), Group: c.Group, ChangesTopic: c.ChangesTopic, ChangesPartitions: t.changes,
 		ListsGroup: c.listsGroup(), ChangelogTopic: changelog, DLQTopic: c.DLQTopic, DLQPartitions: t.dlq,
 		CommitInterval: c.CommitInterval, TransactionTimeout: c.TransactionTimeout, RevokeTimeout: c.RevokeTimeout,
 		MaxPending: c.MaxBuffered, MaxIdentifiersPerType: c.MaxIdentifiersPerType, MaxRecordBytes: t.maxRecord,
 		Allow: c.Allow, Deny: c.Deny, AdAccount: c.AdAccount, AudienceAdAccounts: c.AudienceAdAccounts,
 		AllowAudienceSettings: c.AllowAudienceSettings, Decoder: c.decoder(), Format: c.InputFormat,
 	}
+}
+
+func (e *Engine) rekeyStage() *rekey.Stage {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.rekey
 }
 
 func (e *Engine) stages() (*profiles.Stage, *lists.Stage) {
@@ -346,10 +409,12 @@ func (e *Engine) stages() (*profiles.Stage, *lists.Stage) {
 // Status is a snapshot of what the engine is doing, for /status and the
 // status page. It holds no identifier and no secret.
 type Status struct {
-	// Joined reports that both stages are members of their groups: each
+	// Joined reports that every stage (the re-key stage too, with
+	// Config.Rekey) is a member of its group: each
 	// holds its group's current generation.
 	Joined bool `json:"joined"`
-	// Groups are the two members' standing in their groups.
+	// Groups are the members' standing in their groups: profiles, lists,
+	// and rekey with Config.Rekey.
 	Groups   []GroupStatus `json:"groups"`
 	Buffered int           `json:"buffered_records"`
 	// BufferedBytes is what the list stage's windows hold, counted
@@ -442,6 +507,11 @@ func (e *Engine) Status() Status {
 	pst, lst := ps.Status(), ls.Status()
 	st.Joined = pst.Membership.Member && lst.Membership.Member
 	st.Groups = []GroupStatus{groupStatus("profiles", pst.Membership), groupStatus("lists", lst.Membership)}
+	if rs := e.rekeyStage(); rs != nil {
+		m := rs.Membership()
+		st.Joined = st.Joined && m.Member
+		st.Groups = append(st.Groups, groupStatus("rekey", m))
+	}
 	st.Buffered, st.BufferedBytes, st.Flights, st.LastError = lst.Buffered, lst.BufferedBytes, lst.Flights, lst.LastError
 	st.FetchPaused = pst.FetchPaused || lst.FetchPaused
 	st.Partitions, st.ListPartitions = pst.Partitions, lst.Partitions
@@ -475,13 +545,13 @@ func (e *Engine) Status() Status {
 	return st
 }
 
-// Ready reports why the engine is not ready to serve, or nil: both stages
-// have joined their groups, neither has been out of its group for longer
-// than the session and rebalance timeouts together since (a short
-// rebalance leaves it ready), no input partition waits for the schema
-// registry, no partition they own has halted (see member.Halt: records
-// lost before they were read, a format it does not know), and no topic
-// changed under them (see watchTopics).
+// Ready reports why the engine is not ready to serve, or nil: every stage
+// (the re-key stage too, with Config.Rekey) has joined its group, none has
+// been out of its group for longer than the session and rebalance timeouts
+// together since (a short rebalance leaves it ready), no input partition
+// waits for the schema registry, no partition they own has halted (see
+// member.Halt: records lost before they were read, a format it does not
+// know), and no topic changed under them (see watchTopics).
 func (e *Engine) Ready() error {
 	ps, ls := e.stages()
 	if ps == nil || ls == nil {
@@ -494,6 +564,14 @@ func (e *Engine) Ready() error {
 		return err
 	}
 	now, limit := e.now(), e.cfg.SessionTimeout+e.cfg.RebalanceTimeout
+	if rs := e.rekeyStage(); rs != nil {
+		if err := rs.RegistryUnavailable(); err != nil {
+			return fmt.Errorf("re-key stage: %w", err)
+		}
+		if err := rs.Membership().Ready(now, limit); err != nil {
+			return err
+		}
+	}
 	if err := ps.Membership().Ready(now, limit); err != nil {
 		return err
 	}

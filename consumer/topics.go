@@ -57,6 +57,9 @@ func (e *Engine) prepareTopics(ctx context.Context, layout LayoutStore) (topicLa
 	if topicOn(c.ControlTopic) {
 		names = append(names, c.ControlTopic)
 	}
+	if c.Rekey {
+		names = append(names, c.RekeyTopic())
+	}
 	details, err := adm.ListTopics(ctx, names...)
 	if err != nil {
 		return tl, fmt.Errorf("kafka: list topics: %w", err)
@@ -85,7 +88,7 @@ func (e *Engine) prepareTopics(ctx context.Context, layout LayoutStore) (topicLa
 			return tl, fmt.Errorf("kafka: changelog topic %q has %d partitions but the input has %d; it must be co-partitioned with the input (recreate it with %d partitions)",
 				c.ChangelogTopic, n, in, in)
 		} else if ok {
-			if err := checkTopicConfig(ctx, adm, c.ChangelogTopic, true); err != nil {
+			if err := checkTopicConfig(ctx, adm, c.ChangelogTopic, "the changelog", true); err != nil {
 				return tl, err
 			}
 			tl.changelog, tl.changelogID = n, details[c.ChangelogTopic].ID
@@ -97,6 +100,14 @@ func (e *Engine) prepareTopics(ctx context.Context, layout LayoutStore) (topicLa
 			tl.changelog, tl.changelogID = in, id
 		}
 	}
+	if c.Rekey {
+		if err := e.prepareRekeyed(ctx, adm, in, partitions); err != nil {
+			return tl, err
+		}
+	}
+	if err := e.checkMode(ctx, adm); err != nil {
+		return tl, err
+	}
 	want := c.ChangesPartitions
 	if want == 0 {
 		want = in
@@ -107,7 +118,7 @@ func (e *Engine) prepareTopics(ctx context.Context, layout LayoutStore) (topicLa
 		return tl, fmt.Errorf("kafka: changes topic %q has %d partitions but kafka.changes_partitions is %d; a list's partition depends on the count, so it cannot change under running replicas (stop them, let the list stage drain, and recreate the topic)",
 			c.ChangesTopic, n, c.ChangesPartitions)
 	case ok:
-		if err := checkTopicConfig(ctx, adm, c.ChangesTopic, false); err != nil {
+		if err := checkTopicConfig(ctx, adm, c.ChangesTopic, "the changes topic", false); err != nil {
 			return tl, err
 		}
 		tl.changes, changesID = n, details[c.ChangesTopic].ID
@@ -214,6 +225,54 @@ func topicConfigs(ctx context.Context, adm *kadm.Client, topic string) (map[stri
 	return conf, nil
 }
 
+// prepareRekeyed checks the re-keyed topic of kafka.rekey, or creates it:
+// as many partitions as the input (a record the re-key stage cannot
+// decode keeps its partition number), kept until the profile stage has
+// passed it, as the changes topic.
+func (e *Engine) prepareRekeyed(ctx context.Context, adm *kadm.Client, in int, partitions func(string) (int, bool)) error {
+	t := e.cfg.RekeyTopic()
+	n, ok := partitions(t)
+	switch {
+	case ok && n != in:
+		return fmt.Errorf("kafka: re-keyed topic %q has %d partitions but the input has %d; it must have as many (recreate it with %d partitions under a new kafka.group)",
+			t, n, in, in)
+	case ok:
+		return checkTopicConfig(ctx, adm, t, "the re-keyed topic", false)
+	}
+	_, err := e.createTopic(ctx, adm, t, in, map[string]string{"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"})
+	return err
+}
+
+// checkMode refuses to start a group in the other mode than the one it
+// committed in: with kafka.rekey the group kafka.group commits on the
+// re-keyed topic, without it on the input; switching would read the input
+// again from the start or skip it, so it takes a new kafka.group.
+func (e *Engine) checkMode(ctx context.Context, adm *kadm.Client) error {
+	c := e.cfg
+	resp, err := adm.FetchOffsets(ctx, c.Group)
+	if err == nil {
+		err = resp.Error()
+	}
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return nil // a new group
+	}
+	if err != nil {
+		return fmt.Errorf("kafka: reading the commits of group %q: %w", c.Group, err)
+	}
+	other, mode := c.RekeyTopic(), "without kafka.rekey"
+	if c.Rekey {
+		other, mode = c.Topics[0], "with kafka.rekey"
+	}
+	var found bool
+	resp.Each(func(o kadm.OffsetResponse) { found = found || (o.Topic == other && o.Err == nil && o.At >= 0) })
+	if found {
+		return fmt.Errorf("kafka: group %q has committed offsets on %q: it ran in the other mode than this one (%s); "+
+			"kafka.rekey cannot change for a group (the profile stage's state and position are those of the other topic): "+
+			"set a new kafka.group to switch, and rebuild its lists from the new group's state", c.Group, other, mode)
+	}
+	return nil
+}
+
 // replicas is a topic's replication factor: its first partition's.
 func replicas(d kadm.TopicDetail) int {
 	for _, p := range d.Partitions.Sorted() {
@@ -316,7 +375,7 @@ func (e *Engine) createTopic(ctx context.Context, adm *kadm.Client, name string,
 // the broker reports them, defaults included) could lose a record pinsync
 // has not read: the changelog must be compacted only; the changes topic
 // must not be compacted, nor delete by time or size.
-func checkTopicConfig(ctx context.Context, adm *kadm.Client, topic string, changelog bool) error {
+func checkTopicConfig(ctx context.Context, adm *kadm.Client, topic, what string, changelog bool) error {
 	conf, err := topicConfigs(ctx, adm, topic)
 	if err != nil {
 		return err
@@ -332,12 +391,12 @@ func checkTopicConfig(ctx context.Context, adm *kadm.Client, topic string, chang
 	case changelog:
 		return nil
 	case compacted:
-		return fmt.Errorf("kafka: topic %q has cleanup.policy=%s; the changes topic must not be compacted (cleanup.policy=delete with retention.ms=-1), or changes are lost", topic, policy)
+		return fmt.Errorf("kafka: topic %q has cleanup.policy=%s; %s must not be compacted (cleanup.policy=delete with retention.ms=-1), or records are lost", topic, policy, what)
 	}
 	for _, k := range []string{"retention.ms", "retention.bytes"} {
 		if v, ok := conf[k]; ok && v != "-1" {
-			return fmt.Errorf("kafka: topic %q has %s=%s; the changes topic must keep every record until the list stage has uploaded it "+
-				"(retention.ms=-1 and retention.bytes=-1; pinsync deletes what it has passed), or changes are lost", topic, k, v)
+			return fmt.Errorf("kafka: topic %q has %s=%s; %s must keep every record until pinsync has passed it "+
+				"(retention.ms=-1 and retention.bytes=-1; pinsync deletes what it has passed), or records are lost", topic, k, v, what)
 		}
 	}
 	return nil

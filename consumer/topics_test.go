@@ -2,6 +2,7 @@ package consumer_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -199,6 +200,81 @@ func TestStartRefusesTopicsTooSmallForTheirRecords(t *testing.T) {
 				t.Fatal(err)
 			}
 			wantRefused(t, r, cfg, name, "max.message.bytes=1000")
+		})
+	}
+}
+
+// TestRekeyedTopicIsCheckedAsTheChangesTopic: with kafka.rekey, an existing
+// re-keyed topic with another partition count than the input, or one
+// deleting by time, stops the start with an error naming the topic and the
+// setting.
+func TestRekeyedTopicIsCheckedAsTheChangesTopic(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		partitions int32
+		want       string
+	}{
+		{"another partition count", 3, "must have as many"},
+		{"the broker's retention", 2, "retention.ms=604800000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, 2, sandbox.Config{})
+			cfg := engineConfig()
+			cfg.Rekey = true
+			cl, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			resp, err := kadm.NewClient(cl).CreateTopic(context.Background(), tc.partitions, -1, nil, cfg.RekeyTopic())
+			if err == nil {
+				err = resp.Err
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantRefused(t, r, cfg, cfg.RekeyTopic(), tc.want)
+		})
+	}
+}
+
+// TestRekeyModeIsFixedForTheGroup: a group that committed on the input
+// refuses to start with kafka.rekey, and one that committed on the
+// re-keyed topic refuses to start without it, each naming the topic.
+func TestRekeyModeIsFixedForTheGroup(t *testing.T) {
+	for _, rekey := range []bool{true, false} {
+		t.Run(fmt.Sprintf("rekey %v", rekey), func(t *testing.T) {
+			r := newRig(t, 2, sandbox.Config{})
+			cfg := engineConfig()
+			cfg.Rekey = rekey
+			committedOn := topic // by the default mode
+			cl, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			adm := kadm.NewClient(cl)
+			if !rekey {
+				committedOn = cfg.RekeyTopic()
+				resp, err := adm.CreateTopic(context.Background(), 2, -1,
+					map[string]*string{"retention.ms": new("-1"), "retention.bytes": new("-1")}, committedOn)
+				if err == nil {
+					err = resp.Err
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			offs := kadm.Offsets{}
+			offs.Add(kadm.Offset{Topic: committedOn, Partition: 0, At: 0, LeaderEpoch: -1})
+			resp, err := adm.CommitOffsets(context.Background(), cfg.Group, offs)
+			if err == nil {
+				err = resp.Error()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantRefused(t, r, cfg, committedOn, "kafka.rekey cannot change for a group")
 		})
 	}
 }

@@ -37,6 +37,7 @@ type pinsyncConfig struct {
 		ControlTopic       string   `json:"control_topic,omitempty"`
 		TransactionTimeout string   `json:"transaction_timeout,omitempty"`
 		TopicCheckInterval string   `json:"topic_check_interval,omitempty"`
+		Rekey              *bool    `json:"rekey,omitempty"`
 		TLS                *struct {
 			Enabled            bool   `json:"enabled,omitempty"`
 			CAFile             string `json:"ca_file,omitempty"`

@@ -35,6 +35,7 @@ func runBench(ctx context.Context, io *stdio, args []string) int {
 		quiet      = fs.Bool("quiet", false, "do not print progress")
 		logPath    = fs.String("log", "", "write pinsync's JSON logs (level info) to this `file` (default: discarded)")
 		replicas   = fs.Int("replicas", 1, "also run the pipeline with this many instances in one group, without and with one 400 writes/min budget, against one instance")
+		rekey      = fs.Bool("rekey", false, "also run the pipeline in the re-keying mode (kafka.rekey) on the same records, beside the plain one")
 	)
 	if status, ok := parseFlags(io, fs, args); !ok {
 		return status
@@ -48,9 +49,9 @@ func runBench(ctx context.Context, io *stdio, args []string) int {
 		return 2
 	}
 	switch *stage {
-	case "", "drain", "decode_hash", "naive", "pipeline":
+	case "", "drain", "decode_hash", "naive", "pipeline", "pipeline_rekey":
 	default:
-		fmt.Fprintf(io.Err, "bench: --profile-stage %q: want drain, decode_hash, naive or pipeline\n", *stage)
+		fmt.Fprintf(io.Err, "bench: --profile-stage %q: want drain, decode_hash, naive, pipeline or pipeline_rekey\n", *stage)
 		return 2
 	}
 	if *stage != "" && *cpuprofile == "" {
@@ -83,7 +84,7 @@ func runBench(ctx context.Context, io *stdio, args []string) int {
 	opts := bench.Options{
 		Events: *events, Profiles: *profiles, Audiences: *audiences, Partitions: *partitions,
 		FlushInterval: *flush, StateProfiles: *state, LatencyTest: *latency, BudgetTest: *budget,
-		Replicas: *replicas, Stage: stageHook,
+		Replicas: *replicas, Stage: stageHook, Rekey: *rekey,
 	}
 	if *logPath != "" {
 		f, err := os.Create(*logPath)
@@ -115,6 +116,10 @@ func runBench(ctx context.Context, io *stdio, args []string) int {
 		fmt.Fprintf(io.Err, "bench: the pipeline did not converge: %s\n", rep.ConvergenceReport)
 		return 1
 	}
+	if r := rep.PipelineRekey; r != nil && !r.Converged {
+		fmt.Fprintln(io.Err, "bench: the pipeline with kafka.rekey did not converge")
+		return 1
+	}
 	for _, r := range rep.Replicas {
 		if !r.Converged {
 			fmt.Fprintf(io.Err, "bench: the pipeline with %d replicas (budget %d) did not converge\n", r.Replicas, r.WritesPerMinute)
@@ -131,11 +136,17 @@ func printBench(out io.Writer, r bench.Report) {
 	fmt.Fprintf(tw, "decode+hash (all cores)\t%.0f\t%.3f\t\n", r.DecodeHashEventsPerS, r.RatioVsDecodeHash)
 	fmt.Fprintf(tw, "naive sync\t%.0f\t%.3f\t\n", r.NaiveEventsPerS, r.RatioVsNaive)
 	fmt.Fprintf(tw, "pinsync pipeline\t%.0f\t\t\n", r.PipelineEventsPerS)
+	if x := r.PipelineRekey; x != nil {
+		fmt.Fprintf(tw, "pinsync pipeline, kafka.rekey\t%.0f\t%.3f\t\n", x.EventsPerS, x.RatioVsPipeline)
+	}
 	tw.Flush()
 	fmt.Fprintf(out, "\nevents %d in %.2fs; converged %v\n", r.Events, r.PipelineSeconds, r.Converged)
 	fmt.Fprintf(out, "pinterest write calls %d (min possible %d, %.3fx); records/call %.0f; fill ratio %.3f\n",
 		r.PinterestCalls, r.MinPossibleCalls, float64(r.PinterestCalls)/float64(max(r.MinPossibleCalls, 1)), r.RecordsPerCall, r.FillRatio)
 	fmt.Fprintf(out, "event-to-upload latency p50 %.3fs p99 %.3fs\n", r.LatencyP50S, r.LatencyP99S)
+	if x := r.PipelineRekey; x != nil {
+		fmt.Fprintf(out, "kafka.rekey: events %d in %.2fs; converged %v; pinterest write calls %d\n", r.Events, x.Seconds, x.Converged, x.PinterestCalls)
+	}
 	for _, p := range []struct {
 		name string
 		p    *bench.Paced

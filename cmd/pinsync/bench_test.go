@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -38,6 +40,29 @@ func TestBenchConverges(t *testing.T) {
 	}
 	if rep["events"] != float64(50000) {
 		t.Errorf("events = %v, want 50000", rep["events"])
+	}
+}
+
+// TestBenchShowsTheRekeyingModeBesideThePipeline: --rekey adds the
+// pipeline's run with kafka.rekey to the table, beside the plain one, and
+// both converge.
+func TestBenchShowsTheRekeyingModeBesideThePipeline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end bench")
+	}
+	var out, errb bytes.Buffer
+	io := &stdio{Out: &out, Err: &errb, Getenv: func(string) string { return "" }}
+	code := runBench(context.Background(), io, []string{"--events", "20000", "--state-profiles", "1000", "--flush-interval", "1s", "--rekey", "--quiet"})
+	if code != 0 {
+		t.Fatalf("bench exited %d: %s", code, errb.String())
+	}
+	plain := regexp.MustCompile(`(?m)^ *pinsync pipeline +[1-9][0-9]* *$`)
+	rekeyed := regexp.MustCompile(`(?m)^ *pinsync pipeline, kafka\.rekey +[1-9][0-9]* +[0-9.]+ *$`)
+	if !plain.MatchString(out.String()) || !rekeyed.MatchString(out.String()) {
+		t.Errorf("the table lacks the pipeline's events/s with and without kafka.rekey:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "kafka.rekey: events 20000 in") || !strings.Contains(out.String(), "converged true; pinterest") {
+		t.Errorf("no convergence line for kafka.rekey:\n%s", out.String())
 	}
 }
 

@@ -178,6 +178,15 @@ func runRedrive(ctx context.Context, io *stdio, args []string) int {
 		fmt.Fprintf(io.Err, "pinsync dlq redrive: %v\n", err)
 		return 1
 	}
+	if d.ec.Rekey {
+		// Read from the re-keyed topic: sent back to the input, for the
+		// re-key stage to key it by its profile id as it does any record.
+		for i := range plan.Republish {
+			if plan.Republish[i].SourceTopic == d.ec.RekeyTopic() {
+				plan.Republish[i].SourceTopic = d.ec.Topics[0]
+			}
+		}
+	}
 	decoding, err := decodable(d.cfg, plan.Republish)
 	if err != nil {
 		fmt.Fprintf(io.Err, "pinsync dlq redrive: %v\n", err)

@@ -50,7 +50,7 @@ topic cannot be read.`)
 	}
 	defer cl.Close()
 	o, err := overview.Gather(octx, overview.Sources{Admin: kadm.NewClient(cl), Control: ct,
-		Group: d.ec.Group, Input: d.ec.Topics[0], Changes: d.ec.ChangesTopic})
+		Group: d.ec.Group, Input: d.ec.ProfileTopic(), Changes: d.ec.ChangesTopic})
 	if err != nil {
 		fmt.Fprintf(io.Err, "pinsync status: %v\n", err)
 		return 1

@@ -58,6 +58,9 @@ type Options struct {
 	// one write budget of ReplicaBudget writes a minute (default 400).
 	Replicas      int
 	ReplicaBudget int
+	// Rekey adds a run of the pipeline in the re-keying mode
+	// (kafka.rekey) on the same backlog, beside the plain one.
+	Rekey bool
 	// Progress, when set, is told what the bench is doing.
 	Progress func(format string, args ...any)
 	// Stage, when set, is called as each measured stage ("drain",
@@ -127,6 +130,9 @@ type Report struct {
 	RestoreProfilesPerS  float64 `json:"restore_profiles_per_s"`
 	PeakRSSBytes         int64   `json:"peak_rss_bytes"`
 	Converged            bool    `json:"converged"`
+	// PipelineRekey is the run of Options.Rekey: the same backlog through
+	// the re-key stage and the re-keyed topic.
+	PipelineRekey *RekeyRun `json:"pipeline_rekey,omitempty"`
 
 	// Details beyond the contract.
 	PipelineSeconds float64 `json:"pipeline_s"`
@@ -169,6 +175,16 @@ type ReplicaRun struct {
 	FloorS      float64 `json:"floor_s,omitempty"`
 	RateLimited int     `json:"rate_limited_429"`
 	Converged   bool    `json:"converged"`
+}
+
+// RekeyRun is the pipeline's run in the re-keying mode.
+type RekeyRun struct {
+	EventsPerS float64 `json:"events_per_s"`
+	Seconds    float64 `json:"seconds"`
+	// RatioVsPipeline is EventsPerS over the plain pipeline's.
+	RatioVsPipeline float64 `json:"ratio_vs_pipeline"`
+	PinterestCalls  int     `json:"pinterest_calls"`
+	Converged       bool    `json:"converged"`
 }
 
 // Paced is the outcome of a run at a set rate.
@@ -296,6 +312,24 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	}
 	if pr.fillCalls > 0 {
 		rep.FillRatio = float64(pr.fillRecords) / float64(pr.fillCalls*o.MaxRecords)
+	}
+
+	if o.Rekey {
+		// The same records: the re-key stage writes each where its key
+		// already put it, and reads and decodes it as it would any key.
+		o.Progress("pipeline with kafka.rekey: pinsync to convergence through the re-keyed topic")
+		end = o.Stage("pipeline_rekey")
+		pr, err := en.pipeline(ctx, pipelineRun{topic: topic, group: "pinsync-bench-rekey", events: len(recs), audiences: o.Audiences, rekey: true})
+		end()
+		if err != nil {
+			return rep, fmt.Errorf("pipeline with kafka.rekey: %w", err)
+		}
+		rr := &RekeyRun{EventsPerS: rate(len(recs), pr.elapsed), Seconds: pr.elapsed.Seconds(), PinterestCalls: pr.calls,
+			Converged: pr.lagZero && stream.Diff(want, pr.lists).OK()}
+		if rep.PipelineEventsPerS > 0 {
+			rr.RatioVsPipeline = rr.EventsPerS / rep.PipelineEventsPerS
+		}
+		rep.PipelineRekey = rr
 	}
 
 	if o.Replicas > 1 {

@@ -12,12 +12,15 @@ func TestRunConverges(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end bench")
 	}
-	rep, err := Run(context.Background(), Options{Events: 30_000, StateProfiles: 200_000, FlushInterval: time.Second, Progress: t.Logf})
+	rep, err := Run(context.Background(), Options{Events: 30_000, StateProfiles: 200_000, FlushInterval: time.Second, Rekey: true, Progress: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !rep.Converged {
 		t.Fatalf("did not converge: %s", rep.ConvergenceReport)
+	}
+	if r := rep.PipelineRekey; r == nil || !r.Converged || r.EventsPerS <= 0 || r.RatioVsPipeline <= 0 {
+		t.Errorf("the run with kafka.rekey: %+v, want it converged with a positive figure", r)
 	}
 	// Every list needs a call; windows that coalesce longer than the
 	// reference uploader may need fewer calls than min_possible_calls, so

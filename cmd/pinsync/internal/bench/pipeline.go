@@ -45,6 +45,8 @@ type pipelineRun struct {
 	untilLag bool
 	// ready reports whether every record has been produced (untilLag).
 	ready func() bool
+	// rekey runs the engines with kafka.rekey.
+	rekey bool
 }
 
 type pipelineResult struct {
@@ -86,7 +88,7 @@ func (en *env) pipeline(ctx context.Context, r pipelineRun) (pipelineResult, err
 		engines[i], err = consumer.New(consumer.Config{
 			Topics: []string{r.topic}, Group: r.group, AdAccount: sandbox.DefaultAdAccountID,
 			FlushInterval: en.o.FlushInterval, MaxRecords: en.o.MaxRecords,
-			AudiencePollInterval: -1,
+			AudiencePollInterval: -1, Rekey: r.rekey,
 		}, consumer.Deps{Kafka: []kgo.Opt{kgo.SeedBrokers(en.brokers...)}, Pinterest: pin,
 			Writes: pin.WriteBudget(), Reads: pin.ReadBudget(),
 			Registerer: regs[i], Logger: en.o.Logger})
@@ -100,6 +102,11 @@ func (en *env) pipeline(ctx context.Context, r pipelineRun) (pipelineResult, err
 	}
 	defer adm.Close()
 	ka := kadm.NewClient(adm)
+	// The topic whose commits by the group are the end-to-end progress.
+	committed := r.topic
+	if r.rekey {
+		committed = r.group + ".rekeyed"
+	}
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -131,7 +138,7 @@ func (en *env) pipeline(ctx context.Context, r pipelineRun) (pipelineResult, err
 			applied = time.Since(start)
 		}
 		if r.untilLag {
-			if r.ready() && lagZero(ctx, ka, r.topic, r.group) {
+			if r.ready() && lagZero(ctx, ka, committed, r.group) {
 				stop()
 			}
 		} else if applied > 0 && runCtx.Err() == nil {
@@ -145,7 +152,7 @@ func (en *env) pipeline(ctx context.Context, r pipelineRun) (pipelineResult, err
 	if err := errors.Join(runErrs...); err != nil {
 		return pipelineResult{}, err
 	}
-	res := pipelineResult{elapsed: time.Since(start), applied: applied, lagZero: lagZero(ctx, ka, r.topic, r.group)}
+	res := pipelineResult{elapsed: time.Since(start), applied: applied, lagZero: lagZero(ctx, ka, committed, r.group)}
 	res.writes = int(sumCounters(regs, "pinsync_pinterest_requests_total", "category", "ads_write"))
 	res.rateLimited = int(sumCounters(regs, "pinsync_rate_limited_total"))
 	for _, reg := range regs {

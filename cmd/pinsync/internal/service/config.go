@@ -65,6 +65,7 @@ type KafkaConfig struct {
 	ControlTopic       string     `yaml:"control_topic"`
 	TransactionTimeout Duration   `yaml:"transaction_timeout"`
 	TopicCheckInterval Duration   `yaml:"topic_check_interval"`
+	Rekey              bool       `yaml:"rekey"`
 	TLS                TLSConfig  `yaml:"tls"`
 	SASL               SASLConfig `yaml:"sasl"`
 	// InputFormat is the value format of the input topic (package
@@ -562,6 +563,6 @@ func (c Config) Engine() consumer.Config {
 		Decoder: schemas.DecoderConfig{
 			EnteredEvent: c.Sync.EnteredEvent, ExitedEvent: c.Sync.ExitedEvent, ConsentCategory: c.Sync.ConsentCategory,
 		},
-		InputFormat: c.Kafka.InputFormat,
+		InputFormat: c.Kafka.InputFormat, Rekey: c.Kafka.Rekey,
 	}
 }

@@ -187,7 +187,7 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 func groupView(cfg Config, ctl *control.Topic, adm *kadm.Client) GroupView {
 	ec := cfg.Engine().WithDefaults()
 	return func(ctx context.Context) (overview.Overview, error) {
-		return overview.Gather(ctx, overview.Sources{Admin: adm, Control: ctl, Group: ec.Group, Input: ec.Topics[0], Changes: ec.ChangesTopic})
+		return overview.Gather(ctx, overview.Sources{Admin: adm, Control: ctl, Group: ec.Group, Input: ec.ProfileTopic(), Changes: ec.ChangesTopic})
 	}
 }
 

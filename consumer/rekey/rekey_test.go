@@ -1,0 +1,71 @@
+package rekey
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TestPartitionIsTheDefaultPartitioners: a re-keyed record goes where
+// franz-go's default partitioner (and so the Java client's) puts its key.
+func TestPartitionIsTheDefaultPartitioners(t *testing.T) {
+	def := kgo.StickyKeyPartitioner(nil).ForTopic("t")
+	for _, n := range []int{1, 3, 12, 100} {
+		for i := range 2000 {
+			key := fmt.Appendf(nil, "p%d%s", i, strings.Repeat("x", i%7)) // lengths with every remainder of 4
+			if got, want := Partition(key, n), int32(def.Partition(&kgo.Record{Key: key}, n)); got != want {
+				t.Fatalf("%q of %d partitions: %d, franz-go's default %d", key, n, got, want)
+			}
+		}
+	}
+}
+
+// TestStaticMemberLeavesOnlyWhenItStopsForGood: a static member of the
+// re-key group that closes for a restart stays in the group for its
+// instance id; one that stops for good (Deps.Leave) leaves it.
+func TestStaticMemberLeavesOnlyWhenItStopsForGood(t *testing.T) {
+	for _, forGood := range []bool{false, true} {
+		t.Run(fmt.Sprintf("for good %v", forGood), func(t *testing.T) {
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "in", "in.rekeyed"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			kopts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.InstanceID("replica-0")}
+			s, err := New(Config{Input: "in", Output: "in.rekeyed", Partitions: 2, Group: "g.rekey", ProfilesGroup: "g",
+				TransactionalID: TransactionalID("g", "replica-0"), TransactionTimeout: 10 * time.Second},
+				Deps{Kafka: kopts, Leave: func() bool { return forGood }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Start(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			adm := kadm.NewClient(cl)
+			members := func() int {
+				d, err := adm.DescribeGroups(t.Context(), "g.rekey")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return len(d["g.rekey"].Members)
+			}
+			for members() == 0 {
+				time.Sleep(20 * time.Millisecond) // joining
+			}
+			s.Close(t.Context())
+			if got, want := members(), map[bool]int{false: 1, true: 0}[forGood]; got != want {
+				t.Errorf("%d members after Close, want %d", got, want)
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pinsync/pinsync/consumer/glob"
 	"github.com/pinsync/pinsync/consumer/lists"
+	"github.com/pinsync/pinsync/consumer/lists/lending"
 	"github.com/pinsync/pinsync/consumer/profiles"
 	"github.com/pinsync/pinsync/schemas"
 	"github.com/pinsync/pinsync/schemas/format"
@@ -102,6 +103,15 @@ type Config struct {
 	// lost) is checked again, and the longest wait between attempts to
 	// rebuild a list. Default 1m.
 	ParkedRetry time.Duration
+	// BudgetLease is how long a loan of write budget from one list-stage
+	// member to another lasts: the members lend what they do not use
+	// through the control topic (package lists/lending), so that the
+	// group spends its whole budget wherever the work is. Default 5s; at
+	// most kafka.session_timeout (a partition moved away from a member
+	// paused past its session carries no loan longer than that);
+	// negative: no lending (as with no control topic), each member spends
+	// the share its changes partitions give it.
+	BudgetLease time.Duration
 	// TopicCheckInterval is how often the engine checks that the changes
 	// topic (partition count, id) and the input topic (id) are still the
 	// ones its stages started with; both stages hold while they are not.
@@ -159,6 +169,7 @@ func Defaults() Config {
 		TransactionTimeout:    10 * time.Second,
 		AudiencePollInterval:  15 * time.Minute,
 		ParkedRetry:           time.Minute,
+		BudgetLease:           5 * time.Second,
 		TopicCheckInterval:    30 * time.Second,
 		RebuildMaxBytes:       DefaultRebuildMaxBytes,
 	}
@@ -202,6 +213,7 @@ func (c Config) WithDefaults() Config {
 	dur(&c.TransactionTimeout, d.TransactionTimeout)
 	dur(&c.AudiencePollInterval, d.AudiencePollInterval)
 	dur(&c.ParkedRetry, d.ParkedRetry)
+	dur(&c.BudgetLease, d.BudgetLease)
 	dur(&c.TopicCheckInterval, d.TopicCheckInterval)
 	num(&c.MaxRecords, d.MaxRecords)
 	num(&c.MaxBuffered, d.MaxBuffered)
@@ -214,6 +226,18 @@ func (c Config) WithDefaults() Config {
 	num(&c.MaxIdentifiersPerType, d.MaxIdentifiersPerType)
 	num(&c.MaxFlights, d.MaxFlights)
 	return c
+}
+
+// maxBudgetLease bounds sync.budget_lease: a longer lease holds a lender's
+// budget longer after the borrower stopped needing it.
+const maxBudgetLease = 5 * time.Minute
+
+// budgetLease is the list stage's lease: 0 without lending.
+func (c Config) budgetLease() time.Duration {
+	if c.BudgetLease < 0 || !topicOn(c.ControlTopic) {
+		return 0
+	}
+	return c.BudgetLease
 }
 
 // listsGroup is the list stage's consumer group.
@@ -320,6 +344,10 @@ func (c Config) Validate() error {
 	}
 	if c.ParkedRetry <= 0 {
 		bad("sync.parked_retry_interval", "must be positive")
+	}
+	if c.BudgetLease > 0 && (c.BudgetLease < lending.MinLease || c.BudgetLease > min(maxBudgetLease, c.SessionTimeout)) {
+		bad("sync.budget_lease", "must be between %s and %s and at most kafka.session_timeout (negative: no lending), got %s",
+			lending.MinLease, maxBudgetLease, c.BudgetLease)
 	}
 	if c.TopicCheckInterval < 10*time.Millisecond {
 		bad("kafka.topic_check_interval", "must be at least 10ms, got %s", c.TopicCheckInterval)

@@ -81,7 +81,12 @@ type Deps struct {
 	// a Registry leaves the layout unchecked.
 	Registry lists.Registry
 	Layout   LayoutStore
-	Logger   *slog.Logger
+	// Loans is the control topic the list stage's members lend each other
+	// write budget through (package lists/lending); with no Registry the
+	// engine uses the control topic it opens. Nil beside a Registry means
+	// no lending: each member spends the share its partitions give it.
+	Loans  lists.Loans
+	Logger *slog.Logger
 	// Registerer receives the metrics.
 	Registerer prometheus.Registerer
 	// Hold, when set, says why both stages must stop fetching (the
@@ -225,7 +230,7 @@ func haltReasons() []struct{ stage, reason string } {
 // a dynamic member leaves its group, a static one only when Deps.Leave
 // says the process stops for good. It returns nil after a clean shutdown.
 func (e *Engine) Run(ctx context.Context) error {
-	reg, layout := e.deps.Registry, e.deps.Layout
+	reg, layout, loans := e.deps.Registry, e.deps.Layout, e.deps.Loans
 	if reg == nil && topicOn(e.cfg.ControlTopic) {
 		ct, err := control.Open(ctx, control.Config{Kafka: e.deps.Kafka, Topic: e.cfg.ControlTopic, Logger: e.log})
 		if err != nil {
@@ -235,7 +240,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			return err
 		}
 		defer ct.Close()
-		reg, layout = ct.Registry(), ct
+		reg, layout, loans = ct.Registry(), ct, ct
 	}
 	topics, err := e.prepareTopics(ctx, layout)
 	if err != nil {
@@ -252,7 +257,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	ls, err := lists.New(e.listsConfig(topics), lists.Deps{
 		Member: memberDeps("lists", e.m.listPartitions), Pinterest: e.deps.Pinterest, Writes: e.deps.Writes, Reads: e.deps.Reads,
-		Registry: reg, Members: e.members(), Registerer: e.deps.Registerer, DeadLetters: e.m.deadLetters,
+		Loans: loans, Registry: reg, Members: e.members(), Registerer: e.deps.Registerer, DeadLetters: e.m.deadLetters,
 	})
 	if err != nil {
 		return err
@@ -349,6 +354,7 @@ func (e *Engine) listsConfig(t topicLayout) lists.Config {
 		FlushInterval: c.FlushInterval, CommitInterval: c.CommitInterval, RevokeTimeout: c.RevokeTimeout,
 		MaxRecords: c.MaxRecords, MaxBuffered: c.MaxBuffered, MaxBufferedBytes: c.MaxBufferedBytes, MaxFlights: c.MaxFlights,
 		ListNameTemplate: c.ListNameTemplate, AudiencePollInterval: c.AudiencePollInterval, ParkedRetry: c.ParkedRetry,
+		BudgetLease: c.budgetLease(),
 	}
 }
 

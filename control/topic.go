@@ -49,6 +49,11 @@ type Topic struct {
 	registry  map[ListKey]registered
 	layout    *Layout // nil until recorded
 	instances map[string]Instance
+	// budgetWatchers are told of every budget record (WatchBudget);
+	// budget holds the latest of each budget key, for a new watcher.
+	budgetWatchers map[int]func(BudgetRecord)
+	nextWatcher    int
+	budget         map[string]BudgetRecord
 }
 
 // Open opens the control topic, creating it when missing, and starts
@@ -64,7 +69,8 @@ func Open(ctx context.Context, cfg Config) (*Topic, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	t := &Topic{cfg: cfg, logger: logger, registry: make(map[ListKey]registered), instances: make(map[string]Instance)}
+	t := &Topic{cfg: cfg, logger: logger, registry: make(map[ListKey]registered), instances: make(map[string]Instance),
+		budgetWatchers: make(map[int]func(BudgetRecord)), budget: make(map[string]BudgetRecord)}
 	l, err := OpenLog(ctx, LogConfig{Kafka: cfg.Kafka, Topic: cfg.Topic, Apply: t.apply, Logger: logger})
 	if err != nil {
 		return nil, err
@@ -73,9 +79,28 @@ func Open(ctx context.Context, cfg Config) (*Topic, error) {
 	return t, nil
 }
 
-// apply folds one record into the state it belongs to; records of keys
-// this version does not know are skipped.
+// apply folds one record into the state it belongs to, or hands a budget
+// record to the watchers; records of keys this version does not know are
+// skipped.
 func (t *Topic) apply(r Record) {
+	if b, ok, valid := parseBudget(r); ok {
+		t.mu.Lock()
+		if !valid {
+			delete(t.budget, r.Key)
+			t.mu.Unlock()
+			return
+		}
+		t.budget[r.Key] = b
+		watchers := make([]func(BudgetRecord), 0, len(t.budgetWatchers))
+		for _, fn := range t.budgetWatchers {
+			watchers = append(watchers, fn)
+		}
+		t.mu.Unlock()
+		for _, fn := range watchers {
+			fn(b)
+		}
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.tokens.apply(r, t.cfg.RefreshTimeout) || t.applyLayout(r) || t.applyInstance(r) {

@@ -108,6 +108,7 @@ type pinsyncConfig struct {
 		RevokeTimeout        string `json:"revoke_timeout,omitempty"`
 		AudiencePollInterval string `json:"audience_poll_interval,omitempty"`
 		ParkedRetryInterval  string `json:"parked_retry_interval,omitempty"`
+		BudgetLease          string `json:"budget_lease,omitempty"`
 		RebuildMaxBytes      *int64 `json:"rebuild_max_bytes,omitempty"`
 		MaxFlights           *int   `json:"max_flights,omitempty"`
 		CommitInterval       string `json:"commit_interval,omitempty"`
@@ -273,6 +274,7 @@ func TestConfigDurationsParse(t *testing.T) {
 			"sync.unhealthy_after":           cfg.Sync.UnhealthyAfter,
 			"sync.revoke_timeout":            cfg.Sync.RevokeTimeout,
 			"sync.audience_poll_interval":    cfg.Sync.AudiencePollInterval,
+			"sync.budget_lease":              cfg.Sync.BudgetLease,
 		} {
 			if v != "" {
 				mustDuration(t, name+" "+key, v)

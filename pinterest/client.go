@@ -354,23 +354,25 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 
 // attempt sends r once, after waiting for its rate budget; writes go
 // through the ad account's breaker, and the write guard of ctx (if any)
-// runs just before a write is sent (see send). A 429 pauses the whole
-// category.
+// and a look at the age of the budget's token run just before a request is
+// sent (see send). A 429 pauses the whole category.
 func (c *Client) attempt(ctx context.Context, r request, out any) error {
 	if r.method == http.MethodGet {
-		if err := c.reads.Wait(ctx); err != nil {
+		g := &grant{budget: c.reads}
+		if err := g.take(ctx, c.cfg.Now); err != nil {
 			return fmt.Errorf("pinterest: ads_read budget: %w", err)
 		}
-		return c.paced(c.reads, c.send(ctx, r, out))
+		return c.paced(c.reads, c.send(ctx, r, g, out))
 	}
 	b := c.breakers.get(r.adAccount)
 	if err := b.allow(); err != nil {
 		return err
 	}
-	if err := c.writes.Wait(ctx); err != nil {
+	g := &grant{budget: c.writes}
+	if err := g.take(ctx, c.cfg.Now); err != nil {
 		return fmt.Errorf("pinterest: ads_write budget: %w", err)
 	}
-	return c.paced(c.writes, b.run(ctx, func() error { return c.send(ctx, r, out) }))
+	return c.paced(c.writes, b.run(ctx, func() error { return c.send(ctx, r, g, out) }))
 }
 
 // rateLimitPause is how long a category stops after a 429 that names no
@@ -390,17 +392,18 @@ func (c *Client) paced(budget *Budget, err error) error {
 	return err
 }
 
-// send makes one request with a current access token; on a 401 it
-// refreshes the token once and repeats the request. A write runs the
-// write guard of ctx right before each time it goes on the wire: after
-// every wait (budget, token, refresh), so that the check is milliseconds
-// old when the write leaves.
-func (c *Client) send(ctx context.Context, r request, out any) error {
+// send makes one request, paid for by g, with a current access token; on
+// a 401 it refreshes the token once and repeats the request. Right before
+// each time it goes on the wire, after every wait (budget, token,
+// refresh), a write runs the write guard of ctx, so that the check is
+// milliseconds old when the write leaves, and any request whose budget
+// token has grown old takes another (see ready).
+func (c *Client) send(ctx context.Context, r request, g *grant, out any) error {
 	tok, err := c.auth.token(ctx)
 	if err != nil {
 		return err
 	}
-	if err := guard(ctx, r, c.cfg.Now); err != nil {
+	if err := ready(ctx, r, g, c.cfg.Now); err != nil {
 		return err
 	}
 	resp, err := c.roundTrip(ctx, r, tok.AccessToken)
@@ -418,7 +421,7 @@ func (c *Client) send(ctx context.Context, r request, out any) error {
 		if tok, err = c.auth.refresh(ctx, tok.AccessToken); err != nil {
 			return err
 		}
-		if err := guard(ctx, r, c.cfg.Now); err != nil {
+		if err := ready(ctx, r, g, c.cfg.Now); err != nil {
 			return err
 		}
 		if resp, err = c.roundTrip(ctx, r, tok.AccessToken); err != nil {

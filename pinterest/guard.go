@@ -3,6 +3,7 @@ package pinterest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 )
@@ -52,7 +53,8 @@ func guard(ctx context.Context, r request, now func() time.Time) error {
 }
 
 // A write guard's answer is trusted for maxGuardAge after it was asked;
-// a write asks at most maxGuardChecks times.
+// a write asks at most maxGuardChecks times. A budget's token is good for
+// maxGuardAge after it was given too.
 const (
 	maxGuardAge    = time.Second
 	maxGuardChecks = 3
@@ -60,6 +62,49 @@ const (
 
 // errGuardSlow says the write guard never answered in time.
 var errGuardSlow = errors.New("the ownership check never answered within " + maxGuardAge.String())
+
+// errGrantStale says the budget's token was never fresh when the request
+// was ready to go.
+var errGrantStale = errors.New("no token of the budget was less than " + maxGuardAge.String() + " old when the request was ready")
+
+// grant is a request's token of its category's budget, and when it was
+// given.
+type grant struct {
+	budget *Budget
+	at     time.Time
+}
+
+// take waits for a token of g's budget.
+func (g *grant) take(ctx context.Context, now func() time.Time) error {
+	if err := g.budget.Wait(ctx); err != nil {
+		return err
+	}
+	g.at = now()
+	return nil
+}
+
+// ready runs just before r goes on the wire, after every wait: the write
+// guard of ctx, then a look at the age of r's token. A token given more
+// than maxGuardAge ago (the process was paused, or the token refresh or the
+// guard was slow) is dropped and another taken: the share that paid for it
+// may be gone by now (a lease lapsed while the process slept), and
+// Pinterest counts the request when it arrives, not when it was paid for.
+func ready(ctx context.Context, r request, g *grant, now func() time.Time) error {
+	for i := 1; ; i++ {
+		if err := guard(ctx, r, now); err != nil {
+			return err
+		}
+		if now().Sub(g.at) <= maxGuardAge {
+			return nil
+		}
+		if i == maxGuardChecks {
+			return &guardError{err: errGrantStale}
+		}
+		if err := g.take(ctx, now); err != nil {
+			return fmt.Errorf("pinterest: budget: %w", err)
+		}
+	}
+}
 
 // guardError is a write the guard refused: it was not sent.
 type guardError struct{ err error }

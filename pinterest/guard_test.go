@@ -59,3 +59,36 @@ func TestWriteGuardAnswerTooOldIsAskedAgain(t *testing.T) {
 		t.Errorf("list holds %d records; want 5", writes())
 	}
 }
+
+// TestOldBudgetTokenIsTakenAgain: a write whose budget token was given
+// more than a second before it was ready to leave (here the write guard
+// was slow once: the process may have slept past a lease that paid for
+// the token) takes another token before it goes: the budget is charged
+// twice for the one request that Pinterest sees.
+func TestOldBudgetTokenIsTakenAgain(t *testing.T) {
+	const perMinute = 600
+	e := newEnv(t, envOpts{config: func(c *Config) { c.WritesPerMinute = perMinute }})
+	ctx := context.Background()
+	l, err := e.client.CreateCustomerList(ctx, testAccount, "pinsync vip EMAIL", ident.Email, hashes("a", 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := e.client.WriteBudget().Spent()
+	asked := 0
+	slowOnce := WithWriteGuard(ctx, func(context.Context) error {
+		asked++
+		if asked == 1 {
+			e.clock.Advance(3 * time.Second)
+		}
+		return nil
+	})
+	if err := e.client.UpdateCustomerList(slowOnce, testAccount, l.ID, Add, hashes("b", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if got := (e.client.WriteBudget().Spent() - before) * perMinute; got < 2-1e-9 || got > 2+1e-9 {
+		t.Errorf("the write took %.2f tokens of the budget, want 2 (its first token had grown old)", got)
+	}
+	if n := len(e.listRecords(l.ID)); n != 5 {
+		t.Errorf("list holds %d records, want 5", n)
+	}
+}

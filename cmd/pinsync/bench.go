@@ -36,6 +36,7 @@ func runBench(ctx context.Context, io *stdio, args []string) int {
 		logPath    = fs.String("log", "", "write pinsync's JSON logs (level info) to this `file` (default: discarded)")
 		replicas   = fs.Int("replicas", 1, "also run the pipeline with this many instances in one group, without and with one 400 writes/min budget, against one instance")
 		rekey      = fs.Bool("rekey", false, "also run the pipeline in the re-keying mode (kafka.rekey) on the same records, beside the plain one")
+		lease      = fs.Duration("budget-lease", 0, "the instances' sync.budget_lease (0: the default; negative: no lending of write budget between them)")
 	)
 	if status, ok := parseFlags(io, fs, args); !ok {
 		return status
@@ -84,7 +85,7 @@ func runBench(ctx context.Context, io *stdio, args []string) int {
 	opts := bench.Options{
 		Events: *events, Profiles: *profiles, Audiences: *audiences, Partitions: *partitions,
 		FlushInterval: *flush, StateProfiles: *state, LatencyTest: *latency, BudgetTest: *budget,
-		Replicas: *replicas, Stage: stageHook, Rekey: *rekey,
+		Replicas: *replicas, BudgetLease: *lease, Stage: stageHook, Rekey: *rekey,
 	}
 	if *logPath != "" {
 		f, err := os.Create(*logPath)

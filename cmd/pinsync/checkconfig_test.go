@@ -45,6 +45,9 @@ sync:
 			`  audiences: {allow: ["engage/*"]}`, []string{"pinterest.ad_account_id", `"engage/*" may select audiences`}},
 		{"a revoke that outlasts the rebalance", `  ad_account_id: "549755885175"`, `  revoke_timeout: 30s`,
 			[]string{"sync.revoke_timeout", "less than half kafka.rebalance_timeout (1m0s)"}},
+		{"a budget lease that outlasts the session", `  ad_account_id: "549755885175"`, `  budget_lease: 1m`,
+			[]string{"sync.budget_lease", "at most kafka.session_timeout"}},
+		{"no lending", `  ad_account_id: "549755885175"`, `  budget_lease: -1s`, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "pinsync.yaml")

@@ -105,6 +105,8 @@ type fleetSettings struct {
 	// maxBufferedBytes is sync.max_buffered_bytes, rebuildMaxBytes
 	// sync.rebuild_max_bytes; "" keeps the default.
 	maxBufferedBytes, rebuildMaxBytes string
+	// budgetLease is sync.budget_lease; "" keeps the default.
+	budgetLease string
 	// dynamic leaves kafka.instance_id out: the replicas are dynamic group
 	// members, and a restarted one joins as a new member.
 	dynamic bool
@@ -198,6 +200,9 @@ func (f *fleet) config(id int) string {
 	}
 	if f.settings.rebuildMaxBytes != "" {
 		syncKeys += "\n  rebuild_max_bytes: " + f.settings.rebuildMaxBytes
+	}
+	if f.settings.budgetLease != "" {
+		syncKeys += "\n  budget_lease: " + f.settings.budgetLease
 	}
 	instance := fmt.Sprintf("\n  instance_id: replica-%d", id)
 	if f.settings.dynamic {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pinsync/pinsync/consumer/lists/lending"
 	"github.com/pinsync/pinsync/consumer/lists/sink"
 	"github.com/pinsync/pinsync/consumer/member"
 )
@@ -49,6 +50,10 @@ type Config struct {
 	// again (the role may be back), and the longest wait between attempts
 	// to rebuild a list.
 	ParkedRetry time.Duration
+	// BudgetLease is how long a loan of write budget between members
+	// lasts (package lending); 0: no lending, each member spends the share
+	// its partitions give it.
+	BudgetLease time.Duration
 }
 
 // Validate reports a missing or impossible field.
@@ -94,6 +99,9 @@ func (c Config) Validate() error {
 	if c.ParkedRetry <= 0 {
 		bad("ParkedRetry")
 	}
+	if err := (lending.Config{Lease: c.BudgetLease}).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("lists: Config.BudgetLease: %w", err))
+	}
 	if err := sink.CheckListNameTemplate(c.ListNameTemplate); err != nil {
 		errs = append(errs, fmt.Errorf("lists: Config.ListNameTemplate: %w", err))
 	}
@@ -102,13 +110,11 @@ func (c Config) Validate() error {
 
 // Budget is one category of the app's Pinterest budget as this member
 // spends it. *pinterest.Budget implements it.
-type Budget interface {
-	// SetShare sets the fraction of the group's budget this member may
-	// spend.
-	SetShare(fraction float64)
-	// Tokens is how many requests may be sent at now without waiting.
-	Tokens(now time.Time) float64
-}
+type Budget = lending.Budget
+
+// Loans is the control topic as the members lend each other write
+// budget through it. *control.Topic implements it.
+type Loans = lending.Exchange
 
 // Pinterest is what the list stage needs from the Pinterest API client.
 // *pinterest.Client implements it.
@@ -146,8 +152,13 @@ type Deps struct {
 	Pinterest Pinterest
 	// Writes is the ads_write budget the scheduler reads, and Reads the
 	// ads_read one. The stage sets each one's share to the fraction of the
-	// changes topic's partitions it owns. Nil means no budget.
+	// changes topic's partitions it owns; with Loans, the write budget's
+	// share then follows where the work is (package lending). Nil means no
+	// budget.
 	Writes, Reads Budget
+	// Loans is the control topic the members lend each other write budget
+	// through; nil means no lending.
+	Loans Loans
 	// Registry keeps list ids across owners; nil means lists are found by
 	// name (and cannot be rebuilt).
 	Registry Registry

@@ -17,6 +17,14 @@ import (
 	"github.com/pinsync/pinsync/schemas/ident"
 )
 
+// tokens is what the dispatcher needs of the write budget.
+type tokens interface {
+	// Tokens is how many requests may be sent at now without waiting.
+	Tokens(now time.Time) float64
+	// Short records that due windows waited at now for want of budget.
+	Short(now time.Time)
+}
+
 // uploader is what the dispatcher needs of the sink.
 type uploader interface {
 	Upload(ctx context.Context, l window.ListID, adds, removes []ident.Hash) sink.Result
@@ -31,7 +39,7 @@ type dispatcher struct {
 	ws         *window.Set
 	tr         *commit.Tracker
 	sink       uploader
-	writes     Budget // nil: no budget
+	writes     tokens // nil: no budget
 	interval   time.Duration
 	maxFlights int
 	// closing is set once the member shuts down: an urgent window flushes
@@ -84,7 +92,11 @@ func (d *dispatcher) dispatch() {
 	if free <= 0 {
 		return
 	}
-	for _, w := range d.ws.Due(now, d.interval, budget, free) {
+	due, short := d.ws.Schedule(now, d.interval, budget, free)
+	if short && d.writes != nil {
+		d.writes.Short(now)
+	}
+	for _, w := range due {
 		// Workers change windows concurrently: read them under the lock.
 		urgent, full := d.ws.Kind(w)
 		reason := window.FlushInterval

@@ -51,6 +51,7 @@ import (
 
 	"github.com/pinsync/pinsync/consumer/changes"
 	"github.com/pinsync/pinsync/consumer/commit"
+	"github.com/pinsync/pinsync/consumer/lists/lending"
 	"github.com/pinsync/pinsync/consumer/lists/sink"
 	"github.com/pinsync/pinsync/consumer/lists/window"
 	"github.com/pinsync/pinsync/consumer/member"
@@ -77,6 +78,7 @@ type Stage struct {
 
 	tr      *commit.Tracker
 	ws      *window.Set
+	writes  *lending.Pool // nil: no write budget
 	sink    *sink.Sink
 	disp    *dispatcher
 	member  *member.Member[*worker]
@@ -116,6 +118,16 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	}
 	s := &Stage{cfg: cfg, log: log, now: now, deps: deps,
 		tr: commit.NewTracker(), ws: window.New(cfg.MaxRecords, cfg.MaxBufferedBytes)}
+	var writes tokens
+	if deps.Writes != nil {
+		s.writes, err = lending.New(lending.Config{Lease: cfg.BudgetLease, Horizon: cfg.FlushInterval}, lending.Deps{
+			Budget: deps.Writes, Work: s.ws, Exchange: deps.Loans, Logger: log, Registerer: deps.Registerer, Now: now,
+		})
+		if err != nil {
+			return nil, err
+		}
+		writes = s.writes
+	}
 	md.Kafka = append(append([]kgo.Opt{}, md.Kafka...),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -130,7 +142,7 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	uploads, cancel := context.WithCancel(context.Background())
 	s.cancelUploads = cancel
 	s.disp = &dispatcher{
-		ws: s.ws, tr: s.tr, writes: deps.Writes, interval: cfg.FlushInterval, maxFlights: cfg.MaxFlights,
+		ws: s.ws, tr: s.tr, writes: writes, interval: cfg.FlushInterval, maxFlights: cfg.MaxFlights,
 		closing: &s.closing, ctx: uploads, m: m, log: log, now: now,
 	}
 	s.sink, err = sink.New(sink.Config{
@@ -163,6 +175,10 @@ func (s *Stage) Start(ctx context.Context) error {
 	bg, stop := context.WithCancel(context.Background())
 	s.stopBG = stop
 	s.bg.Add(3)
+	if s.writes != nil {
+		s.bg.Add(1)
+		go func() { defer s.bg.Done(); s.writes.Run(bg) }()
+	}
 	go func() { defer s.bg.Done(); s.sink.Run(bg) }()
 	go func() { defer s.bg.Done(); s.disp.run(bg) }()
 	go func() { defer s.bg.Done(); s.commits.run(bg) }()
@@ -376,12 +392,15 @@ func (s *Stage) pollMax() int {
 // partitions are of the changes topic: the shares of the group's members
 // never sum above one, since a partition is owned by one member at a time
 // (a revoked partition's share is given up before the next owner takes it).
+// With lending, the write budget's pool then lends what the member does
+// not use and borrows what it lacks (package lending).
 func (s *Stage) setShare(owned int) {
 	f := float64(owned) / float64(s.cfg.Partitions)
-	for _, b := range []Budget{s.deps.Writes, s.deps.Reads} {
-		if b != nil {
-			b.SetShare(f)
-		}
+	if s.writes != nil {
+		s.writes.SetShare(f)
+	}
+	if s.deps.Reads != nil {
+		s.deps.Reads.SetShare(f)
 	}
 }
 

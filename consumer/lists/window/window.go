@@ -378,6 +378,13 @@ func (w *Window) calls() int {
 // a share's bucket may never hold two, and the flight's second call waits
 // for the budget like any request.
 func (ws *Set) Due(now time.Time, interval time.Duration, budget float64, free int) []*Window {
+	due, _ := ws.Schedule(now, interval, budget, free)
+	return due
+}
+
+// Schedule is Due, and also reports whether a window due now was left for
+// want of budget (not of flights).
+func (ws *Set) Schedule(now time.Time, interval time.Duration, budget float64, free int) (due []*Window, short bool) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	var cands []*Window
@@ -404,16 +411,18 @@ func (ws *Set) Due(now time.Time, interval time.Duration, budget float64, free i
 		}
 		return a.entries.len() > b.entries.len()
 	})
-	var out []*Window
 	for _, w := range cands {
 		c := float64(w.calls())
-		if len(out) >= free || budget < 1 || (c > budget && len(out) > 0) {
+		if len(due) >= free {
 			break
 		}
+		if budget < 1 || (c > budget && len(due) > 0) {
+			return due, true
+		}
 		budget -= c
-		out = append(out, w)
+		due = append(due, w)
 	}
-	return out
+	return due, false
 }
 
 // Kind reports whether w is asked to flush now and whether it is full.
@@ -676,6 +685,17 @@ func (ws *Set) Stats() map[ListID]Stat {
 		out[w.key] = st
 	})
 	return out
+}
+
+// PendingCalls is how many write calls the changes waiting in windows
+// (not those in flight) need at least: one for a window's adds, one for
+// its removes.
+func (ws *Set) PendingCalls() int {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	n := 0
+	ws.eachLocked(func(w *Window) { n += w.calls() })
+	return n
 }
 
 // Empty reports whether no change waits or flies.

@@ -61,6 +61,11 @@ type Options struct {
 	// Rekey adds a run of the pipeline in the re-keying mode
 	// (kafka.rekey) on the same backlog, beside the plain one.
 	Rekey bool
+	// BudgetLease is the engines' sync.budget_lease: how long a loan of
+	// write budget between replicas lasts; 0 keeps the engine's default,
+	// negative turns lending off (each replica spends the share its
+	// changes partitions give it).
+	BudgetLease time.Duration
 	// Progress, when set, is told what the bench is doing.
 	Progress func(format string, args ...any)
 	// Stage, when set, is called as each measured stage ("drain",

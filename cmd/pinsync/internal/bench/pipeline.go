@@ -88,7 +88,7 @@ func (en *env) pipeline(ctx context.Context, r pipelineRun) (pipelineResult, err
 		engines[i], err = consumer.New(consumer.Config{
 			Topics: []string{r.topic}, Group: r.group, AdAccount: sandbox.DefaultAdAccountID,
 			FlushInterval: en.o.FlushInterval, MaxRecords: en.o.MaxRecords,
-			AudiencePollInterval: -1, Rekey: r.rekey,
+			AudiencePollInterval: -1, Rekey: r.rekey, BudgetLease: en.o.BudgetLease,
 		}, consumer.Deps{Kafka: []kgo.Opt{kgo.SeedBrokers(en.brokers...)}, Pinterest: pin,
 			Writes: pin.WriteBudget(), Reads: pin.ReadBudget(),
 			Registerer: regs[i], Logger: en.o.Logger})

@@ -158,6 +158,7 @@ type SyncConfig struct {
 	RevokeTimeout         Duration       `yaml:"revoke_timeout"`
 	AudiencePollInterval  Duration       `yaml:"audience_poll_interval"`
 	ParkedRetryInterval   Duration       `yaml:"parked_retry_interval"`
+	BudgetLease           Duration       `yaml:"budget_lease"`
 	RebuildMaxBytes       int64          `yaml:"rebuild_max_bytes"`
 	MaxFlights            int            `yaml:"max_flights"`
 	CommitInterval        Duration       `yaml:"commit_interval"`
@@ -204,8 +205,9 @@ func Default() Config {
 			EnteredEvent: schemas.DefaultEnteredEvent, ExitedEvent: schemas.DefaultExitedEvent,
 			ShutdownGrace: Duration(sd.ShutdownGrace), RevokeTimeout: Duration(sd.RevokeTimeout), UnhealthyAfter: Duration(sd.UnhealthyAfter),
 			AudiencePollInterval: Duration(sd.AudiencePollInterval), MaxFlights: sd.MaxFlights,
-			ParkedRetryInterval: Duration(sd.ParkedRetry), RebuildMaxBytes: sd.RebuildMaxBytes,
-			CommitInterval: Duration(sd.CommitInterval),
+			ParkedRetryInterval: Duration(sd.ParkedRetry), BudgetLease: Duration(sd.BudgetLease),
+			RebuildMaxBytes: sd.RebuildMaxBytes,
+			CommitInterval:  Duration(sd.CommitInterval),
 		},
 		HTTP: HTTPConfig{Listen: ":8080"},
 		Log:  LogConfig{Level: "info"},
@@ -559,7 +561,8 @@ func (c Config) Engine() consumer.Config {
 		RevokeTimeout:         time.Duration(c.Sync.RevokeTimeout), ShutdownGrace: time.Duration(c.Sync.ShutdownGrace),
 		UnhealthyAfter: time.Duration(c.Sync.UnhealthyAfter),
 		MaxFlights:     c.Sync.MaxFlights, AudiencePollInterval: time.Duration(c.Sync.AudiencePollInterval),
-		ParkedRetry: time.Duration(c.Sync.ParkedRetryInterval), RebuildMaxBytes: c.Sync.RebuildMaxBytes,
+		ParkedRetry: time.Duration(c.Sync.ParkedRetryInterval), BudgetLease: time.Duration(c.Sync.BudgetLease),
+		RebuildMaxBytes: c.Sync.RebuildMaxBytes,
 		Decoder: schemas.DecoderConfig{
 			EnteredEvent: c.Sync.EnteredEvent, ExitedEvent: c.Sync.ExitedEvent, ConsentCategory: c.Sync.ConsentCategory,
 		},

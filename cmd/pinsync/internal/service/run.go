@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 		Hold: pin.Credentials,
 	}
 	if ctl != nil {
-		deps.Registry, deps.Layout = ctl.Registry(), ctl
+		deps.Registry, deps.Layout, deps.Loans = ctl.Registry(), ctl, ctl
 	}
 	if cfg.Kafka.InputFormat.Kind.Registered() {
 		rc := cfg.Kafka.SchemaRegistry.Registry()

@@ -17,10 +17,12 @@ type formatFlags struct {
 	registry                        format.RegistryConfig
 }
 
-// Environment variables of the registry's credentials.
+// Environment variables of the registry's credentials: those of
+// kafka.schema_registry's password and bearer_token, as pinsync run reads
+// them, so that one environment serves run, validate and produce.
 const (
-	envRegistryPassword = "PINSYNC_SCHEMA_REGISTRY_PASSWORD"
-	envRegistryToken    = "PINSYNC_SCHEMA_REGISTRY_TOKEN"
+	envRegistryPassword = "PINSYNC_KAFKA_SCHEMA_REGISTRY_PASSWORD"
+	envRegistryToken    = "PINSYNC_KAFKA_SCHEMA_REGISTRY_BEARER_TOKEN"
 )
 
 func (f *formatFlags) register(fs *flag.FlagSet) {

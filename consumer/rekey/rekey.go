@@ -142,6 +142,10 @@ type Stage struct {
 	m    *metrics
 	dec  *format.Decoder
 	deps Deps
+	// part places a re-keyed record by its key as franz-go's and the Java
+	// client's default partitioners do (murmur2); used by run's goroutine
+	// only.
+	part kgo.TopicPartitioner
 
 	// tracker follows the member's standing in its group (readiness,
 	// /status).
@@ -181,7 +185,8 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Stage{cfg: cfg, log: log.With("stage", "rekey"), m: m, dec: dec, deps: deps, tracker: membership.New(cfg.Group, now)}, nil
+	return &Stage{cfg: cfg, log: log.With("stage", "rekey"), m: m, dec: dec, deps: deps, tracker: membership.New(cfg.Group, now),
+		part: kgo.StickyKeyPartitioner(nil).ForTopic(cfg.Output)}, nil
 }
 
 // Start joins the group and starts re-keying in the background.
@@ -428,7 +433,7 @@ func (s *Stage) rekey(ctx context.Context, r *kgo.Record, ev *schemas.Event) (*k
 		return out, false, nil
 	}
 	out.Key = []byte(ev.Profile)
-	out.Partition = Partition(out.Key, s.cfg.Partitions)
+	out.Partition = int32(s.part.Partition(out, s.cfg.Partitions))
 	return out, true, nil
 }
 
@@ -460,47 +465,6 @@ func (s *Stage) purge(ctx context.Context) {
 	if err != nil && ctx.Err() == nil {
 		s.log.Warn("trimming the re-keyed topic failed; it is tried again", "topic", s.cfg.Output, "err", err)
 	}
-}
-
-// Partition is the partition of n a key goes to: murmur2, as franz-go's
-// and the Java client's default partitioners place a keyed record.
-func Partition(key []byte, n int) int32 {
-	return int32(int(murmur2(key)&0x7fffffff) % n)
-}
-
-// murmur2 is Kafka's murmur2 (seed 0x9747b28c), as in the Java client's
-// Utils.murmur2.
-func murmur2(b []byte) uint32 {
-	const (
-		seed uint32 = 0x9747b28c
-		m    uint32 = 0x5bd1e995
-		r           = 24
-	)
-	h := seed ^ uint32(len(b))
-	for len(b) >= 4 {
-		k := uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
-		b = b[4:]
-		k *= m
-		k ^= k >> r
-		k *= m
-		h *= m
-		h ^= k
-	}
-	switch len(b) {
-	case 3:
-		h ^= uint32(b[2]) << 16
-		fallthrough
-	case 2:
-		h ^= uint32(b[1]) << 8
-		fallthrough
-	case 1:
-		h ^= uint32(b[0])
-		h *= m
-	}
-	h ^= h >> 13
-	h *= m
-	h ^= h >> 15
-	return h
 }
 
 type metrics struct {
